@@ -1,0 +1,83 @@
+import pytest
+
+from workflow import policy
+
+
+@pytest.mark.parametrize("state, terminal", [
+    ("QUEUED", False), ("PENDING", False), ("RUNNING", False), ("TERMINATING", False),
+    ("BLOCKED", False), ("WAITING_FOR_RETRY", False), ("SOME_FUTURE_STATE", False),
+    ("TERMINATED", True), ("SKIPPED", True), ("INTERNAL_ERROR", True),
+])
+def test_life_cycle_states_are_classified_as_databricks_documents_them(state, terminal):
+    assert policy.is_terminal({"lifeCycleState": state}) is terminal
+
+
+def test_jobs_2_2_status_terminated_is_terminal_even_without_life_cycle_state():
+    assert policy.is_terminal({"status": {"state": "TERMINATED"}})
+    assert not policy.is_terminal({"status": {"state": "WAITING"}})
+
+
+@pytest.mark.parametrize("run, expected", [
+    ({"lifeCycleState": "RUNNING"}, None),
+    ({"lifeCycleState": "TERMINATED", "resultState": "FAILED"}, "FAILED"),
+    ({"lifeCycleState": "SKIPPED"}, "SKIPPED"),
+    ({"lifeCycleState": "INTERNAL_ERROR"}, "INTERNAL_ERROR"),
+    ({"lifeCycleState": "SKIPPED", "resultState": "MAXIMUM_CONCURRENT_RUNS_REACHED"}, "MAXIMUM_CONCURRENT_RUNS_REACHED"),
+    ({"status": {"state": "TERMINATED", "termination_details": {"code": "USER_CANCELED"}}}, "USER_CANCELED"),
+])
+def test_result_state_names_every_terminal_outcome(run, expected):
+    assert policy.result_state(run) == expected
+
+
+def test_select_task_run_takes_the_latest_attempt_of_the_named_task():
+    run = {"tasks": [
+        {"taskKey": "main", "runId": 1, "attemptNumber": 0, "startTime": 10},
+        {"taskKey": "other", "runId": 9, "attemptNumber": 5, "startTime": 99},
+        {"taskKey": "main", "runId": 2, "attemptNumber": 1, "startTime": 20},
+    ]}
+    assert policy.select_task_run(run, "main")["runId"] == 2
+    assert policy.select_task_run(run, "absent") is None
+    assert policy.select_task_run({}, "main") is None
+
+
+def test_poll_schedule_starts_fast_and_backs_off_to_its_ceiling():
+    schedule = policy.PollSchedule(first_seconds=5, step_seconds=5, max_seconds=30)
+    assert [schedule.delay_after(n) for n in range(1, 9)] == [5, 10, 15, 20, 25, 30, 30, 30]
+    assert policy.PollSchedule(max_seconds=300).delay_after(1000) == 300
+
+
+def test_idempotency_token_is_stable_and_fits_databricks_limit():
+    assert policy.run_idempotency_token("abc") == "abc"
+    long_id = "x" * 200
+    token = policy.run_idempotency_token(long_id)
+    assert len(token) == 64 and token == policy.run_idempotency_token(long_id)
+    assert token != policy.run_idempotency_token("y" * 200)
+
+
+@pytest.mark.parametrize("message, retryable", [
+    ("Activity function 'getJobRun' failed: Databricks API error 503 TEMPORARILY_UNAVAILABLE: busy", True),
+    ("Activity function 'getJobRun' failed: Databricks API error 429 REQUEST_LIMIT_EXCEEDED: slow down", True),
+    ("Activity function 'createJob' failed: Databricks API error 403 PERMISSION_DENIED: no", False),
+    ("Activity function 'createJob' failed: Databricks API error 400 INVALID_PARAMETER_VALUE: bad", False),
+    ("Activity function 'createJob' failed: Databricks API error 400 COULD_NOT_ACQUIRE_LOCK: try again", True),
+    ("Activity function 'createJob' failed: ConnectionError: refused", True),
+])
+def test_activity_errors_are_retried_only_when_another_attempt_can_help(message, retryable):
+    assert policy.is_retryable_activity_error(message) is retryable
+
+
+def test_activity_retry_backs_off_exponentially():
+    retry = policy.ActivityRetry(max_attempts=4, first_delay_seconds=10, backoff=2)
+    assert [retry.delay_before(a) for a in (2, 3, 4)] == [10, 20, 40]
+
+
+def test_outputs_keep_arazzo_names_and_add_error_only_when_not_successful():
+    run = {"lifeCycleState": "TERMINATED", "stateMessage": "", "runPageUrl": "https://x/run/1"}
+    ok = policy.outputs(job_id=1, run_id=2, result="SUCCESS", run=run,
+                        task_output={"notebookResult": "42", "error": "ignored"})
+    assert ok == {"jobId": 1, "runId": 2, "resultState": "SUCCESS", "notebookResult": "42",
+                  "lifeCycleState": "TERMINATED", "stateMessage": "", "runPageUrl": "https://x/run/1"}
+    failed = policy.outputs(job_id=1, run_id=2, result="FAILED", run=run,
+                            task_output={"error": "boom", "errorTrace": "Traceback"})
+    assert failed["error"] == "boom" and failed["errorTrace"] == "Traceback"
+    assert failed["notebookResult"] is None

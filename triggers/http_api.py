@@ -1,0 +1,146 @@
+"""HTTP API: start a workflow, poll its status, cancel it.
+
+Shaped for the asynchronous request-reply pattern that Logic Apps' HTTP action follows: start
+answers 202 + Location + Retry-After; the status route answers 202 while running, 200 with the
+outputs on success, and a non-2xx (outputs in the body) when the run did not succeed, so the
+Logic Apps action fails visibly.
+"""
+from __future__ import annotations
+
+import json
+import logging
+from typing import Optional
+from urllib.parse import urlencode, urlsplit
+
+import azure.durable_functions as df
+import azure.functions as func
+
+from orchestrators.create_job_and_run import CANCEL_EVENT
+from triggers.starter import INSTANCE_ID_PATTERN, derived_instance_id, start_once
+from workflow import policy
+from workflow.inputs import InputError, orchestration_input, parse_json_body, validate_request
+from workflow.settings import WorkflowSettings
+
+log = logging.getLogger(__name__)
+
+bp = df.Blueprint()
+
+START_ROUTE = "workflows/create-job-and-run"
+STATUS_ROUTE = "workflows/{instanceId}"
+CANCEL_ROUTE = "workflows/{instanceId}/cancel"
+RETRY_AFTER_SECONDS = 10
+# A run that ended but did not succeed: the request depended on a Databricks run that failed.
+# A 4xx, so Logic Apps fails the action at once instead of retrying it as it would a 5xx.
+RUN_NOT_SUCCEEDED_STATUS = 424
+MAX_IDEMPOTENCY_KEY_LENGTH = 255
+
+_RUNNING = {
+    df.OrchestrationRuntimeStatus.Pending, df.OrchestrationRuntimeStatus.Running,
+    df.OrchestrationRuntimeStatus.ContinuedAsNew,
+}
+
+
+def _json(status: int, body, headers: Optional[dict] = None) -> func.HttpResponse:
+    return func.HttpResponse(json.dumps(body), status_code=status, mimetype="application/json",
+                             headers=headers or {})
+
+
+def _bad(error: InputError) -> func.HttpResponse:
+    return _json(error.status, error.to_dict())
+
+
+def _api_url(req: func.HttpRequest, path: str) -> str:
+    """An absolute URL to one of our routes, keeping the caller's function key so that a Logic
+    Apps action can follow Location without being configured twice."""
+    parts = urlsplit(req.url)
+    query = {"code": req.params["code"]} if req.params.get("code") else {}
+    return f"{parts.scheme}://{parts.netloc}/api/{path}" + (f"?{urlencode(query)}" if query else "")
+
+
+def _links(req: func.HttpRequest, instance_id: str) -> dict:
+    return {
+        "id": instance_id,
+        "statusQueryGetUri": _api_url(req, f"workflows/{instance_id}"),
+        "cancelPostUri": _api_url(req, f"workflows/{instance_id}/cancel"),
+    }
+
+
+def _accepted(req: func.HttpRequest, instance_id: str, body: dict) -> func.HttpResponse:
+    location = _api_url(req, f"workflows/{instance_id}")
+    return _json(202, body, {"Location": location, "Retry-After": str(RETRY_AFTER_SECONDS)})
+
+
+def _instance_id_of(req: func.HttpRequest) -> str:
+    instance_id = req.route_params.get("instanceId", "")
+    if not INSTANCE_ID_PATTERN.match(instance_id):
+        raise InputError("'instanceId' is not a valid instance id", "instanceId")
+    return instance_id
+
+
+@bp.route(route=START_ROUTE, methods=["POST"])
+@bp.durable_client_input(client_name="client")
+async def start_workflow(req: func.HttpRequest, client: df.DurableOrchestrationClient) -> func.HttpResponse:
+    settings = WorkflowSettings.from_env()
+    try:
+        request = validate_request(parse_json_body(req.get_body(), settings.max_body_bytes), settings)
+        key = req.headers.get("Idempotency-Key")
+        if key is not None and not (0 < len(key) <= MAX_IDEMPOTENCY_KEY_LENGTH and key.isprintable()):
+            raise InputError(f"'Idempotency-Key' must be 1..{MAX_IDEMPOTENCY_KEY_LENGTH} printable characters",
+                             "Idempotency-Key")
+    except InputError as error:
+        return _bad(error)
+
+    instance_id = derived_instance_id("http", key) if key else None
+    result = await start_once(client, orchestration_input(request, settings), instance_id)
+    log.info("workflow %s %s", result.instance_id, "started" if result.started else "already existed")
+    headers_body = _links(req, result.instance_id)
+    response = _accepted(req, result.instance_id, headers_body)
+    if not result.started:
+        response.headers["Idempotent-Replayed"] = "true"
+    return response
+
+
+@bp.route(route=STATUS_ROUTE, methods=["GET"])
+@bp.durable_client_input(client_name="client")
+async def get_workflow_status(req: func.HttpRequest, client: df.DurableOrchestrationClient) -> func.HttpResponse:
+    try:
+        instance_id = _instance_id_of(req)
+    except InputError as error:
+        return _bad(error)
+    status = await client.get_status(instance_id)
+    runtime = status.runtime_status
+    if runtime is None:
+        return _json(404, {"error": f"no workflow instance '{instance_id}'", "field": "instanceId"})
+    if runtime in _RUNNING or runtime == df.OrchestrationRuntimeStatus.Suspended:
+        return _accepted(req, instance_id, {
+            "id": instance_id, "runtimeStatus": runtime.value, "customStatus": status.custom_status,
+            "createdTime": status.created_time.isoformat() if status.created_time else None,
+            "lastUpdatedTime": status.last_updated_time.isoformat() if status.last_updated_time else None,
+        })
+    if runtime == df.OrchestrationRuntimeStatus.Completed:
+        outputs = status.output or {}
+        code = 200 if policy.is_success(outputs.get("resultState")) else RUN_NOT_SUCCEEDED_STATUS
+        return _json(code, outputs)
+    if runtime == df.OrchestrationRuntimeStatus.Terminated:
+        return _json(410, {"id": instance_id, "runtimeStatus": runtime.value, "error": "workflow was terminated",
+                           "reason": status.output})
+    # Failed: the orchestration itself gave up (e.g. Databricks refused a call); 502 says the
+    # fault is upstream of us, not in the caller's request.
+    return _json(502, {"id": instance_id, "runtimeStatus": runtime.value, "error": "workflow failed",
+                       "detail": status.output, "customStatus": status.custom_status})
+
+
+@bp.route(route=CANCEL_ROUTE, methods=["POST"])
+@bp.durable_client_input(client_name="client")
+async def cancel_workflow(req: func.HttpRequest, client: df.DurableOrchestrationClient) -> func.HttpResponse:
+    try:
+        instance_id = _instance_id_of(req)
+    except InputError as error:
+        return _bad(error)
+    status = await client.get_status(instance_id)
+    if status.runtime_status is None:
+        return _json(404, {"error": f"no workflow instance '{instance_id}'", "field": "instanceId"})
+    if status.runtime_status not in _RUNNING:
+        return _json(409, {"error": f"workflow is already {status.runtime_status.value}", "field": "instanceId"})
+    await client.raise_event(instance_id, CANCEL_EVENT, {"reason": "cancel requested over HTTP"})
+    return _accepted(req, instance_id, _links(req, instance_id))

@@ -1,0 +1,57 @@
+"""Starting workflows exactly once, shared by every entry point (HTTP, Event Grid, queue).
+
+Every caller delivers at least once, so a start is keyed by a deterministic instance id derived
+from the caller's own request identity; a second delivery finds the instance and starts nothing.
+"""
+from __future__ import annotations
+
+import hashlib
+import logging
+import re
+from dataclasses import dataclass
+from typing import Optional
+
+import azure.durable_functions as df
+
+from orchestrators.create_job_and_run import ORCHESTRATOR_NAME
+
+log = logging.getLogger(__name__)
+
+# Instance ids we accept from callers' URLs: generated ids are 32 hex digits, derived ones below.
+INSTANCE_ID_PATTERN = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.:-]{0,99}$")
+
+
+def derived_instance_id(source: str, key: str) -> str:
+    """A stable instance id for a caller-supplied request identity (event id, message id,
+    Idempotency-Key). Hashed so any key yields a valid, bounded id."""
+    digest = hashlib.sha256(f"{source}\x00{key}".encode("utf-8")).hexdigest()[:32]
+    return f"{source}-{digest}"
+
+
+@dataclass(frozen=True)
+class StartResult:
+    instance_id: str
+    started: bool  # False: an instance with this id already existed, nothing new was started
+
+
+async def start_once(client: df.DurableOrchestrationClient, orchestration_input: dict,
+                     instance_id: Optional[str] = None) -> StartResult:
+    """Start the workflow unless an instance with `instance_id` already exists."""
+    if instance_id is None:
+        new_id = await client.start_new(ORCHESTRATOR_NAME, None, orchestration_input)
+        return StartResult(new_id, True)
+    status = await client.get_status(instance_id)
+    if status.runtime_status is not None:
+        log.info("duplicate start for instance %s ignored (%s)", instance_id, status.runtime_status.value)
+        return StartResult(instance_id, False)
+    try:
+        await client.start_new(ORCHESTRATOR_NAME, instance_id, orchestration_input)
+    except Exception:
+        # Two deliveries raced past the status check: the extension refuses the second start of
+        # a running instance, which is exactly the dedupe we want.
+        status = await client.get_status(instance_id)
+        if status.runtime_status is None:
+            raise
+        log.info("duplicate start for instance %s lost the race and was ignored", instance_id)
+        return StartResult(instance_id, False)
+    return StartResult(instance_id, True)
