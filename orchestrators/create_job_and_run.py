@@ -146,6 +146,11 @@ def create_job_and_run(context: df.DurableOrchestrationContext):
     if outcome == "terminal":
         _show(context, "fetchOutput", progress)
         task_output = yield from _fetch_output(context, request, run, result)
+    outputs = policy.outputs(job_id=progress["jobId"], run_id=progress["runId"], result=result,
+                             run=run, task_output=task_output)
+    if options.get("notify"):
+        # Event- and queue-started workflows have no caller polling them: report the end.
+        _show(context, "notifyCompletion", progress)
+        yield from _call(context, "notifyCompletion", {"instanceId": context.instance_id, "outputs": outputs})
     _show(context, "done", progress)
-    return policy.outputs(job_id=progress["jobId"], run_id=progress["runId"], result=result,
-                          run=run, task_output=task_output)
+    return outputs

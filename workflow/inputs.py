@@ -115,13 +115,16 @@ def validate_request(body: Any, settings: Optional[WorkflowSettings] = None) -> 
     )
 
 
-def orchestration_input(request: WorkflowRequest, settings: Optional[WorkflowSettings] = None) -> dict:
-    """The orchestrator's input: the request plus deployment options it must not read itself."""
+def orchestration_input(request: WorkflowRequest, settings: Optional[WorkflowSettings] = None, *,
+                        notify: bool = False) -> dict:
+    """The orchestrator's input: the request plus deployment options it must not read itself.
+    `notify`: report the outputs through the notifyCompletion activity when the workflow ends."""
     settings = settings or WorkflowSettings.from_env()
     return {
         "request": request.to_dict(),
         "options": {
             "pollsPerExecution": settings.polls_per_execution,
             "webhookPollIntervalSeconds": settings.webhook_poll_interval_seconds,
+            "notify": notify,
         },
     }

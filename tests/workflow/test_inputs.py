@@ -22,7 +22,7 @@ def test_explicit_options_win_over_defaults():
 def test_orchestration_input_carries_options_the_orchestrator_must_not_read_itself():
     settings = WorkflowSettings(polls_per_execution=7, webhook_poll_interval_seconds=600)
     envelope = orchestration_input(validate_request(dict(VALID), settings), settings)
-    assert envelope["options"] == {"pollsPerExecution": 7, "webhookPollIntervalSeconds": 600}
+    assert envelope["options"] == {"pollsPerExecution": 7, "webhookPollIntervalSeconds": 600, "notify": False}
     assert "token" not in json.dumps(envelope)
 
 
