@@ -1,0 +1,23 @@
+"""devhost: a DEVELOPMENT stand-in for the Azure Functions host (not used in production).
+
+Production runs on the Durable Task extension inside Azure Functions. devhost lets you run and
+test the same function app locally without the Functions host or Core Tools:
+
+* ``devhost.clock``      - ``VirtualClock`` / ``RealClock`` shared with the Jobs API emulator;
+* ``devhost.replay``     - ``ReplayHost``: orchestrations through the real azure-functions-durable
+                           replay engine over synthesized history, activities in-process;
+* ``devhost.management`` - the Durable extension's management HTTP API on loopback, so the real
+                           ``DurableOrchestrationClient`` works unmodified;
+* ``devhost.serve``      - one loopback HTTP server for the app's HTTP functions, the management
+                           API, Event Grid deliveries and admin invocations (``python -m devhost``).
+"""
+from .clock import RealClock, VirtualClock
+from .replay import (DevhostError, FunctionNotFoundError, InstanceAlreadyExistsError,
+                     InstanceGoneError, InstanceNotFoundError, NonDeterminismError,
+                     OrchestrationStuckError, ReplayHost)
+
+__all__ = [
+    "RealClock", "VirtualClock", "ReplayHost", "DevhostError", "FunctionNotFoundError",
+    "InstanceAlreadyExistsError", "InstanceGoneError", "InstanceNotFoundError",
+    "NonDeterminismError", "OrchestrationStuckError",
+]
