@@ -1,13 +1,21 @@
 """The Azure Functions app: one blueprint per feature (samples-v2/blueprint style).
 
-HTTP routes use function-level keys; the orchestrator and activities have no public surface."""
+HTTP routes use function-level keys, except two that set their own level: the Databricks
+notification endpoint (HTTP Basic, docs/callers.md) and the OpenAPI document (no secret in it).
+The orchestrator and activities have no public surface."""
 import azure.durable_functions as df
 import azure.functions as func
 
 from activities.jobs import bp as activities_bp
+from activities.notifications import bp as notifications_bp
 from orchestrators.create_job_and_run import bp as orchestrator_bp
+from triggers.databricks_webhook import bp as databricks_webhook_bp
+from triggers.event_grid import bp as event_grid_bp
 from triggers.http_api import bp as http_api_bp
+from triggers.openapi import bp as openapi_bp
+from triggers.queue_trigger import bp as queue_trigger_bp
 
 app = df.DFApp(http_auth_level=func.AuthLevel.FUNCTION)
-for blueprint in (orchestrator_bp, activities_bp, http_api_bp):
+for blueprint in (orchestrator_bp, activities_bp, notifications_bp, http_api_bp, event_grid_bp, queue_trigger_bp,
+                  databricks_webhook_bp, openapi_bp):
     app.register_functions(blueprint)

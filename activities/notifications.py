@@ -1,0 +1,107 @@
+"""Activity `notifyCompletion`: report a finished event- or queue-started workflow.
+
+Input `{"instanceId", "outputs"}` (docs/design.md). Sends one CloudEvent of type
+`Databricks.JobRun.Completed` whose `data` is the outputs to the configured completion queue
+and/or Event Grid topic (settings in triggers/caller_settings.py). Activities run at least once, so
+the CloudEvent `id` is the instance id: a consumer that dedupes on `id` sees each workflow end once.
+Keys and connection strings stay in settings; they are never returned, logged or put in events.
+"""
+from __future__ import annotations
+
+import json
+import logging
+from datetime import datetime, timezone
+from typing import Any, Callable, Mapping, Optional
+
+import azure.durable_functions as df
+import requests
+
+from triggers import caller_settings, storage_queues
+
+log = logging.getLogger(__name__)
+
+bp = df.Blueprint()
+
+ACTIVITY_NAME = "notifyCompletion"
+COMPLETED_EVENT_TYPE = "Databricks.JobRun.Completed"
+EVENTGRID_SCOPE = "https://eventgrid.azure.net/.default"
+# Event Grid accepts events up to 1 MB; queue messages are far smaller (storage_queues).
+MAX_TOPIC_EVENT_BYTES = 1_000_000
+# Outputs that can be large; dropped (and flagged) when the event would not fit.
+_LARGE_FIELDS = ("notebookResult", "errorTrace", "error", "stateMessage")
+HTTP_TIMEOUT_SECONDS = 30
+
+_credential = None
+
+
+def completion_event(instance_id: str, outputs: Mapping[str, Any], source: str,
+                     now: Optional[datetime] = None) -> dict:
+    return {
+        "specversion": "1.0",
+        "type": COMPLETED_EVENT_TYPE,
+        "source": source,
+        "id": instance_id,
+        "subject": f"workflows/{instance_id}",
+        "time": (now or datetime.now(timezone.utc)).isoformat(),
+        "datacontenttype": "application/json",
+        "data": dict(outputs),
+    }
+
+
+def fit(event: dict, max_bytes: int) -> dict:
+    """The event, with its large output fields dropped if it is over `max_bytes` as JSON; the full
+    outputs stay available from GET /api/workflows/{id}."""
+    if len(json.dumps(event).encode("utf-8")) <= max_bytes:
+        return event
+    data = {k: v for k, v in event["data"].items() if k not in _LARGE_FIELDS}
+    data["notificationTruncated"] = True
+    return {**event, "data": data}
+
+
+def _bearer_token() -> str:
+    global _credential
+    if _credential is None:
+        from azure.identity import DefaultAzureCredential
+        _credential = DefaultAzureCredential()
+    return _credential.get_token(EVENTGRID_SCOPE).token
+
+
+def publish_to_topic(event: dict, endpoint: str, key: str, *, session: Optional[requests.Session] = None,
+                     token_provider: Callable[[], str] = _bearer_token) -> None:
+    headers = {"Content-Type": "application/cloudevents-batch+json; charset=utf-8"}
+    if key:
+        headers["aeg-sas-key"] = key
+    else:
+        headers["Authorization"] = f"Bearer {token_provider()}"
+    sender = session or requests
+    response = sender.post(endpoint, data=json.dumps([event]), headers=headers, timeout=HTTP_TIMEOUT_SECONDS)
+    if response.status_code >= 300:
+        # The body is Event Grid's error text; the key is in a header and never echoed.
+        raise RuntimeError(f"Event Grid topic answered {response.status_code}: {response.text[:500]}")
+
+
+def notify(payload: Mapping[str, Any], targets: Optional[caller_settings.CompletionTargets] = None) -> dict:
+    targets = targets or caller_settings.CompletionTargets.from_env()
+    instance_id = payload["instanceId"]
+    event = completion_event(instance_id, payload.get("outputs") or {}, targets.source)
+    result: dict = {"instanceId": instance_id, "queueMessageId": None, "topic": False}
+    if targets.queue:
+        queued = fit(event, storage_queues.MAX_MESSAGE_TEXT_BYTES)
+        result["queueMessageId"] = storage_queues.send_text(targets.queue, json.dumps(queued), targets.connection)
+    if targets.topic_endpoint:
+        publish_to_topic(fit(event, MAX_TOPIC_EVENT_BYTES), targets.topic_endpoint, targets.topic_key)
+        result["topic"] = True
+    if not targets.queue and not targets.topic_endpoint:
+        log.warning("workflow %s ended but no completion target is configured "
+                    "(WORKFLOW_COMPLETION_QUEUE, WORKFLOW_COMPLETION_TOPIC_ENDPOINT)", instance_id)
+    else:
+        log.info("workflow %s: completion sent (queue=%s, topic=%s)", instance_id, bool(targets.queue),
+                 result["topic"])
+    return result
+
+
+@bp.activity_trigger(input_name="payload", activity=ACTIVITY_NAME)
+def notifyCompletion(payload: Any) -> dict:  # noqa: N802 - the function name is the activity name
+    if isinstance(payload, str):  # some hosts hand activity input over as JSON text
+        payload = json.loads(payload)
+    return notify(payload)

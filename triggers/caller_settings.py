@@ -1,0 +1,126 @@
+"""Settings of the event-driven entry points (Event Grid, Storage queue, Databricks webhooks) and of
+the `notifyCompletion` activity. Pure: no Azure imports, read from a mapping so tests pass their own.
+
+`SETTINGS` is the one list of names, defaults and meanings; docs/callers.md is checked against it."""
+from __future__ import annotations
+
+import json
+import os
+from dataclasses import dataclass, field
+from typing import Mapping, Optional
+
+# (name, default, meaning); "" as default means unset / feature off.
+SETTINGS: tuple[tuple[str, str, str], ...] = (
+    ("WORKFLOW_QUEUE_CONNECTION", "AzureWebJobsStorage",
+     "Name of the storage connection (connection string setting, or `<name>__queueServiceUri` for a managed "
+     "identity) used by the request queue trigger, the invalid-event queue and the completion queue."),
+    ("WORKFLOW_REQUEST_QUEUE", "workflow-requests",
+     "Queue whose messages start workflows. Read when the worker indexes functions (restart to change). "
+     "Poison messages go to `<name>-poison`."),
+    ("WORKFLOW_INVALID_EVENT_QUEUE", "workflow-requests-invalid",
+     "Queue that receives the raw copy of an Event Grid event that cannot start a workflow, with the error "
+     "and field. Empty: invalid events are only logged."),
+    ("EVENTGRID_BLOB_CREATED_WORKFLOW", "",
+     "JSON mapping `Microsoft.Storage.BlobCreated` events to a workflow: "
+     "`{\"jobName\", \"taskKey\", \"notebookPath\", \"existingClusterId\", \"blobUrlParameter\": \"input_path\", "
+     "\"notebookParams\"?, \"timeoutSeconds\"?, \"pollIntervalSeconds\"?, \"subjectBeginsWith\"?, \"subjectEndsWith\"?}`. "
+     "Empty: blob events are refused as invalid."),
+    ("WORKFLOW_COMPLETION_QUEUE", "",
+     "Queue that receives a `Databricks.JobRun.Completed` CloudEvent (base64 text, the Functions default) when an "
+     "event- or queue-started workflow ends. Empty: no queue notification."),
+    ("WORKFLOW_COMPLETION_TOPIC_ENDPOINT", "",
+     "Event Grid topic endpoint (CloudEvents v1.0 input schema), e.g. "
+     "`https://<topic>.<region>-1.eventgrid.azure.net/api/events`, that receives the same CloudEvent. Empty: none."),
+    ("WORKFLOW_COMPLETION_TOPIC_KEY", "",
+     "Access key of that topic (sent as `aeg-sas-key`); a Key Vault reference in Azure. Empty: the app's "
+     "managed identity (role EventGrid Data Sender) is used instead."),
+    ("WORKFLOW_COMPLETION_EVENT_SOURCE", "/workflows/create-job-and-run",
+     "CloudEvents `source` of completion events."),
+    ("DATABRICKS_WEBHOOK_USERNAME", "",
+     "HTTP Basic user name the Databricks notification destination sends to `POST /api/databricks/notifications`. "
+     "Empty (with the password): the endpoint refuses every call."),
+    ("DATABRICKS_WEBHOOK_PASSWORD", "",
+     "HTTP Basic password of that destination; a Key Vault reference in Azure."),
+)
+
+DEFAULTS = {name: default for name, default, _ in SETTINGS}
+
+
+class CallerSettingError(ValueError):
+    """A setting of this module is invalid; the message starts with the setting's name."""
+
+
+def get(name: str, env: Optional[Mapping[str, str]] = None) -> str:
+    env = os.environ if env is None else env
+    value = env.get(name)
+    return DEFAULTS[name] if value is None else value.strip()
+
+
+@dataclass(frozen=True)
+class BlobWorkflow:
+    """How a `Microsoft.Storage.BlobCreated` event becomes a workflow request."""
+
+    request: dict  # the workflow inputs, without the blob parameter
+    blob_url_parameter: str
+    subject_begins_with: str = ""
+    subject_ends_with: str = ""
+
+    def matches(self, subject: str) -> bool:
+        return subject.startswith(self.subject_begins_with) and subject.endswith(self.subject_ends_with)
+
+    def request_for(self, blob_url: str) -> dict:
+        params = dict(self.request.get("notebookParams") or {})
+        params[self.blob_url_parameter] = blob_url
+        return {**self.request, "notebookParams": params}
+
+
+_BLOB_KEYS = {"blobUrlParameter", "subjectBeginsWith", "subjectEndsWith"}
+
+
+def blob_workflow(env: Optional[Mapping[str, str]] = None) -> Optional[BlobWorkflow]:
+    """The configured blob-created mapping, or None when unset. The workflow fields themselves are
+    validated with the request schema when an event arrives, so their errors name the field."""
+    name = "EVENTGRID_BLOB_CREATED_WORKFLOW"
+    raw = get(name, env)
+    if not raw:
+        return None
+    try:
+        data = json.loads(raw)
+    except ValueError as exc:
+        raise CallerSettingError(f"{name} is not valid JSON: {exc}") from None
+    if not isinstance(data, dict):
+        raise CallerSettingError(f"{name} must be a JSON object")
+    parameter = data.get("blobUrlParameter")
+    if not isinstance(parameter, str) or not parameter:
+        raise CallerSettingError(f"{name}.blobUrlParameter must be a non-empty string (the notebook widget name)")
+    for key in ("subjectBeginsWith", "subjectEndsWith"):
+        if not isinstance(data.get(key, ""), str):
+            raise CallerSettingError(f"{name}.{key} must be a string")
+    return BlobWorkflow(
+        request={k: v for k, v in data.items() if k not in _BLOB_KEYS},
+        blob_url_parameter=parameter,
+        subject_begins_with=data.get("subjectBeginsWith", ""),
+        subject_ends_with=data.get("subjectEndsWith", ""),
+    )
+
+
+@dataclass(frozen=True)
+class CompletionTargets:
+    queue: str = ""
+    topic_endpoint: str = ""
+    topic_key: str = field(default="", repr=False)  # never printed
+    source: str = DEFAULTS["WORKFLOW_COMPLETION_EVENT_SOURCE"]
+    connection: str = DEFAULTS["WORKFLOW_QUEUE_CONNECTION"]
+
+    @classmethod
+    def from_env(cls, env: Optional[Mapping[str, str]] = None) -> "CompletionTargets":
+        endpoint = get("WORKFLOW_COMPLETION_TOPIC_ENDPOINT", env)
+        if endpoint and not endpoint.lower().startswith(("https://", "http://127.0.0.1", "http://localhost")):
+            raise CallerSettingError("WORKFLOW_COMPLETION_TOPIC_ENDPOINT must be an https URL")
+        return cls(
+            queue=get("WORKFLOW_COMPLETION_QUEUE", env),
+            topic_endpoint=endpoint,
+            topic_key=get("WORKFLOW_COMPLETION_TOPIC_KEY", env),
+            source=get("WORKFLOW_COMPLETION_EVENT_SOURCE", env) or DEFAULTS["WORKFLOW_COMPLETION_EVENT_SOURCE"],
+            connection=get("WORKFLOW_QUEUE_CONNECTION", env) or DEFAULTS["WORKFLOW_QUEUE_CONNECTION"],
+        )

@@ -1,0 +1,218 @@
+"""`POST /api/databricks/notifications`: Databricks job webhook notifications end the wait early.
+
+Jobs created with `DATABRICKS_NOTIFICATION_DESTINATION_ID` notify a generic-webhook destination
+on start, success and failure. This endpoint maps the notification to the waiting instance and
+raises `runFinished`, so the orchestrator polls the run now instead of at its next (long) timer.
+A notification is a hint: runs/get stays the source of truth, and a lost or refused notification
+only costs the safety-net poll interval (`WORKFLOW_WEBHOOK_POLL_INTERVAL_SECONDS`).
+
+Gate: HTTP Basic credentials from settings, compared in constant time. The route is anonymous at
+the Functions level: Databricks stores destination passwords write-only, while a `?code=` function
+key in the destination URL would be one more secret readable in the workspace configuration.
+
+Answers: 202 `{"status": "delivered"|"ignored"}`; 401 + WWW-Authenticate; 400/413 malformed;
+503 when Databricks or the Durable store cannot be asked right now. Only `delivered` raises an
+event; nothing here ever starts a workflow.
+"""
+from __future__ import annotations
+
+import base64
+import binascii
+import hmac
+import json
+import logging
+import threading
+from collections import OrderedDict
+from typing import Any, Callable, Mapping, Optional
+
+import azure.durable_functions as df
+import azure.functions as func
+
+from orchestrators.create_job_and_run import RUN_FINISHED_EVENT
+from triggers import caller_settings
+from workflow.inputs import InputError, parse_json_body
+
+log = logging.getLogger(__name__)
+
+bp = df.Blueprint()
+
+ROUTE = "databricks/notifications"
+INSTANCE_TAG = "durable_instance_id"  # set by createJob (activities/jobs.py)
+REALM = "databricks-notifications"
+MAX_BODY_BYTES = 16 * 1024  # real payloads are a few hundred bytes
+# Notifications that mean the run has ended; others (on_start, duration warnings) need no poll.
+RUN_ENDED_EVENTS = frozenset({"jobs.on_success", "jobs.on_failure"})
+_RUNNING = {"Pending", "Running", "ContinuedAsNew"}
+
+
+def _json(status: int, body: Mapping[str, Any], headers: Optional[dict] = None) -> func.HttpResponse:
+    return func.HttpResponse(json.dumps(body), status_code=status, mimetype="application/json",
+                             headers=headers or {})
+
+
+def _unauthorized() -> func.HttpResponse:
+    return _json(401, {"error": "HTTP Basic credentials of the notification destination are required"},
+                 {"WWW-Authenticate": f'Basic realm="{REALM}", charset="UTF-8"'})
+
+
+def authenticated(authorization: Optional[str], env: Optional[Mapping[str, str]] = None) -> bool:
+    """True when the header carries the configured Basic credentials. Both parts are compared in
+    constant time and always both, so timing reveals neither which part nor how much matched."""
+    username = caller_settings.get("DATABRICKS_WEBHOOK_USERNAME", env)
+    password = caller_settings.get("DATABRICKS_WEBHOOK_PASSWORD", env)
+    if not username or not password:
+        log.warning("Databricks notification refused: DATABRICKS_WEBHOOK_USERNAME/PASSWORD are not set")
+        return False
+    scheme, _, encoded = (authorization or "").strip().partition(" ")
+    if scheme.lower() != "basic" or not encoded:
+        return False
+    try:
+        decoded = base64.b64decode(encoded.strip(), validate=True)
+    except (binascii.Error, ValueError):
+        return False
+    user, sep, secret = decoded.partition(b":")
+    if not sep:
+        return False
+    user_ok = hmac.compare_digest(user, username.encode("utf-8"))
+    secret_ok = hmac.compare_digest(secret, password.encode("utf-8"))
+    return user_ok & secret_ok
+
+
+def _id(value: Any, field: str) -> int:
+    """Databricks ids arrive as numbers (captured payloads) or strings (documented example)."""
+    if isinstance(value, bool):
+        raise InputError(f"'{field}' must be a numeric id", field)
+    if isinstance(value, int) and value > 0:
+        return value
+    if isinstance(value, str) and value.strip().isdigit() and int(value) > 0:
+        return int(value)
+    raise InputError(f"'{field}' must be a numeric id (number or digit string)", field)
+
+
+def parse_notification(body: bytes) -> dict:
+    """`{"eventType", "jobId", "runId"}` (runId: the JOB run, also for task-level notifications)."""
+    data = parse_json_body(body, MAX_BODY_BYTES)
+    if not isinstance(data, dict):
+        raise InputError("notification must be a JSON object", None)
+    event_type = data.get("event_type")
+    if not isinstance(event_type, str) or not event_type:
+        raise InputError("'event_type' is required", "event_type")
+    job, run = data.get("job"), data.get("run")
+    if not isinstance(job, dict):
+        raise InputError("'job' must be an object with 'job_id'", "job")
+    if not isinstance(run, dict):
+        raise InputError("'run' must be an object with 'run_id'", "run")
+    job_id = _id(job.get("job_id"), "job.job_id")
+    # Task notifications carry the task run id in run_id and the job run id in parent_run_id.
+    if run.get("parent_run_id") is not None:
+        run_id = _id(run["parent_run_id"], "run.parent_run_id")
+    else:
+        run_id = _id(run.get("run_id"), "run.run_id")
+    return {"eventType": event_type, "jobId": job_id, "runId": run_id}
+
+
+class _JobInstances:
+    """job id -> instance id from the job's tag. A job's tag never changes, so hits are kept (LRU);
+    misses are not, because the job may be looked up before createJob's answer is recorded."""
+
+    def __init__(self, size: int = 1024):
+        self._size = size
+        self._items: "OrderedDict[int, str]" = OrderedDict()
+        self._lock = threading.Lock()
+
+    def get(self, job_id: int, fetch: Callable[[int], Mapping[str, Any]]) -> Optional[str]:
+        with self._lock:
+            if job_id in self._items:
+                self._items.move_to_end(job_id)
+                return self._items[job_id]
+        job = fetch(job_id) or {}
+        tags = (job.get("settings") or {}).get("tags") or job.get("tags") or {}
+        instance_id = tags.get(INSTANCE_TAG)
+        if isinstance(instance_id, str) and instance_id:
+            with self._lock:
+                self._items[job_id] = instance_id
+                while len(self._items) > self._size:
+                    self._items.popitem(last=False)
+            return instance_id
+        return None
+
+    def clear(self) -> None:
+        with self._lock:
+            self._items.clear()
+
+
+job_instances = _JobInstances()
+
+
+def _fetch_job(job_id: int) -> Mapping[str, Any]:
+    from databricks_jobs.client import get_jobs_client  # lazy: settings are read at first use
+    return get_jobs_client().get_job(job_id)
+
+
+# Tests replace this to reach an emulator or a stub.
+fetch_job: Callable[[int], Mapping[str, Any]] = _fetch_job
+
+
+def _not_found(exc: Exception) -> bool:
+    # jobs/get answers 400 INVALID_PARAMETER_VALUE or 404 RESOURCE_DOES_NOT_EXIST for a job that
+    # is not there (deleted, or another workspace's id).
+    return getattr(exc, "status", None) in (400, 403, 404)
+
+
+def _ignored(reason: str, **extra) -> func.HttpResponse:
+    log.info("Databricks notification ignored: %s %s", reason, extra or "")
+    return _json(202, {"status": "ignored", "reason": reason, **extra})
+
+
+async def handle_notification(req: func.HttpRequest, client: df.DurableOrchestrationClient) -> func.HttpResponse:
+    if not authenticated(req.headers.get("Authorization")):
+        return _unauthorized()
+    try:
+        note = parse_notification(req.get_body())
+    except InputError as error:
+        log.warning("malformed Databricks notification: field %s: %s", error.field, error.message)
+        return _json(error.status, error.to_dict())
+
+    if note["eventType"] not in RUN_ENDED_EVENTS:
+        return _ignored(f"event type {note['eventType']} does not end a run")
+    try:
+        instance_id = job_instances.get(note["jobId"], fetch_job)
+    except Exception as exc:
+        if _not_found(exc):
+            return _ignored("unknown job", jobId=note["jobId"])
+        log.warning("could not read job %s for a notification: %s", note["jobId"], exc)
+        return _json(503, {"error": "Databricks could not be asked about the job; try again"},
+                     {"Retry-After": "30"})
+    if instance_id is None:
+        return _ignored("job has no durable_instance_id tag", jobId=note["jobId"])
+
+    status = await client.get_status(instance_id)
+    runtime = getattr(status, "runtime_status", None)
+    if runtime is None:
+        return _ignored("no waiting workflow for the job", jobId=note["jobId"])
+    if runtime.value not in _RUNNING:
+        return _ignored(f"workflow is {runtime.value}", jobId=note["jobId"])
+    custom = status.custom_status if isinstance(status.custom_status, dict) else {}
+    if custom.get("runId") is None or str(custom.get("runId")) != str(note["runId"]):
+        # Not this instance's run (a manual run of the job), or the run id is not recorded yet, in
+        # which case the first poll is about to happen anyway.
+        return _ignored("run is not the one the workflow waits for", runId=note["runId"])
+
+    try:
+        await client.raise_event(instance_id, RUN_FINISHED_EVENT,
+                                 {"runId": note["runId"], "jobId": note["jobId"], "eventType": note["eventType"]})
+    except Exception as exc:
+        # The instance may have ended between the status read and the event (410/404).
+        later = await client.get_status(instance_id)
+        if later.runtime_status is None or later.runtime_status.value not in _RUNNING:
+            return _ignored("workflow ended meanwhile", jobId=note["jobId"])
+        log.warning("could not raise %s on %s: %s", RUN_FINISHED_EVENT, instance_id, exc)
+        return _json(503, {"error": "the workflow could not be signalled; try again"}, {"Retry-After": "30"})
+    log.info("Databricks %s for run %s delivered to workflow %s", note["eventType"], note["runId"], instance_id)
+    return _json(202, {"status": "delivered", "instanceId": instance_id})
+
+
+@bp.route(route=ROUTE, methods=["POST"], auth_level=func.AuthLevel.ANONYMOUS)
+@bp.durable_client_input(client_name="client")
+async def databricks_notification(req: func.HttpRequest, client: df.DurableOrchestrationClient) -> func.HttpResponse:
+    return await handle_notification(req, client)

@@ -1,0 +1,177 @@
+"""Event Grid entry point: start a workflow per event, exactly once.
+
+Accepted events (Event Grid schema or CloudEvents v1.0; the worker decodes both):
+- `Databricks.JobRun.Requested`: `data` is the workflow input (workflow/input.schema.json).
+- `Microsoft.Storage.BlobCreated`: mapped by `EVENTGRID_BLOB_CREATED_WORKFLOW` to a notebook with the
+  blob URL in one notebook parameter.
+
+Event Grid delivers at least once and retries any failed delivery for up to 24 h, so:
+- the instance id is derived from the event's source and id: a redelivery finds the instance and
+  is acknowledged without starting anything;
+- an event that can never start a workflow (invalid data, unknown type) is acknowledged, logged
+  with the field, and its raw copy is kept on the `WORKFLOW_INVALID_EVENT_QUEUE` queue; retrying
+  it would only delay the same answer by a day;
+- anything transient (the Durable client, the invalid-event queue) raises, so Event Grid retries
+  and finally dead-letters to the subscription's dead-letter container when one is configured.
+"""
+from __future__ import annotations
+
+import json
+import logging
+from dataclasses import dataclass
+from datetime import datetime, timezone
+from typing import Any, Optional, Union
+
+import azure.durable_functions as df
+import azure.functions as func
+
+from triggers import caller_settings, storage_queues
+from triggers.starter import StartResult, derived_instance_id, start_once
+from workflow.inputs import InputError, orchestration_input, validate_request
+from workflow.settings import WorkflowSettings
+
+log = logging.getLogger(__name__)
+
+bp = df.Blueprint()
+
+FUNCTION_NAME = "start_workflow_from_event"  # the subscription endpoint's ?functionName=
+REQUESTED_EVENT_TYPE = "Databricks.JobRun.Requested"
+BLOB_CREATED_EVENT_TYPE = "Microsoft.Storage.BlobCreated"
+# ADLS Gen2 raises BlobCreated for CreateFile (an empty file) and again for FlushWithClose (the
+# data is there); only the second one is worth a notebook run.
+IGNORED_BLOB_APIS = frozenset({"CreateFile"})
+
+
+@dataclass(frozen=True)
+class ReceivedEvent:
+    """One event in either schema, reduced to what routing needs, plus its raw form."""
+
+    schema: str  # "eventgrid" | "cloudevents"
+    id: str
+    source: str  # Event Grid `topic`, CloudEvents `source`
+    type: str
+    subject: str
+    data: Any
+    raw: dict
+
+    @classmethod
+    def of(cls, event: Union[func.EventGridEvent, "func.CloudEvent"]) -> "ReceivedEvent":
+        data = event.get_json()
+        if hasattr(event, "specversion"):
+            raw = {"specversion": event.specversion, "id": event.id, "source": event.source, "type": event.type,
+                   "time": _iso(event.time), "subject": event.subject, "datacontenttype": event.datacontenttype,
+                   "dataschema": event.dataschema, **getattr(event, "extension_attrs", {}), "data": data}
+            return cls("cloudevents", event.id or "", event.source or "", event.type or "", event.subject or "",
+                       data, {k: v for k, v in raw.items() if v is not None})
+        raw = {"id": event.id, "topic": event.topic, "subject": event.subject, "eventType": event.event_type,
+               "eventTime": _iso(event.event_time), "dataVersion": event.data_version, "data": data}
+        return cls("eventgrid", event.id or "", event.topic or "", event.event_type or "", event.subject or "",
+                   data, {k: v for k, v in raw.items() if v is not None})
+
+
+def _iso(value: Optional[datetime]) -> Optional[str]:
+    return value.isoformat() if isinstance(value, datetime) else value
+
+
+class IgnoredEvent(Exception):
+    """A valid event this app deliberately does nothing for (filtered out)."""
+
+
+def instance_id_for(event: ReceivedEvent) -> str:
+    # Event ids are unique per source (CloudEvents: source + id; Event Grid: topic + id).
+    return derived_instance_id("eventgrid", f"{event.source}\x00{event.id}")
+
+
+def _data_object(event: ReceivedEvent) -> dict:
+    data = event.data
+    if isinstance(data, (str, bytes)):
+        # Publishers sometimes send the JSON as a string (CloudEvents data_base64/text).
+        try:
+            data = json.loads(data)
+        except ValueError:
+            raise InputError("'data' is not a JSON object", "data") from None
+    if not isinstance(data, dict):
+        raise InputError("'data' must be a JSON object with the workflow inputs", "data")
+    return data
+
+
+def request_body_for(event: ReceivedEvent) -> dict:
+    """The workflow input an event asks for, before schema validation.
+    Raises InputError (never start, dead-letter) or IgnoredEvent (acknowledge, nothing to do)."""
+    if not event.id:
+        raise InputError("event has no 'id'", "id")
+    if event.type == REQUESTED_EVENT_TYPE:
+        return _data_object(event)
+    if event.type == BLOB_CREATED_EVENT_TYPE:
+        try:
+            mapping = caller_settings.blob_workflow()
+        except caller_settings.CallerSettingError as exc:
+            raise InputError(str(exc), "EVENTGRID_BLOB_CREATED_WORKFLOW") from None
+        if mapping is None:
+            raise InputError("blob-created events are not mapped to a workflow: set EVENTGRID_BLOB_CREATED_WORKFLOW",
+                             "EVENTGRID_BLOB_CREATED_WORKFLOW")
+        if not mapping.matches(event.subject):
+            raise IgnoredEvent(f"subject {event.subject!r} is outside the configured prefix/suffix")
+        data = _data_object(event)
+        if data.get("api") in IGNORED_BLOB_APIS:
+            raise IgnoredEvent(f"blob api {data['api']} (the file is not complete yet)")
+        url = data.get("url")
+        if not isinstance(url, str) or not url:
+            raise InputError("blob-created event has no 'data.url'", "data.url")
+        return mapping.request_for(url)
+    raise InputError(f"event type {event.type!r} is not handled; expected {REQUESTED_EVENT_TYPE} "
+                     f"or {BLOB_CREATED_EVENT_TYPE}", "type")
+
+
+def _prefixed(error: InputError, event: ReceivedEvent) -> InputError:
+    """Name fields from the event's root, as the publisher sees them (`data.jobName`)."""
+    if error.field is None:
+        return InputError(error.message, "data")
+    if event.type == REQUESTED_EVENT_TYPE and not error.field.startswith("data"):
+        return InputError(error.message, f"data.{error.field}")
+    return error
+
+
+def keep_invalid(event: ReceivedEvent, error: InputError, instance_id: str) -> bool:
+    """Keep the raw event on the invalid-event queue; False when no queue is configured.
+    Raises when the queue cannot be written, so Event Grid redelivers and nothing is lost."""
+    queue = caller_settings.get("WORKFLOW_INVALID_EVENT_QUEUE")
+    if not queue:
+        return False
+    record = {"error": error.message, "field": error.field, "instanceId": instance_id,
+              "receivedAt": datetime.now(timezone.utc).isoformat(), "schema": event.schema, "event": event.raw}
+    storage_queues.send_text(queue, json.dumps(record), caller_settings.get("WORKFLOW_QUEUE_CONNECTION"))
+    return True
+
+
+async def handle_event(event: ReceivedEvent, client: df.DurableOrchestrationClient,
+                       settings: Optional[WorkflowSettings] = None) -> Optional[StartResult]:
+    """Start the workflow for one event; None when the event was refused or ignored."""
+    instance_id = instance_id_for(event)
+    try:
+        body = request_body_for(event)
+        settings = settings or WorkflowSettings.from_env()
+        try:
+            request = validate_request(body, settings)
+        except InputError as error:
+            raise _prefixed(error, event) from None
+    except IgnoredEvent as reason:
+        log.info("event %s (%s) ignored: %s", event.id, event.type, reason)
+        return None
+    except InputError as error:
+        kept = keep_invalid(event, error, instance_id)
+        log.error("event %s (%s from %s) refused: field %s: %s; raw event %s", event.id, event.type, event.source,
+                  error.field, error.message,
+                  "kept on queue " + caller_settings.get("WORKFLOW_INVALID_EVENT_QUEUE") if kept else "not kept (no queue)")
+        return None
+    result = await start_once(client, orchestration_input(request, settings, notify=True), instance_id)
+    log.info("event %s (%s): workflow %s %s", event.id, event.type, result.instance_id,
+             "started" if result.started else "already existed (redelivery)")
+    return result
+
+
+@bp.function_name(FUNCTION_NAME)
+@bp.event_grid_trigger(arg_name="event")
+@bp.durable_client_input(client_name="client")
+async def start_workflow_from_event(event: func.EventGridEvent, client: df.DurableOrchestrationClient) -> None:
+    await handle_event(ReceivedEvent.of(event), client)
