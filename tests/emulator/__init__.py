@@ -1,0 +1,1 @@
+"""Tests of the jobs_emulator development tool."""
