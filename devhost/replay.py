@@ -36,6 +36,7 @@ from typing import Any, Callable, Deque, Dict, List, Optional, Tuple
 import azure.functions as func
 from azure.functions import meta
 from azure.functions.durable_functions import ActivityTriggerConverter
+from azure.durable_functions.models.utils.df_serialization import df_dumps
 
 from .clock import RealClock, VirtualClock, to_epoch
 from .functions import FunctionInfo, call_maybe_async, index_functions
@@ -185,6 +186,12 @@ class _Instance:
         return self.current.input_json
 
 
+def _orchestrator_input(stored: Optional[str]) -> Any:
+    """The value ``context.get_input()`` returns for a stored ExecutionStarted input."""
+    value = _loads(stored)
+    return _loads(value) if isinstance(value, str) else value
+
+
 def _loads(text: Optional[str]) -> Any:
     if text is None:
         return None
@@ -227,12 +234,14 @@ class ReplayHost:
     def start_new(self, name: str, instance_id: Optional[str] = None,
                   client_input: Any = None) -> str:
         """Start an orchestration; returns its instance id (a new GUID when none is given)."""
-        input_json = None if client_input is None else json.dumps(client_input)
+        # What the Python DurableOrchestrationClient sends: df_dumps(input) posted as a JSON
+        # string, which the extension stores verbatim as the ExecutionStarted input.
+        input_json = None if client_input is None else json.dumps(df_dumps(client_input))
         return self.start_new_json(name, instance_id, input_json)
 
     def start_new_json(self, name: str, instance_id: Optional[str],
                        input_json: Optional[str]) -> str:
-        """Like ``start_new`` with the input already serialized (as the HTTP API receives it)."""
+        """Start with the request body the extension received, stored verbatim as the input."""
         if name not in self.orchestrators:
             known = ", ".join(f"'{n}'" for n in sorted(self.orchestrators))
             raise FunctionNotFoundError(
@@ -312,7 +321,7 @@ class ReplayHost:
     def executions(self, instance_id: str) -> List[dict]:
         """Every execution of the instance (continue_as_new starts a new one), oldest first."""
         with self._cond:
-            return [{"executionId": ex.execution_id, "input": _loads(ex.input_json),
+            return [{"executionId": ex.execution_id, "input": _orchestrator_input(ex.input_json),
                      "history": [dict(e) for e in ex.history], "replays": ex.replays}
                     for ex in self._get(instance_id).executions]
 
@@ -611,7 +620,10 @@ class ReplayHost:
 
     def _context_json(self, inst: _Instance) -> str:
         ex = inst.current
-        ctx = {"history": ex.history, "input": ex.input_json, "instanceId": inst.instance_id,
+        # The extension embeds the stored input as a parsed JSON token; for the double-encoded
+        # input the Python client sends that is the JSON text the SDK's get_input() decodes.
+        ctx = {"history": ex.history, "input": _loads(ex.input_json),
+               "instanceId": inst.instance_id,
                "isReplaying": False, "parentInstanceId": None,
                # What the extension negotiates today: schema V2 with the V3 override.
                "upperSchemaVersion": 1, "upperSchemaVersionNew": 2,
@@ -673,7 +685,9 @@ class ReplayHost:
         elif state.get("isDone"):
             can = [a for a in ex.flat if a.get("actionType") == CONTINUE_AS_NEW_ACTION]
             if can:
-                new_input = can[-1].get("input")
+                # The extension passes the action's JSON text to ContinueAsNew(object), which
+                # serializes it again: stored like a client-started input.
+                new_input = json.dumps(can[-1].get("input"))
                 ex.history.append(self._event(CONTINUE_AS_NEW, now, Input=new_input))
                 ex.history.append(self._event(ORCHESTRATOR_COMPLETED, now))
                 # New execution, same instance id; events already in the old history but not
@@ -761,6 +775,7 @@ class ReplayHost:
             "name": inst.name,
             "instanceId": inst.instance_id,
             "runtimeStatus": inst.status,
+            # ParseToJToken of the stored input: for client-started instances the JSON text.
             "input": _loads(inst.input_json) if show_input else None,
             "customStatus": inst.custom_status,
             "output": inst.output,

@@ -168,7 +168,7 @@ async def http_status(req: func.HttpRequest, client: df.DurableOrchestrationClie
 @bp.route(route="echo/{*rest}", methods=["GET", "PUT"])
 def echo(req: func.HttpRequest) -> func.HttpResponse:
     return func.HttpResponse(json.dumps({
-        "method": req.method, "route": req.route_params, "params": dict(req.params),
+        "method": req.method, "route": dict(req.route_params), "params": dict(req.params),
         "body": req.get_body().decode(), "header": req.headers.get("x-test")}),
         status_code=201, mimetype="application/json")
 
@@ -181,7 +181,9 @@ def on_queue(msg: func.QueueMessage) -> None:
 
 @bp.event_grid_trigger(arg_name="event")
 def on_event(event: func.EventGridEvent) -> None:
-    EVENTGRID_SEEN.append({"id": event.id, "type": event.event_type,
+    # The worker hands over a CloudEvent (with .type) when the delivery uses that schema.
+    kind = event.type if isinstance(event, func.CloudEvent) else event.event_type
+    EVENTGRID_SEEN.append({"id": event.id, "type": kind,
                            "data": event.get_json(), "cls": type(event).__name__})
 
 
@@ -209,3 +211,15 @@ def host(app, clock):
     h = ReplayHost(app, clock)
     yield h
     h.stop()
+
+
+@pytest.fixture
+def server(app):
+    """devhost serve's server for the toy app on a free loopback port, real time."""
+    from devhost import RealClock
+    from devhost.serve import DevServer
+
+    dev = DevServer(app, ReplayHost(app, RealClock()))
+    dev.start()
+    yield dev
+    dev.stop()

@@ -1,4 +1,5 @@
 """ReplayHost: orchestrations through the real azure-functions-durable engine, virtual time."""
+import json
 import time
 from datetime import datetime, timedelta, timezone
 
@@ -21,7 +22,9 @@ def test_activity_sequence(host):
     status = host.run_until_complete(iid)
     assert status["runtimeStatus"] == "Completed"
     assert status["output"] == ["Hello Tokyo!", "Hello Seattle!"]
-    assert status["input"] == ["Tokyo", "Seattle"]
+    # Like the extension's status for client-started instances: the input's JSON text.
+    assert status["input"] == '["Tokyo", "Seattle"]'
+    assert host.executions(iid)[0]["input"] == ["Tokyo", "Seattle"]
     history = host.history(iid)
     scheduled = [e for e in history if e["EventType"] == TASK_SCHEDULED]
     assert [(e["EventId"], e["Name"], e["Input"]) for e in scheduled] == [
@@ -144,14 +147,14 @@ def test_continue_as_new(host):
     status = host.run_until_complete(iid)
     assert status["runtimeStatus"] == "Completed"
     assert status["output"] == {"n": 3}
-    assert status["input"] == {"n": 2}  # the last execution's input
+    assert status["input"] == '{"n": 2}'  # the last execution's input (as JSON text)
     executions = host.executions(iid)
     assert [e["input"] for e in executions] == [None, {"n": 1}, {"n": 2}]
     assert len({e["executionId"] for e in executions}) == 3
     # Each execution starts from a fresh history.
     last = host.history(iid)
     assert types(last)[:2] == [ORCHESTRATOR_STARTED, 0]
-    assert last[1]["Input"] == '{"n": 2}'
+    assert json.loads(json.loads(last[1]["Input"])) == {"n": 2}
     assert sum(1 for e in last if e["EventType"] == TIMER_CREATED) == 1
 
 

@@ -1,0 +1,250 @@
+"""The Durable extension's management HTTP API over a ReplayHost (DEVELOPMENT TOOL).
+
+Production runs on the Durable Task extension in Azure Functions, whose ``HttpApiHandler``
+serves these routes twice: on the local RPC endpoint (the binding's ``rpcBaseUrl``, used by the
+Python ``DurableOrchestrationClient``) and on the public webhook
+``/runtime/webhooks/durabletask/`` (the URLs ``create_check_status_response`` hands out).
+devhost serves both prefixes from one loopback server, so the app's functions run unmodified
+with the real client library.
+
+Routes (relative to either prefix), with the extension's status codes:
+
+* ``POST orchestrators/{name}[/{instanceId}]``  start: 202 + check-status payload, 400 unknown
+  orchestrator or bad JSON, 409 if the id is still Pending/Running;
+* ``GET instances/{id}``  status: 202 + Location + Retry-After while running, 200 when done
+  (Failed -> 500 only with ``returnInternalServerErrorOnFailure=true``), 404 unknown;
+  ``showInput`` (default true), ``showHistory``, ``showHistoryOutput``;
+* ``GET instances/``  all statuses;
+* ``POST instances/{id}/raiseEvent/{name}``  202, 404, 410 when finished, 400 unless JSON;
+* ``POST instances/{id}/terminate?reason=``  202, 404, 410 when finished;
+* ``DELETE instances/{id}``  purge: 200 ``{"instancesDeleted": 1}``, 404, 412 while running.
+
+Not implemented (501): rewind, suspend, resume, restart, entities, purge by filter.
+Keys (``code=``) are neither issued nor checked, as with ``func start`` locally.
+"""
+from __future__ import annotations
+
+import json
+from typing import Dict, Optional, Tuple
+from urllib.parse import parse_qs, quote, unquote
+
+from .replay import (FunctionNotFoundError, InstanceAlreadyExistsError, InstanceGoneError,
+                     InstanceNotFoundError, ReplayHost, TERMINAL_STATES, DevhostError)
+
+Response = Tuple[int, Dict[str, str], bytes]
+
+RPC_PREFIX = "/durabletask/"
+WEBHOOK_PREFIX = "/runtime/webhooks/durabletask/"
+STATUS_RETRY_AFTER = "5"        # HandleGetStatusRequestAsync
+CHECK_STATUS_RETRY_AFTER = "10"  # CreateCheckStatusResponseMessage
+
+
+def _json(status: int, payload, headers: Optional[Dict[str, str]] = None) -> Response:
+    h = {"Content-Type": "application/json; charset=utf-8"}
+    h.update(headers or {})
+    return status, h, json.dumps(payload).encode("utf-8")
+
+
+def _empty(status: int) -> Response:
+    return status, {"Content-Length": "0"}, b""
+
+
+def _error(status: int, message: str, exception_message: Optional[str] = None) -> Response:
+    # ASP.NET's HttpError shape; the Python client reads "ExceptionMessage" on 400.
+    body = {"Message": message}
+    if exception_message is not None:
+        body["ExceptionMessage"] = exception_message
+    return _json(status, body)
+
+
+def _flag(query: Dict[str, str], name: str, default: bool) -> bool:
+    value = query.get(name)
+    if value is None:
+        return default
+    if value.lower() in ("true", "false"):
+        return value.lower() == "true"
+    return default
+
+
+class ManagementApi:
+    """Serves the Durable management routes for one ReplayHost."""
+
+    def __init__(self, host: ReplayHost, task_hub: Optional[str] = None,
+                 connection: str = "Storage") -> None:
+        self.host = host
+        self.task_hub = task_hub or host.task_hub
+        self.connection = connection
+
+    # ------------------------------------------------------------------ binding and links
+
+    def _query_suffix(self) -> str:
+        return f"taskHub={quote(self.task_hub)}&connection={quote(self.connection)}"
+
+    def management_urls(self, origin: str, instance_id: str = "INSTANCEID") -> Dict[str, str]:
+        """GetClientResponseLinks: the webhook URLs for one instance (``origin`` = scheme://host)."""
+        prefix = f"{origin.rstrip('/')}{WEBHOOK_PREFIX}instances/{quote(instance_id, safe='')}"
+        qs = self._query_suffix()
+        return {
+            "id": instance_id,
+            "statusQueryGetUri": f"{prefix}?{qs}",
+            "sendEventPostUri": f"{prefix}/raiseEvent/{{eventName}}?{qs}",
+            "terminatePostUri": f"{prefix}/terminate?reason={{text}}&{qs}",
+            "rewindPostUri": f"{prefix}/rewind?reason={{text}}&{qs}",
+            "purgeHistoryDeleteUri": f"{prefix}?{qs}",
+            "restartPostUri": f"{prefix}/restart?{qs}",
+            "suspendPostUri": f"{prefix}/suspend?reason={{text}}&{qs}",
+            "resumePostUri": f"{prefix}/resume?reason={{text}}&{qs}",
+        }
+
+    def binding(self, origin: str) -> Dict[str, object]:
+        """The durableClient binding data the extension hands the worker."""
+        base = f"{origin.rstrip('/')}{WEBHOOK_PREFIX}orchestrators/{{functionName}}[/{{instanceId}}]"
+        return {
+            "taskHubName": self.task_hub,
+            "creationUrls": {
+                "createNewInstancePostUri": base,
+                "createAndWaitOnNewInstancePostUri":
+                    f"{base}?timeout={{timeoutInSeconds}}&pollingInterval={{intervalInSeconds}}",
+            },
+            "managementUrls": self.management_urls(origin),
+            "rpcBaseUrl": f"{origin.rstrip('/')}{RPC_PREFIX}",
+            "requiredQueryStringParameters": "",
+            "httpBaseUrl": f"{origin.rstrip('/')}{WEBHOOK_PREFIX}",
+        }
+
+    def binding_json(self, origin: str) -> str:
+        return json.dumps(self.binding(origin))
+
+    # ------------------------------------------------------------------ dispatch
+
+    @staticmethod
+    def handles(path: str) -> bool:
+        return path.startswith(RPC_PREFIX) or path.startswith(WEBHOOK_PREFIX) \
+            or path in (RPC_PREFIX.rstrip("/"), WEBHOOK_PREFIX.rstrip("/"))
+
+    def handle(self, method: str, path: str, query_string: str, headers, body: bytes,
+               origin: str, request_url: str) -> Response:
+        prefix = RPC_PREFIX if path.startswith(RPC_PREFIX.rstrip("/")) else WEBHOOK_PREFIX
+        rest = path[len(prefix):] if path.startswith(prefix) else ""
+        segments = [unquote(s) for s in rest.strip("/").split("/")] if rest.strip("/") else []
+        query = {k: v[-1] for k, v in parse_qs(query_string, keep_blank_values=True).items()}
+        method = method.upper()
+        try:
+            if segments[:1] == ["orchestrators"] and len(segments) in (2, 3):
+                if method != "POST":
+                    return _empty(404)
+                return self._start(segments[1], segments[2] if len(segments) == 3 else None,
+                                   body, origin)
+            if segments[:1] == ["instances"]:
+                return self._instances(method, segments[1:], query, headers, body, request_url)
+            if segments[:1] == ["entities"]:
+                return _error(501, "Entities are not supported by devhost.")
+            return _empty(404)
+        except Exception as exc:  # the extension's catch-all
+            return _error(500, "Something went wrong while processing your request", str(exc))
+
+    def _start(self, name: str, instance_id: Optional[str], body: bytes, origin: str) -> Response:
+        input_json = None
+        if body:
+            text = body.decode("utf-8")
+            try:
+                json.loads(text)
+            except ValueError as exc:
+                return _error(400, "Invalid JSON content", str(exc))
+            input_json = text
+        try:
+            iid = self.host.start_new_json(name, instance_id or None, input_json)
+        except FunctionNotFoundError as exc:
+            return _error(400, "One or more of the arguments submitted is incorrect", str(exc))
+        except InstanceAlreadyExistsError as exc:
+            return _error(409, str(exc))
+        return self.check_status_response(origin, iid)
+
+    def check_status_response(self, origin: str, instance_id: str) -> Response:
+        links = self.management_urls(origin, instance_id)
+        payload = {k: links[k] for k in ("id", "statusQueryGetUri", "sendEventPostUri",
+                                         "terminatePostUri", "purgeHistoryDeleteUri",
+                                         "restartPostUri", "suspendPostUri", "resumePostUri")}
+        return _json(202, payload, {"Location": links["statusQueryGetUri"],
+                                    "Retry-After": CHECK_STATUS_RETRY_AFTER})
+
+    def _instances(self, method: str, segments, query, headers, body: bytes,
+                   request_url: str) -> Response:
+        if not segments:
+            if method == "GET":
+                return _json(200, self.host.list_statuses(
+                    show_input=_flag(query, "showInput", True)))
+            if method == "DELETE":
+                return _error(501, "Purging by filter is not supported by devhost.")
+            return _empty(404)
+        instance_id = segments[0]
+        if len(segments) == 1:
+            if method == "GET":
+                return self._status(instance_id, query, request_url)
+            if method == "DELETE":
+                return self._purge(instance_id)
+            return _empty(404)
+        if method != "POST":
+            return _empty(404)
+        operation = segments[1].lower()
+        if operation == "terminate" and len(segments) == 2:
+            return self._terminate(instance_id, query.get("reason"))
+        if operation == "raiseevent" and len(segments) == 3:
+            return self._raise_event(instance_id, segments[2], headers, body)
+        if operation in ("rewind", "suspend", "resume", "restart"):
+            return _error(501, f"'{operation}' is not supported by devhost.")
+        return _empty(404)
+
+    def _status(self, instance_id: str, query, request_url: str) -> Response:
+        status = self.host.get_status(
+            instance_id,
+            show_history=_flag(query, "showHistory", False),
+            show_history_output=_flag(query, "showHistoryOutput", False),
+            show_input=_flag(query, "showInput", True))
+        if status is None:
+            return _empty(404)
+        runtime = status["runtimeStatus"]
+        if runtime not in TERMINAL_STATES:
+            return _json(202, status, {"Location": request_url,
+                                       "Retry-After": STATUS_RETRY_AFTER})
+        if runtime == "Failed" and _flag(query, "returnInternalServerErrorOnFailure", False):
+            return _json(500, status)
+        return _json(200, status)
+
+    def _terminate(self, instance_id: str, reason: Optional[str]) -> Response:
+        try:
+            self.host.terminate(instance_id, reason)
+        except InstanceNotFoundError:
+            return _empty(404)
+        except InstanceGoneError:
+            return _empty(410)
+        return _empty(202)
+
+    def _raise_event(self, instance_id: str, event_name: str, headers, body: bytes) -> Response:
+        status = self.host.get_status(instance_id, show_input=False)
+        if status is None:
+            return _empty(404)
+        if status["runtimeStatus"] in TERMINAL_STATES:
+            return _empty(410)
+        content_type = (headers.get("Content-Type") or "").split(";")[0].strip().lower()
+        if content_type != "application/json":
+            return _error(400, "Only application/json request content is supported")
+        text = body.decode("utf-8") if body else "null"
+        try:
+            json.loads(text)
+        except ValueError as exc:
+            return _error(400, "Invalid JSON content", str(exc))
+        try:
+            self.host.raise_event_json(instance_id, event_name, text)
+        except InstanceGoneError:
+            return _empty(410)
+        return _empty(202)
+
+    def _purge(self, instance_id: str) -> Response:
+        try:
+            deleted = self.host.purge(instance_id)
+        except DevhostError as exc:
+            return _json(412, str(exc))
+        if not deleted:
+            return _empty(404)
+        return _json(200, {"instancesDeleted": 1})

@@ -1,0 +1,420 @@
+"""``devhost serve``: one loopback HTTP server standing in for the Functions host (DEVELOPMENT TOOL).
+
+Production runs on Azure Functions with the Durable Task extension. Locally, devhost serves on
+127.0.0.1, from one ``ThreadingHTTPServer``:
+
+* ``/api/<route>``  the app's HTTP-triggered functions (route templates, ``methods``,
+  ``durable_client_input`` gets the client binding JSON exactly as the worker passes it);
+* ``/durabletask/...`` and ``/runtime/webhooks/durabletask/...``  the Durable management API
+  (see ``devhost.management``), backed by a ``ReplayHost`` running on real time;
+* ``POST /runtime/webhooks/eventgrid?functionName=NAME``  Event Grid deliveries, including the
+  subscription-validation handshake (Event Grid schema) and the CloudEvents OPTIONS handshake;
+* ``POST /admin/functions/{name}`` with ``{"input": "..."}``  invokes a non-HTTP function
+  (queue, Event Grid, timer) like the host's admin endpoint.
+
+Function keys are NOT enforced (``authLevel`` is ignored), as with ``func start`` locally.
+"""
+from __future__ import annotations
+
+import json
+import logging
+import os
+import re
+import threading
+import time
+import uuid
+from datetime import datetime, timedelta, timezone
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from typing import Any, Dict, List, Optional, Tuple
+from urllib.parse import parse_qsl, urlsplit
+
+import azure.functions as func
+from azure.functions import meta
+from azure.functions.eventgrid import EventGridEventInConverter
+from azure.functions.queue import QueueMessageInConverter
+
+from .clock import RealClock
+from .functions import DevOut, FunctionInfo, call_maybe_async
+from .management import ManagementApi, Response
+from .replay import ReplayHost
+
+log = logging.getLogger("devhost.serve")
+
+EVENTGRID_PATH = "/runtime/webhooks/eventgrid"
+ADMIN_PREFIX = "/admin/functions/"
+EVENTGRID_ORIGINS = ("eventgrid.azure.net", "eventgrid.azure.us", "eventgrid.azure.eaglex.ic.gov",
+                     "eventgrid.azure.microsoft.scloud", "eventgrid.azure.cn")
+
+
+class Route:
+    """An ASP.NET-style route template: ``a/{id}``, ``{id?}``, ``{id:int}``, ``{*rest}``."""
+
+    _PARAM = re.compile(r"^\{(\*?)([A-Za-z_][A-Za-z0-9_]*)(?::([^}?=]+))?(\?)?(?:=([^}]*))?\}$")
+
+    def __init__(self, template: str) -> None:
+        self.template = template.strip("/")
+        pattern = ""
+        self.literals = 0
+        self.catch_all = False
+        for segment in [s for s in self.template.split("/") if s]:
+            m = self._PARAM.match(segment)
+            if not m:
+                pattern += "/" + re.escape(segment)
+                self.literals += 1
+                continue
+            star, name, constraint, optional, _default = m.groups()
+            if star:
+                pattern += f"(?:/(?P<{name}>.*))?"
+                self.catch_all = True
+                continue
+            body = {"int": r"-?\d+", "long": r"-?\d+", "bool": r"(?i:true|false)",
+                    "guid": r"[0-9a-fA-F-]{32,36}", "alpha": r"[A-Za-z]+"}.get(
+                (constraint or "").split("(")[0], r"[^/]+")
+            group = f"/(?P<{name}>{body})"
+            pattern += f"(?:{group})?" if optional else group
+        self.regex = re.compile("^" + pattern + "/?$", re.IGNORECASE)
+
+    def match(self, path: str) -> Optional[Dict[str, str]]:
+        m = self.regex.match("/" + path.strip("/") if path.strip("/") else "")
+        if not m:
+            return None
+        return {k: v for k, v in m.groupdict().items() if v is not None}
+
+    @property
+    def precedence(self) -> Tuple[int, int]:
+        # Literal segments beat parameters; catch-alls come last (ASP.NET route precedence).
+        return (-self.literals, int(self.catch_all))
+
+
+class DevServer:
+    """The loopback server; ``start()`` returns its base URL. Development tool only."""
+
+    def __init__(self, app, host: Optional[ReplayHost] = None, *, port: int = 0,
+                 route_prefix: str = "api", clock=None) -> None:
+        self.app = app
+        self.host = host if host is not None else ReplayHost(app, clock or RealClock())
+        self.management = ManagementApi(self.host)
+        self.route_prefix = route_prefix.strip("/")
+        self.functions = self.host.functions
+        self.http_functions: List[Tuple[Route, FunctionInfo]] = sorted(
+            ((Route(f.trigger.get("route") or f.name), f) for f in self.functions.values()
+             if f.trigger_type == "httpTrigger"),
+            key=lambda rf: rf[0].precedence)
+        self.invocations: List[Dict[str, Any]] = []  # non-HTTP invocations, newest last
+        self.outputs: List[Dict[str, Any]] = []      # values set on output bindings
+        self._port = port
+        self._httpd: Optional[ThreadingHTTPServer] = None
+        self._thread: Optional[threading.Thread] = None
+
+    # ------------------------------------------------------------------ lifecycle
+
+    @property
+    def base_url(self) -> str:
+        if self._httpd is None:
+            raise RuntimeError("server not started")
+        return f"http://127.0.0.1:{self._httpd.server_address[1]}"
+
+    def start(self) -> str:
+        server = self
+
+        class Handler(_Handler):
+            dev = server
+
+        self._httpd = ThreadingHTTPServer(("127.0.0.1", self._port), Handler)
+        self._httpd.daemon_threads = True
+        self._thread = threading.Thread(target=self._httpd.serve_forever,
+                                        kwargs={"poll_interval": 0.05}, name="devhost-http",
+                                        daemon=True)
+        self._thread.start()
+        self.host.start()
+        return self.base_url
+
+    def stop(self) -> None:
+        if self._httpd is not None:
+            self._httpd.shutdown()
+            self._httpd.server_close()
+            self._httpd = None
+        self.host.stop()
+
+    def __enter__(self) -> "DevServer":
+        self.start()
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.stop()
+
+    # ------------------------------------------------------------------ dispatch
+
+    def dispatch(self, method: str, target: str, headers, body: bytes) -> Response:
+        parts = urlsplit(target)
+        path = parts.path
+        host_header = headers.get("Host") or f"127.0.0.1:{self._httpd.server_address[1]}"
+        origin = f"http://{host_header}"
+        request_url = origin + target
+        if ManagementApi.handles(path):
+            return self.management.handle(method, path, parts.query, headers, body, origin,
+                                          request_url)
+        if path.rstrip("/") == EVENTGRID_PATH:
+            return self._eventgrid(method, dict(parse_qsl(parts.query)), headers, body)
+        if path.startswith(ADMIN_PREFIX):
+            if method != "POST":
+                return 405, {"Allow": "POST"}, b""
+            return self._admin(path[len(ADMIN_PREFIX):].strip("/"), body)
+        prefix = f"/{self.route_prefix}" if self.route_prefix else ""
+        if path == prefix or path.startswith(prefix + "/"):
+            return self._http_function(method, path[len(prefix):], parts.query, headers, body,
+                                       request_url, origin)
+        if path in ("/", ""):
+            return 200, {"Content-Type": "text/plain; charset=utf-8"}, (
+                b"devhost: development stand-in for the Azure Functions host\n")
+        return 404, {}, b""
+
+    def _http_function(self, method: str, route_path: str, query: str, headers, body: bytes,
+                       url: str, origin: str) -> Response:
+        for route, info in self.http_functions:
+            params = route.match(route_path)
+            if params is None:
+                continue
+            methods = [m.upper() for m in (info.trigger.get("methods") or [])]
+            if methods and method.upper() not in methods:
+                continue  # the host answers 404 when no function takes this method
+            request = func.HttpRequest(
+                method=method.upper(), url=url,
+                headers={k: v for k, v in headers.items()},
+                params=dict(parse_qsl(query, keep_blank_values=True)),
+                route_params=params, body=body or b"")
+            kwargs = info.build_kwargs(
+                request, client_binding=self.management.binding_json(origin))
+            try:
+                result = call_maybe_async(info.user_function, kwargs)
+            except Exception:
+                log.exception("function %s failed", info.name)
+                return 500, {}, b""
+            self._record_outputs(info, kwargs)
+            return _http_result(result)
+        return 404, {}, b""
+
+    def _record_outputs(self, info: FunctionInfo, kwargs: Dict[str, Any]) -> None:
+        for b in info.out_bindings():
+            out = kwargs.get(b["name"])
+            if isinstance(out, DevOut) and out.get() is not None:
+                self.outputs.append({"function": info.name, "binding": b["name"],
+                                     "type": b.get("type"), "value": out.get()})
+
+    def _invoke(self, info: FunctionInfo, trigger_value: Any) -> None:
+        kwargs = info.build_kwargs(trigger_value,
+                                   client_binding=self.management.binding_json(self.base_url))
+        record: Dict[str, Any] = {"function": info.name, "ok": True, "error": None}
+        self.invocations.append(record)
+        try:
+            call_maybe_async(info.user_function, kwargs)
+        except Exception as exc:
+            record.update(ok=False, error=f"{type(exc).__name__}: {exc}")
+            raise
+        finally:
+            self._record_outputs(info, kwargs)
+
+    # ------------------------------------------------------------------ Event Grid
+
+    def _eventgrid(self, method: str, query: Dict[str, str], headers, body: bytes) -> Response:
+        name = query.get("functionName") or ""
+        info = self.functions.get(name)
+        if info is None or info.trigger_type != "eventGridTrigger":
+            return 404, {"Content-Type": "text/plain"}, f"cannot find function: '{name}'".encode()
+        if method == "OPTIONS":  # CloudEvents abuse-protection handshake
+            origin = headers.get("WebHook-Request-Origin")
+            allowed = origin if origin in EVENTGRID_ORIGINS else "eventgrid.azure.net"
+            return 200, {"WebHook-Allowed-Origin": allowed}, b""
+        if method != "POST":
+            return 405, {"Allow": "POST, OPTIONS"}, b""
+        kind = (headers.get("aeg-event-type") or "").lower()
+        try:
+            token = json.loads(body.decode("utf-8") or "null")
+        except ValueError as exc:
+            return 400, {"Content-Type": "text/plain"}, str(exc).encode()
+        if kind == "subscriptionvalidation":
+            if isinstance(token, list):
+                code = token[0]["data"]["validationCode"]
+            else:  # CloudEvent-shaped validation event: data is double-encoded
+                data = token["data"]
+                code = (json.loads(data) if isinstance(data, str) else data)["validationCode"]
+            return 200, {"Content-Type": "application/json"}, json.dumps(
+                {"validationResponse": code}).encode()
+        if kind == "unsubscribe":
+            return 202, {}, b""
+        if kind != "notification":
+            return 400, {}, b""
+        events = token if isinstance(token, list) else [token]
+        for event in events:
+            # The worker's converter: CloudEvent when 'specversion' is present, else EventGridEvent.
+            value = EventGridEventInConverter.decode(
+                meta.Datum(type="json", value=json.dumps(event)), trigger_metadata={})
+            try:
+                self._invoke(info, value)
+            except Exception as exc:
+                log.exception("Event Grid function %s failed", name)
+                return 500, {"Content-Type": "text/plain"}, str(exc).encode()
+        return 202, {}, b""
+
+    # ------------------------------------------------------------------ admin invoke
+
+    def _admin(self, name: str, body: bytes) -> Response:
+        info = self.functions.get(name)
+        if info is None:
+            return 404, {}, b""
+        if info.trigger_type in ("httpTrigger", "orchestrationTrigger", "activityTrigger",
+                                 "entityTrigger"):
+            return 400, {"Content-Type": "text/plain"}, (
+                f"devhost cannot invoke a {info.trigger_type} function through the admin "
+                f"endpoint").encode()
+        try:
+            payload = json.loads(body.decode("utf-8") or "{}")
+            text = payload.get("input")
+        except (ValueError, AttributeError):
+            return 400, {"Content-Type": "text/plain"}, b"body must be {\"input\": \"...\"}"
+        try:
+            value = self._admin_value(info, text)
+            self._invoke(info, value)
+        except Exception:
+            # The real host answers 202 before running the function; failures only reach logs.
+            log.exception("function %s failed", name)
+        return 202, {}, b""
+
+    @staticmethod
+    def _admin_value(info: FunctionInfo, text: Optional[str]) -> Any:
+        kind = info.trigger_type
+        if kind == "queueTrigger":
+            now = datetime.now(timezone.utc)
+            fmt = "%Y-%m-%dT%H:%M:%S+00:00"
+            metadata = {
+                "Id": meta.Datum(str(uuid.uuid4()), "string"),
+                "DequeueCount": meta.Datum(1, "int"),
+                "InsertionTime": meta.Datum(now.strftime(fmt), "string"),
+                "ExpirationTime": meta.Datum((now + timedelta(days=7)).strftime(fmt), "string"),
+                "NextVisibleTime": meta.Datum((now + timedelta(minutes=10)).strftime(fmt),
+                                              "string"),
+                "PopReceipt": meta.Datum(uuid.uuid4().hex, "string"),
+            }
+            return QueueMessageInConverter.decode(meta.Datum(text or "", "string"),
+                                                  trigger_metadata=metadata)
+        if kind == "eventGridTrigger":
+            return EventGridEventInConverter.decode(meta.Datum(text or "{}", "json"),
+                                                    trigger_metadata={})
+        if kind == "timerTrigger":
+            from azure.functions.timer import TimerRequest
+            return TimerRequest(past_due=False)
+        return text
+
+
+def _http_result(result: Any) -> Response:
+    if result is None:
+        return 204, {}, b""
+    if isinstance(result, func.HttpResponse):
+        headers = {k: v for k, v in result.headers.items()}
+        if "content-type" not in {k.lower() for k in headers} and result.mimetype:
+            charset = f"; charset={result.charset}" if result.charset else ""
+            headers["Content-Type"] = f"{result.mimetype}{charset}"
+        return result.status_code, headers, result.get_body() or b""
+    if isinstance(result, (bytes, bytearray)):
+        return 200, {"Content-Type": "application/octet-stream"}, bytes(result)
+    if isinstance(result, str):
+        return 200, {"Content-Type": "text/plain; charset=utf-8"}, result.encode("utf-8")
+    return 200, {"Content-Type": "application/json"}, json.dumps(result).encode("utf-8")
+
+
+class _Handler(BaseHTTPRequestHandler):
+    dev: DevServer
+    protocol_version = "HTTP/1.1"
+    server_version = "devhost"
+
+    def log_message(self, fmt, *args):  # route access logs through logging, not stderr
+        log.debug("%s " + fmt, self.address_string(), *args)
+
+    def _handle(self) -> None:
+        length = int(self.headers.get("Content-Length") or 0)
+        body = self.rfile.read(length) if length else b""
+        try:
+            status, headers, payload = self.dev.dispatch(self.command, self.path, self.headers,
+                                                         body)
+        except Exception:
+            log.exception("devhost failed on %s %s", self.command, self.path)
+            status, headers, payload = 500, {}, b""
+        self.send_response(status)
+        for key, value in headers.items():
+            if key.lower() not in ("content-length", "transfer-encoding", "connection"):
+                self.send_header(key, value)
+        self.send_header("Content-Length", str(len(payload)))
+        self.end_headers()
+        if self.command != "HEAD":
+            self.wfile.write(payload)
+
+    do_GET = do_POST = do_PUT = do_DELETE = do_PATCH = do_OPTIONS = do_HEAD = _handle
+
+
+# ---------------------------------------------------------------------- CLI entry point
+
+DEV_TOKEN = "dapi-devhost-throwaway-dev-token"
+
+
+def load_app(spec: str):
+    """Import ``module:attribute`` (default attribute ``app``) from the current directory."""
+    import importlib
+    import sys
+    module_name, _, attr = spec.partition(":")
+    if os.getcwd() not in sys.path:
+        sys.path.insert(0, os.getcwd())
+    module = importlib.import_module(module_name)
+    return getattr(module, attr or "app")
+
+
+def start_stack(app_spec: Any = "function_app:app", port: int = 0, clock=None,
+                emulator: Optional[bool] = None, emulator_options: Optional[dict] = None):
+    """Start the embedded emulator (unless DATABRICKS_HOST is set), then the app; returns both.
+
+    The emulator comes first because the app reads DATABRICKS_* settings at first use.
+    """
+    clock = clock or RealClock()
+    emu = None
+    emulator_url = None
+    if emulator is None:
+        emulator = not os.environ.get("DATABRICKS_HOST")
+    if emulator:
+        from jobs_emulator import JobsEmulator
+        if getattr(clock, "is_virtual", False):
+            emu = JobsEmulator(clock=clock.now, **(emulator_options or {}))
+            clock.on_advance(emu.tick)
+        else:  # time.time itself makes the emulator tick on its own
+            emu = JobsEmulator(clock=time.time, **(emulator_options or {}))
+        emulator_url = emu.start(port=0)
+        os.environ["DATABRICKS_HOST"] = emulator_url
+        os.environ["DATABRICKS_AUTH"] = "pat"
+        os.environ["DATABRICKS_TOKEN"] = DEV_TOKEN
+    app = load_app(app_spec) if isinstance(app_spec, str) else app_spec
+    server = DevServer(app, ReplayHost(app, clock), port=port)
+    server.start()
+    return server, emu, emulator_url
+
+
+def serve(port: int, app_spec: str = "function_app:app") -> int:
+    """Run until SIGINT/SIGTERM. First printed line: the app base URL."""
+    import signal
+    server, emu, emulator_url = start_stack(app_spec, port)
+    print(f"devhost app       {server.base_url}", flush=True)
+    if emulator_url:
+        print(f"jobs emulator     {emulator_url}", flush=True)
+    else:
+        print(f"databricks        {os.environ.get('DATABRICKS_HOST')} (real workspace)",
+              flush=True)
+    print("devhost is a development stand-in for the Azure Functions host; keys are not "
+          "enforced. Ctrl+C to stop.", flush=True)
+    stop = threading.Event()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(sig, lambda *_: stop.set())
+    try:
+        while not stop.wait(0.5):
+            pass
+    finally:
+        server.stop()
+        if emu is not None:
+            emu.stop()
+    return 0
