@@ -6,6 +6,7 @@ import collections
 import json
 import re
 import socket
+import sys
 import threading
 import time
 import uuid
@@ -38,7 +39,8 @@ _SECRET_KEY = re.compile(r"password|secret|access_token|authorization|credential
 _FAULT_ERRORS = {
     "429": (429, "REQUEST_LIMIT_EXCEEDED", "Too many requests. Please wait a moment and try again. (emulated)"),
     "500": (500, "INTERNAL_ERROR", "Internal error while processing the request. (emulated)"),
-    "503": (503, "TEMPORARILY_UNAVAILABLE", "The service is temporarily unavailable. Please try again later. (emulated)"),
+    "503": (503, "TEMPORARILY_UNAVAILABLE",
+            "The service is temporarily unavailable. Please try again later. (emulated)"),
 }
 
 
@@ -90,6 +92,16 @@ class _Handler(BaseHTTPRequestHandler):
         self.emulator._handle(self, "HEAD")
 
 
+class _Server(ThreadingHTTPServer):
+    daemon_threads = True
+    request_queue_size = 128  # bursts of parallel clients in benchmarks
+
+    def handle_error(self, request, client_address):
+        # A client hanging up mid-request is normal (timeouts, retries); anything else is a bug.
+        if not isinstance(sys.exc_info()[1], (ConnectionError, TimeoutError)):
+            super().handle_error(request, client_address)
+
+
 class JobsEmulator:
     """An in-process emulator of the Azure Databricks Jobs API 2.1/2.2 (development tool).
 
@@ -99,8 +111,9 @@ class JobsEmulator:
     notification_destinations: ``{destination_id: {"url", "username", "password"}}``.
     tokens: accepted bearer tokens (None accepts any non-empty token).
     cancel_seconds: how long a cancelled, started run stays TERMINATING (scaled by time_scale).
-    auto_tick: run :meth:`tick` every ``tick_interval`` s in the background; default: only
-        when ``clock`` is ``time.time`` (virtual-clock tests call ``tick`` themselves).
+    auto_tick: run :meth:`tick` every ``tick_interval`` s in the background; default: on real
+        time only (``time.time`` or a clock with ``is_virtual = False``). On a virtual clock call
+        ``tick()`` yourself or register it: ``vclock.on_advance(emulator.tick)``.
     """
 
     def __init__(self, clock: Callable[[], float] = time.time, scenario: Any = None, faults: Any = None, *,
@@ -121,7 +134,12 @@ class JobsEmulator:
             str(k): webhooks.Destination.coerce(v) for k, v in (notification_destinations or {}).items()}
         self.tokens = set(tokens) if tokens is not None else None
         self.workspace_id = workspace_id
-        self.auto_tick = (clock is time.time) if auto_tick is None else auto_tick
+        if auto_tick is None:
+            # devhost clocks say whether they are virtual; otherwise only time.time counts as real
+            owner = getattr(clock, "__self__", clock)
+            virtual = getattr(owner, "is_virtual", None)
+            auto_tick = (not virtual) if virtual is not None else clock is time.time
+        self.auto_tick = auto_tick
         self.tick_interval = tick_interval
         self.webhook_timeout = webhook_timeout
         self.webhook_ids_as_strings = webhook_ids_as_strings
@@ -141,8 +159,7 @@ class JobsEmulator:
         if self._server is not None:
             raise RuntimeError("emulator already started")
         handler = type("Handler", (_Handler,), {"emulator": self})
-        server = ThreadingHTTPServer((host, port), handler)
-        server.daemon_threads = True
+        server = _Server((host, port), handler)
         self._server = server
         bound_host, bound_port = server.server_address[:2]
         shown = f"[{bound_host}]" if ":" in str(bound_host) else bound_host
@@ -331,6 +348,9 @@ class JobsEmulator:
                 except ValueError:
                     raise ApiError(400, "MALFORMED_REQUEST",
                                    "Invalid JSON given in the body of the request - expected a map") from None
+                if not isinstance(body, dict):
+                    raise ApiError(400, "MALFORMED_REQUEST",
+                                   "Invalid JSON given in the body of the request - expected a map")
                 entry["body"] = _redact(body)
                 arg = body
             else:

@@ -192,3 +192,24 @@ def test_inspection_helpers(emulator, api, clock):
     assert emulator.jobs[job_id]["settings"]["name"] == "emulated-job"
     assert emulator.runs[run_id]["state"]["result_state"] == "SUCCESS"
     assert emulator.run(run_id)["status"]["state"] == "TERMINATED"
+
+
+def test_post_body_must_be_a_json_object(api):
+    r = api.session.post(api.url("runs/cancel"), json=[1, 2], timeout=5)
+    assert (r.status_code, r.json()["error_code"]) == (400, "MALFORMED_REQUEST")
+
+
+def test_concurrent_run_now_with_one_token_launches_one_run(emulator, api):
+    from concurrent.futures import ThreadPoolExecutor
+    job_id = api.create_job()
+
+    def trigger(_):
+        client = Api(emulator.base_url)
+        try:
+            return client.ok(client.post("run-now", {"job_id": job_id, "idempotency_token": "same"}))["run_id"]
+        finally:
+            client.session.close()
+
+    with ThreadPoolExecutor(8) as pool:
+        run_ids = set(pool.map(trigger, range(16)))
+    assert len(run_ids) == 1 and list(emulator.runs) == list(run_ids)

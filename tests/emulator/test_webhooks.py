@@ -94,3 +94,16 @@ def test_real_time_ticker_delivers_without_help(make_emulator, webhook_receiver)
     while not webhook_receiver.received and time.time() < deadline:
         time.sleep(0.02)
     assert webhook_receiver.received[0]["json"]["event_type"] == "jobs.on_success"
+
+
+def test_devhost_virtual_clock_drives_deliveries(make_emulator, webhook_receiver):
+    clock_module = pytest.importorskip("devhost.clock")
+    vclock = clock_module.VirtualClock(start=1_700_000_000)
+    emu, api = make_emulator(clock=vclock, notification_destinations={"d": {"url": webhook_receiver.url}})
+    assert emu.auto_tick is False  # virtual time: deliveries follow the clock, not a thread
+    vclock.on_advance(emu.tick)
+    run_id = api.run_now(api.create_job(NB + "etl", webhook_notifications={"on_success": [{"id": "d"}]}))
+    vclock.advance(2)
+    assert webhook_receiver.received == []
+    vclock.advance(1)
+    assert webhook_receiver.received[0]["json"]["run"]["run_id"] == run_id
