@@ -187,6 +187,41 @@ def on_event(event: func.EventGridEvent) -> None:
                            "data": event.get_json(), "cls": type(event).__name__})
 
 
+@bp.orchestration_trigger(context_name="context")
+def demo_flow(context: df.DurableOrchestrationContext):
+    request = context.get_input()
+    for polls in (1, 2):
+        context.set_custom_status({"step": "pollRun", "lifeCycleState": "RUNNING",
+                                   "polls": polls})
+        yield context.create_timer(context.current_utc_datetime + timedelta(milliseconds=100))
+    return {"jobId": 1, "runId": 2, "resultState": request.get("wantResult", "SUCCESS"),
+            "jobName": request["jobName"]}
+
+
+# The same contract as the app's HTTP API (triggers/http_api.py), for the demo's poller.
+@bp.route(route="workflows/create-job-and-run", methods=["POST"])
+@bp.durable_client_input(client_name="client")
+async def demo_start(req: func.HttpRequest, client: df.DurableOrchestrationClient):
+    instance_id = await client.start_new("demo_flow", None, req.get_json())
+    base = req.url.split("/api/")[0]
+    return func.HttpResponse(json.dumps({"id": instance_id}), status_code=202,
+                             headers={"Location": f"{base}/api/workflows/{instance_id}",
+                                      "Retry-After": "10"})
+
+
+@bp.route(route="workflows/{instanceId}", methods=["GET"])
+@bp.durable_client_input(client_name="client")
+async def demo_status(req: func.HttpRequest, client: df.DurableOrchestrationClient):
+    status = await client.get_status(req.route_params["instanceId"])
+    if status.runtime_status.value in ("Pending", "Running", "ContinuedAsNew"):
+        return func.HttpResponse(json.dumps({"runtimeStatus": status.runtime_status.value,
+                                             "customStatus": status.custom_status}),
+                                 status_code=202, headers={"Location": req.url,
+                                                           "Retry-After": "10"})
+    ok = status.output.get("resultState") == "SUCCESS"
+    return func.HttpResponse(json.dumps(status.output), status_code=200 if ok else 424)
+
+
 def make_app() -> df.DFApp:
     app = df.DFApp(http_auth_level=func.AuthLevel.FUNCTION)
     app.register_functions(bp)

@@ -1,0 +1,54 @@
+"""Command line of devhost, a DEVELOPMENT stand-in for the Azure Functions host.
+
+    python -m devhost serve --port 7071 [--app function_app:app]
+    python -m devhost demo  [--app function_app:app]
+
+Production runs on the Durable Task extension in Azure Functions; never deploy devhost.
+"""
+from __future__ import annotations
+
+import argparse
+import logging
+import os
+import sys
+
+DESCRIPTION = ("devhost: a LOCAL DEVELOPMENT stand-in for the Azure Functions host (production "
+               "runs on the Durable Task extension in Azure Functions). Function keys are not "
+               "enforced, as with `func start`.")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="python -m devhost", description=DESCRIPTION)
+    parser.add_argument("--log-level", default=os.environ.get("DEVHOST_LOG_LEVEL", "WARNING"),
+                        help="Python logging level (default WARNING)")
+    sub = parser.add_subparsers(dest="command", required=True)
+    serve = sub.add_parser(
+        "serve", help="serve the app's HTTP routes, the Durable management API, Event Grid and "
+                      "admin endpoints on 127.0.0.1 (real time)",
+        description=DESCRIPTION + " Starts an embedded Jobs API emulator unless DATABRICKS_HOST "
+                                  "is set. The first printed line is the app's base URL.")
+    serve.add_argument("--port", type=int, default=7071, help="port on 127.0.0.1 (0 = free port)")
+    serve.add_argument("--app", default="function_app:app", help="module:attribute of the app")
+    demo = sub.add_parser(
+        "demo", help="start serve with the emulator, run one workflow over HTTP and print its "
+                     "outputs (what `make demo` runs)", description=DESCRIPTION)
+    demo.add_argument("--app", default="function_app:app", help="module:attribute of the app")
+    demo.add_argument("--max-retry-after", type=float, default=1.0,
+                      help="cap on the Retry-After the poller honours, seconds (default 1)")
+    demo.add_argument("--timeout", type=float, default=900.0, help="give up after this many s")
+    return parser
+
+
+def main(argv=None) -> int:
+    args = build_parser().parse_args(argv)
+    logging.basicConfig(level=getattr(logging, str(args.log_level).upper(), logging.WARNING),
+                        format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    if args.command == "serve":
+        from .serve import serve
+        return serve(args.port, args.app)
+    from .demo import run_demo
+    return run_demo(args.app, max_retry_after=args.max_retry_after, timeout=args.timeout)
+
+
+if __name__ == "__main__":
+    sys.exit(main())
