@@ -64,7 +64,7 @@ async def handle_message(msg: func.QueueMessage, client: df.DurableOrchestration
         request, instance_id = request_of(msg.get_body(), settings)
     except InputError as error:
         failure = QueueMessageError(msg.id, error)
-        log.error("%s (dequeue count %s; moved to %s-poison after the last retry)", failure, msg.dequeue_count,
+        log.error("%s (dequeue count %s; moved to %s-poison after the last retry)", failure, getattr(msg, "dequeue_count", None),
                   REQUEST_QUEUE)
         raise failure from None
     if instance_id is None:

@@ -1,0 +1,134 @@
+"""Fixtures for the event-driven entry points: an in-memory Durable client, a real queue service
+(Azurite from npm, installed into .tools/azurite on first use), and clean settings.
+
+Everything listens on 127.0.0.1. Azurite is required, never skipped: without npm the tests fail."""
+from __future__ import annotations
+
+import base64
+import json
+import os
+import shutil
+import socket
+import subprocess
+import tempfile
+import time
+import uuid
+from datetime import datetime, timezone
+from pathlib import Path
+from types import SimpleNamespace
+from typing import Any, Dict, List, Optional
+
+import pytest
+
+from events_support import FakeDurableClient
+from triggers import caller_settings, databricks_webhook, storage_queues
+
+ROOT = Path(__file__).resolve().parents[2]
+AZURITE_DIR = ROOT / ".tools" / "azurite"
+AZURITE_QUEUE_BIN = AZURITE_DIR / "node_modules" / ".bin" / "azurite-queue"
+# Azurite's well-known development account (public, documented; not a secret).
+DEV_ACCOUNT = "devstoreaccount1"
+DEV_KEY = "Eby8vdM02xNOcqFlqUwJPLlmEtlCDXJ1OUzFT50uSRZ6IFsuFq2UVErCz4I6tq/K1SZFPTOtr/KBHBeksoGMGw=="
+
+@pytest.fixture
+def client() -> FakeDurableClient:
+    return FakeDurableClient()
+
+
+# -- settings -------------------------------------------------------------------------------------
+
+@pytest.fixture(autouse=True)
+def clean_settings(monkeypatch):
+    for name, _, _ in caller_settings.SETTINGS:
+        monkeypatch.delenv(name, raising=False)
+    for name in ("AzureWebJobsStorage", "AzureWebJobsStorage__queueServiceUri", "AzureWebJobsStorage__accountName"):
+        monkeypatch.delenv(name, raising=False)
+    storage_queues.reset_cache()
+    databricks_webhook.job_instances.clear()
+    yield
+    storage_queues.reset_cache()
+    databricks_webhook.job_instances.clear()
+
+
+# -- Azurite ----------------------------------------------------------------------------------------
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def _install_azurite() -> None:
+    if AZURITE_QUEUE_BIN.exists():
+        return
+    npm = shutil.which("npm")
+    if npm is None:
+        pytest.fail("npm is required to install Azurite (the queue tests need a real queue service); "
+                    "install Node.js 18+ with npm", pytrace=False)
+    # `npm ci` installs exactly the committed lock file.
+    result = subprocess.run([npm, "ci", "--no-audit", "--no-fund", "--loglevel=error"], cwd=AZURITE_DIR,
+                            capture_output=True, text=True, timeout=600)
+    if result.returncode != 0 or not AZURITE_QUEUE_BIN.exists():
+        pytest.fail(f"npm ci in {AZURITE_DIR} failed:\n{result.stdout}\n{result.stderr}", pytrace=False)
+
+
+@pytest.fixture(scope="session")
+def azurite():
+    """A real queue service: azurite-queue on a free loopback port, in memory, no telemetry."""
+    _install_azurite()
+    port = _free_port()
+    workdir = tempfile.mkdtemp(prefix="azurite-")
+    log_path = Path(workdir) / "azurite.log"
+    log = open(log_path, "w")
+    proc = subprocess.Popen(
+        [str(AZURITE_QUEUE_BIN), "--queueHost", "127.0.0.1", "--queuePort", str(port), "--inMemoryPersistence",
+         "--skipApiVersionCheck", "--disableTelemetry", "--silent"],
+        stdout=log, stderr=subprocess.STDOUT, cwd=workdir)
+    try:
+        deadline = time.monotonic() + 30
+        while True:
+            if proc.poll() is not None:
+                pytest.fail(f"azurite-queue exited with {proc.returncode}:\n{log_path.read_text()}", pytrace=False)
+            try:
+                with socket.create_connection(("127.0.0.1", port), timeout=0.2):
+                    break
+            except OSError:
+                if time.monotonic() > deadline:
+                    pytest.fail(f"azurite-queue did not listen on {port} within 30 s:\n{log_path.read_text()}",
+                                pytrace=False)
+                time.sleep(0.05)
+        yield SimpleNamespace(
+            port=port,
+            connection_string=(f"DefaultEndpointsProtocol=http;AccountName={DEV_ACCOUNT};AccountKey={DEV_KEY};"
+                               f"QueueEndpoint=http://127.0.0.1:{port}/{DEV_ACCOUNT};"))
+    finally:
+        proc.terminate()
+        try:
+            proc.wait(10)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+        log.close()
+        shutil.rmtree(workdir, ignore_errors=True)
+
+
+@pytest.fixture
+def storage(azurite, monkeypatch):
+    """AzureWebJobsStorage pointing at Azurite, and helpers to read queues back."""
+    monkeypatch.setenv("AzureWebJobsStorage", azurite.connection_string)
+    from azure.storage.queue import QueueClient
+
+    def client_for(queue: str) -> QueueClient:
+        return QueueClient.from_connection_string(azurite.connection_string, queue)
+
+    def drain(queue: str) -> List[str]:
+        """Every message's text (base64-decoded, as the Functions queue trigger decodes it)."""
+        qc = client_for(queue)
+        texts = []
+        for message in qc.receive_messages(messages_per_page=32, visibility_timeout=30):
+            texts.append(base64.b64decode(message.content).decode("utf-8"))
+            qc.delete_message(message)
+        return texts
+
+    suffix = uuid.uuid4().hex[:8]
+    return SimpleNamespace(connection_string=azurite.connection_string, client_for=client_for, drain=drain,
+                           queue_name=lambda base: f"{base}-{suffix}")

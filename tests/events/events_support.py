@@ -1,0 +1,79 @@
+"""Helpers shared by the tests in tests/events (a module, not conftest, so tests can import it)."""
+from __future__ import annotations
+
+import json
+import uuid
+from datetime import datetime, timezone
+from types import SimpleNamespace
+from typing import Any, Dict, List, Optional
+
+import azure.durable_functions as df
+
+VALID_INPUT = {"jobName": "nightly-load", "taskKey": "main", "notebookPath": "/Workspace/Users/a@b.c/load",
+               "existingClusterId": "0923-164208-meows279"}
+
+
+# -- a Durable client that keeps instances in memory --------------------------------------------
+
+class FakeDurableClient:
+    """The DurableOrchestrationClient calls the entry points make, with the extension's
+    semantics: starting an existing running instance fails; raising on a finished one fails."""
+
+    def __init__(self):
+        self.instances: Dict[str, dict] = {}
+        self.started: List[tuple] = []
+        self.events: List[tuple] = []
+
+    async def start_new(self, name, instance_id=None, client_input=None):
+        instance_id = instance_id or uuid.uuid4().hex
+        if instance_id in self.instances and self.instances[instance_id]["status"] in ("Pending", "Running"):
+            raise Exception(f"An Orchestration instance with the status Running already exists.")
+        self.instances[instance_id] = {"name": name, "input": client_input, "status": "Pending",
+                                       "custom": None, "output": None}
+        self.started.append((name, instance_id, client_input))
+        return instance_id
+
+    async def get_status(self, instance_id, *args, **kwargs):
+        inst = self.instances.get(instance_id)
+        if inst is None:
+            return SimpleNamespace(runtime_status=None, custom_status=None, output=None)
+        return SimpleNamespace(runtime_status=df.OrchestrationRuntimeStatus(inst["status"]),
+                               custom_status=inst["custom"], output=inst["output"])
+
+    async def raise_event(self, instance_id, event_name, event_data=None, *args, **kwargs):
+        inst = self.instances.get(instance_id)
+        if inst is None:
+            raise Exception(f"No instance with ID '{instance_id}' found.")
+        if inst["status"] not in ("Pending", "Running"):
+            raise Exception(f"Instance with ID '{instance_id}' is gone: {inst['status']}")
+        self.events.append((instance_id, event_name, event_data))
+
+    def set_running(self, instance_id, **custom):
+        inst = self.instances.setdefault(instance_id, {"name": "create_job_and_run", "input": None,
+                                                       "custom": None, "output": None})
+        inst["status"] = "Running"
+        inst["custom"] = custom
+
+
+# -- events ---------------------------------------------------------------------------------------
+
+def eventgrid_event(data: Any, *, event_id: str = "evt-1", event_type: str = "Databricks.JobRun.Requested",
+                    topic: str = "/subscriptions/s/resourceGroups/rg/providers/Microsoft.EventGrid/topics/jobs",
+                    subject: str = "requests/1"):
+    import azure.functions as func
+    return func.EventGridEvent(id=event_id, data=data, topic=topic, subject=subject, event_type=event_type,
+                               event_time=datetime(2026, 1, 2, 3, 4, 5, tzinfo=timezone.utc), data_version="1.0")
+
+
+def cloud_event(data: Any, *, event_id: str = "ce-1", event_type: str = "Databricks.JobRun.Requested",
+                source: str = "/apps/scheduler", subject: Optional[str] = None, **extensions):
+    from azure.functions._eventgrid import CloudEvent
+    return CloudEvent(id=event_id, source=source, type=event_type, specversion="1.0", data=data,
+                      time=datetime(2026, 1, 2, 3, 4, 5, tzinfo=timezone.utc), subject=subject,
+                      datacontenttype="application/json", **extensions)
+
+
+def queue_message(body: Any, *, message_id: str = "msg-1", dequeue_count: int = 1):
+    from azure.functions.queue import QueueMessage  # the worker's concrete class (has dequeue_count)
+    raw = body if isinstance(body, (bytes, str)) else json.dumps(body)
+    return QueueMessage(id=message_id, body=raw, dequeue_count=dequeue_count)

@@ -1,0 +1,148 @@
+"""Event Grid entry point: both schemas, blob-created mapping, exactly-once starts, invalid events kept."""
+import asyncio
+import json
+import logging
+
+import pytest
+
+from events_support import VALID_INPUT, cloud_event, eventgrid_event
+from orchestrators.create_job_and_run import ORCHESTRATOR_NAME
+from triggers import event_grid
+from triggers.event_grid import ReceivedEvent, handle_event, instance_id_for, start_workflow_from_event
+
+
+def run(coro):
+    return asyncio.run(coro)
+
+
+def deliver(event, client):
+    """Through the registered function, as the worker calls it (the durable client middleware unwrapped)."""
+    fn = start_workflow_from_event.build().get_user_function().client_function
+    return run(fn(event, client))
+
+
+def test_function_is_named_for_the_subscription_endpoint():
+    built = start_workflow_from_event.build()
+    assert built.get_function_name() == event_grid.FUNCTION_NAME
+    assert built.get_trigger().type == "eventGridTrigger"
+
+
+@pytest.mark.parametrize("make", [eventgrid_event, cloud_event], ids=["eventgrid-schema", "cloudevents"])
+def test_requested_event_starts_one_workflow_with_notify(make, client):
+    event = make(dict(VALID_INPUT, notebookParams={"day": "2026-01-02"}))
+    deliver(event, client)
+    assert len(client.started) == 1
+    name, instance_id, envelope = client.started[0]
+    assert name == ORCHESTRATOR_NAME
+    assert instance_id == instance_id_for(ReceivedEvent.of(event)) and instance_id.startswith("eventgrid-")
+    assert envelope["request"]["jobName"] == "nightly-load"
+    assert envelope["request"]["notebookParams"] == {"day": "2026-01-02"}
+    assert envelope["options"]["notify"] is True
+
+
+@pytest.mark.parametrize("make", [eventgrid_event, cloud_event], ids=["eventgrid-schema", "cloudevents"])
+def test_redelivery_starts_nothing_new_and_is_acknowledged(make, client, caplog):
+    caplog.set_level(logging.INFO)
+    event = make(dict(VALID_INPUT))
+    deliver(event, client)
+    deliver(make(dict(VALID_INPUT)), client)  # Event Grid's redelivery: same source + id
+    assert len(client.started) == 1
+    assert "already existed (redelivery)" in caplog.text
+    # A different event id is a different request.
+    deliver(make(dict(VALID_INPUT), event_id="other"), client)
+    assert len(client.started) == 2
+
+
+def test_same_id_from_another_source_is_another_request(client):
+    deliver(cloud_event(dict(VALID_INPUT), source="/a"), client)
+    deliver(cloud_event(dict(VALID_INPUT), source="/b"), client)
+    assert len({iid for _, iid, _ in client.started}) == 2
+
+
+def test_data_as_json_text_is_accepted(client):
+    deliver(cloud_event(json.dumps(VALID_INPUT)), client)
+    assert len(client.started) == 1
+
+
+def blob_event(url="https://acct.blob.core.windows.net/landing/2026/01/sales.csv",
+               subject="/blobServices/default/containers/landing/blobs/2026/01/sales.csv", api="PutBlob",
+               event_id="blob-1"):
+    return eventgrid_event({"api": api, "url": url, "contentType": "text/csv", "blobType": "BlockBlob"},
+                           event_type="Microsoft.Storage.BlobCreated", event_id=event_id, subject=subject,
+                           topic="/subscriptions/s/resourceGroups/rg/providers/Microsoft.Storage/storageAccounts/acct")
+
+
+BLOB_MAPPING = {"jobName": "ingest", "taskKey": "main", "notebookPath": "/Workspace/ingest",
+                "existingClusterId": "0923-164208-meows279", "blobUrlParameter": "input_path",
+                "notebookParams": {"mode": "append"},
+                "subjectBeginsWith": "/blobServices/default/containers/landing/", "subjectEndsWith": ".csv"}
+
+
+def test_blob_created_maps_to_the_configured_notebook(client, monkeypatch):
+    monkeypatch.setenv("EVENTGRID_BLOB_CREATED_WORKFLOW", json.dumps(BLOB_MAPPING))
+    deliver(blob_event(), client)
+    deliver(blob_event(), client)  # redelivered
+    assert len(client.started) == 1
+    request = client.started[0][2]["request"]
+    assert request["notebookPath"] == "/Workspace/ingest"
+    assert request["notebookParams"] == {"mode": "append",
+                                         "input_path": "https://acct.blob.core.windows.net/landing/2026/01/sales.csv"}
+
+
+def test_blob_events_outside_the_filter_or_incomplete_are_ignored(client, monkeypatch, caplog):
+    caplog.set_level(logging.INFO)
+    monkeypatch.setenv("EVENTGRID_BLOB_CREATED_WORKFLOW", json.dumps(BLOB_MAPPING))
+    deliver(blob_event(subject="/blobServices/default/containers/other/blobs/x.csv"), client)
+    deliver(blob_event(subject="/blobServices/default/containers/landing/blobs/x.json"), client)
+    deliver(blob_event(api="CreateFile"), client)  # ADLS Gen2: empty file, data follows with FlushWithClose
+    assert client.started == []
+    assert caplog.text.count("ignored") == 3
+
+
+def test_invalid_event_is_refused_logged_with_field_and_kept_on_the_invalid_queue(client, storage, monkeypatch, caplog):
+    queue = storage.queue_name("workflow-requests-invalid")
+    monkeypatch.setenv("WORKFLOW_INVALID_EVENT_QUEUE", queue)
+    bad = {k: v for k, v in VALID_INPUT.items() if k != "notebookPath"}
+    event = cloud_event(bad, event_id="bad-1", traceparent="00-abc-def-01")
+    deliver(event, client)  # returns normally: Event Grid must not retry it for a day
+    assert client.started == []
+    assert "field data.notebookPath" in caplog.text
+    [text] = storage.drain(queue)
+    record = json.loads(text)
+    assert record["field"] == "data.notebookPath" and "required" in record["error"]
+    assert record["event"] == {"specversion": "1.0", "id": "bad-1", "source": "/apps/scheduler",
+                               "type": "Databricks.JobRun.Requested", "time": "2026-01-02T03:04:05+00:00",
+                               "datacontenttype": "application/json", "traceparent": "00-abc-def-01", "data": bad}
+    assert record["instanceId"] == instance_id_for(ReceivedEvent.of(event))
+
+
+@pytest.mark.parametrize("event, field", [
+    (eventgrid_event({**VALID_INPUT, "timeoutSeconds": 5}), "data.timeoutSeconds"),
+    (eventgrid_event({**VALID_INPUT, "token": "dapi-secret"}), "data.token"),
+    (eventgrid_event(["not", "an", "object"]), "data"),
+    (eventgrid_event("not json"), "data"),
+    (eventgrid_event(VALID_INPUT, event_type="Contoso.Unknown"), "type"),
+    (blob_event(), "EVENTGRID_BLOB_CREATED_WORKFLOW"),  # blob events without a mapping
+], ids=["range", "unknown-field", "array", "text", "type", "blob-unmapped"])
+def test_invalid_events_name_the_field(event, field, client, storage, monkeypatch):
+    queue = storage.queue_name("invalid")
+    monkeypatch.setenv("WORKFLOW_INVALID_EVENT_QUEUE", queue)
+    assert run(handle_event(ReceivedEvent.of(event), client)) is None
+    assert client.started == []
+    [text] = storage.drain(queue)
+    assert json.loads(text)["field"] == field
+
+
+def test_invalid_event_that_cannot_be_kept_raises_so_event_grid_retries(client, monkeypatch):
+    # No storage connection: the copy cannot be written, so the delivery fails and Event Grid
+    # retries, then dead-letters to its own container. Nothing is lost silently.
+    monkeypatch.setenv("WORKFLOW_INVALID_EVENT_QUEUE", "workflow-requests-invalid")
+    with pytest.raises(Exception, match="AzureWebJobsStorage"):
+        deliver(eventgrid_event({"jobName": "x"}), client)
+    assert client.started == []
+
+
+def test_invalid_event_without_a_queue_is_only_logged(client, monkeypatch, caplog):
+    monkeypatch.setenv("WORKFLOW_INVALID_EVENT_QUEUE", "")
+    deliver(eventgrid_event({"jobName": "x"}), client)
+    assert client.started == [] and "not kept (no queue)" in caplog.text

@@ -1,0 +1,107 @@
+"""notifyCompletion: a CloudEvent with id = instance id to a real queue and/or an Event Grid topic."""
+import json
+import logging
+
+import pytest
+import responses
+
+from activities import notifications
+from activities.notifications import COMPLETED_EVENT_TYPE, notifyCompletion
+from triggers import caller_settings
+
+OUTPUTS = {"jobId": 11, "runId": 22, "resultState": "SUCCESS", "notebookResult": "42", "lifeCycleState": "TERMINATED",
+           "stateMessage": "", "runPageUrl": "https://adb.example/#job/11/run/22"}
+TOPIC = "https://jobs-topic.westeurope-1.eventgrid.azure.net/api/events"
+TOPIC_KEY = "topic-key-SECRET-0123456789"
+
+
+def call(payload):
+    """Through the registered activity function, as the worker calls it."""
+    return notifyCompletion.build().get_user_function()(payload)
+
+
+def test_activity_is_registered_under_the_contract_name():
+    built = notifyCompletion.build()
+    assert built.get_function_name() == "notifyCompletion"
+    assert built.get_trigger().type == "activityTrigger"
+
+
+def test_completion_goes_to_a_real_queue_as_a_cloudevent(storage, monkeypatch):
+    queue = storage.queue_name("workflow-completions")
+    monkeypatch.setenv("WORKFLOW_COMPLETION_QUEUE", queue)
+    result = call({"instanceId": "eventgrid-abc", "outputs": OUTPUTS})
+    assert result["queueMessageId"] and result["topic"] is False
+    [text] = storage.drain(queue)  # base64 on the wire, as a queue-triggered consumer expects
+    event = json.loads(text)
+    assert event["specversion"] == "1.0" and event["type"] == COMPLETED_EVENT_TYPE
+    assert event["id"] == "eventgrid-abc" and event["subject"] == "workflows/eventgrid-abc"
+    assert event["source"] == "/workflows/create-job-and-run"
+    assert event["data"] == OUTPUTS
+
+
+def test_a_repeated_activity_sends_the_same_event_id_so_consumers_can_dedupe(storage, monkeypatch):
+    queue = storage.queue_name("completions")
+    monkeypatch.setenv("WORKFLOW_COMPLETION_QUEUE", queue)
+    call({"instanceId": "queue-1", "outputs": OUTPUTS})
+    call(json.dumps({"instanceId": "queue-1", "outputs": OUTPUTS}))  # activity re-run (input as JSON text)
+    ids = {json.loads(t)["id"] for t in storage.drain(queue)}
+    assert ids == {"queue-1"}
+
+
+def test_oversize_outputs_are_trimmed_and_flagged(storage, monkeypatch):
+    queue = storage.queue_name("completions")
+    monkeypatch.setenv("WORKFLOW_COMPLETION_QUEUE", queue)
+    big = dict(OUTPUTS, notebookResult="x" * 100_000)
+    call({"instanceId": "i-big", "outputs": big})
+    [text] = storage.drain(queue)
+    data = json.loads(text)["data"]
+    assert data["notificationTruncated"] is True and "notebookResult" not in data
+    assert data["resultState"] == "SUCCESS" and data["runId"] == 22
+
+
+@responses.activate
+def test_completion_goes_to_an_event_grid_topic_with_the_key_header(monkeypatch, caplog):
+    caplog.set_level(logging.DEBUG)
+    monkeypatch.setenv("WORKFLOW_COMPLETION_TOPIC_ENDPOINT", TOPIC)
+    monkeypatch.setenv("WORKFLOW_COMPLETION_TOPIC_KEY", TOPIC_KEY)
+    responses.post(TOPIC, status=200)
+    result = call({"instanceId": "eventgrid-abc", "outputs": OUTPUTS})
+    assert result == {"instanceId": "eventgrid-abc", "queueMessageId": None, "topic": True}
+    [sent] = responses.calls
+    assert sent.request.headers["aeg-sas-key"] == TOPIC_KEY
+    assert sent.request.headers["Content-Type"].startswith("application/cloudevents-batch+json")
+    [event] = json.loads(sent.request.body)
+    assert event["id"] == "eventgrid-abc" and event["type"] == COMPLETED_EVENT_TYPE and event["data"] == OUTPUTS
+    # The key never leaves the header: not in the result, not in logs, not in the settings' repr.
+    assert TOPIC_KEY not in json.dumps(result) and TOPIC_KEY not in caplog.text
+    assert TOPIC_KEY not in repr(caller_settings.CompletionTargets.from_env())
+
+
+@responses.activate
+def test_topic_without_key_uses_a_bearer_token_from_the_identity():
+    responses.post(TOPIC, status=200)
+    notifications.publish_to_topic({"id": "x"}, TOPIC, "", token_provider=lambda: "aad-token")
+    assert responses.calls[0].request.headers["Authorization"] == "Bearer aad-token"
+    assert "aeg-sas-key" not in responses.calls[0].request.headers
+
+
+@responses.activate
+def test_topic_refusal_fails_the_activity_without_echoing_the_key(monkeypatch):
+    monkeypatch.setenv("WORKFLOW_COMPLETION_TOPIC_ENDPOINT", TOPIC)
+    monkeypatch.setenv("WORKFLOW_COMPLETION_TOPIC_KEY", TOPIC_KEY)
+    responses.post(TOPIC, status=401, body="Unauthorized: invalid key")
+    with pytest.raises(RuntimeError) as raised:
+        call({"instanceId": "i", "outputs": OUTPUTS})
+    assert "401" in str(raised.value) and TOPIC_KEY not in str(raised.value)
+
+
+def test_no_target_is_a_logged_no_op(caplog):
+    result = call({"instanceId": "i", "outputs": OUTPUTS})
+    assert result == {"instanceId": "i", "queueMessageId": None, "topic": False}
+    assert "no completion target" in caplog.text
+
+
+def test_plain_http_topic_endpoints_are_refused(monkeypatch):
+    monkeypatch.setenv("WORKFLOW_COMPLETION_TOPIC_ENDPOINT", "http://topic.example/api/events")
+    with pytest.raises(caller_settings.CallerSettingError, match="WORKFLOW_COMPLETION_TOPIC_ENDPOINT"):
+        call({"instanceId": "i", "outputs": OUTPUTS})
