@@ -1,0 +1,1 @@
+"""Activity function blueprints (Azure Functions v2 programming model)."""

@@ -1,0 +1,208 @@
+"""The `DATABRICKS_*` application settings.
+
+Read at first use (`get_settings()`), never at import, so a bad value fails the first activity
+with a `ConfigurationError` that names the setting instead of failing the worker's indexing.
+`SETTINGS` is the one list of names, defaults and meanings; documentation is checked against it."""
+from __future__ import annotations
+
+import ipaddress
+import os
+import threading
+from dataclasses import dataclass, field
+from typing import Mapping, NamedTuple, Optional
+from urllib.parse import urlsplit
+
+from .errors import ConfigurationError
+
+AUTH_MANAGED_IDENTITY = "managed_identity"
+AUTH_DEFAULT_AZURE_CREDENTIAL = "default_azure_credential"
+AUTH_KEY_VAULT = "key_vault"
+AUTH_PAT = "pat"
+AUTH_MODES = (AUTH_MANAGED_IDENTITY, AUTH_DEFAULT_AZURE_CREDENTIAL, AUTH_KEY_VAULT, AUTH_PAT)
+ENTRA_AUTH_MODES = (AUTH_MANAGED_IDENTITY, AUTH_DEFAULT_AZURE_CREDENTIAL)
+
+JOBS_API_VERSIONS = ("2.1", "2.2")
+
+# App Service leaves this literal in place when it cannot resolve a Key Vault reference.
+KEY_VAULT_REFERENCE_PREFIX = "@Microsoft.KeyVault("
+
+
+class Setting(NamedTuple):
+    name: str
+    default: Optional[str]  # None: no default (required, or optional and unset)
+    meaning: str
+
+
+SETTINGS: tuple[Setting, ...] = (
+    Setting("DATABRICKS_HOST", None,
+            "Workspace URL, e.g. `https://adb-1234567890123456.7.azuredatabricks.net`. Required. "
+            "Must be https unless the host is loopback (127.0.0.0/8, ::1, localhost)."),
+    Setting("DATABRICKS_JOBS_API_VERSION", "2.1", "Jobs API version: `2.1` or `2.2`."),
+    Setting("DATABRICKS_AUTH", AUTH_MANAGED_IDENTITY,
+            "How the app authenticates: `managed_identity`, `default_azure_credential`, "
+            "`key_vault` (a PAT kept in Key Vault) or `pat` (`DATABRICKS_TOKEN`)."),
+    Setting("DATABRICKS_MANAGED_IDENTITY_CLIENT_ID", None,
+            "Client id of a user-assigned managed identity; unset uses the system-assigned one. "
+            "Also used for Key Vault access with `key_vault`."),
+    Setting("DATABRICKS_KEY_VAULT_URL", None,
+            "Vault URL, e.g. `https://my-vault.vault.azure.net`. Required with `key_vault`."),
+    Setting("DATABRICKS_KEY_VAULT_SECRET_NAME", None,
+            "Name of the secret holding the PAT. Required with `key_vault`."),
+    Setting("DATABRICKS_KEY_VAULT_CACHE_SECONDS", "3600",
+            "How long a PAT read from Key Vault is reused before it is read again."),
+    Setting("DATABRICKS_TOKEN", None,
+            "PAT for `pat`. Local development, or an App Service Key Vault reference "
+            "`@Microsoft.KeyVault(SecretUri=...)` that the platform resolves. Required with `pat`."),
+    Setting("DATABRICKS_AZURE_WORKSPACE_RESOURCE_ID", None,
+            "ARM resource id of the workspace. When set (Entra ID auth only), requests carry "
+            "`X-Databricks-Azure-Workspace-Resource-Id` and an Azure management token, for an identity "
+            "that has a role on the workspace resource but is not yet a workspace user."),
+    Setting("DATABRICKS_NOTIFICATION_DESTINATION_ID", None,
+            "Notification destination id; when set, created jobs notify it on start, success and failure."),
+    Setting("DATABRICKS_HTTP_TIMEOUT_SECONDS", "30", "Connect and read timeout of one HTTP request."),
+    Setting("DATABRICKS_RETRY_MAX_SECONDS", "120",
+            "Upper bound on the time one call spends retrying throttling and transient failures."),
+)
+
+_DEFAULTS = {s.name: s.default for s in SETTINGS}
+
+
+@dataclass(frozen=True)
+class Settings:
+    host: str
+    jobs_api_version: str
+    auth: str
+    managed_identity_client_id: Optional[str]
+    key_vault_url: Optional[str]
+    key_vault_secret_name: Optional[str]
+    key_vault_cache_seconds: float
+    azure_workspace_resource_id: Optional[str]
+    notification_destination_id: Optional[str]
+    http_timeout_seconds: float
+    retry_max_seconds: float
+    token: Optional[str] = field(default=None, repr=False)  # never printed
+
+    @property
+    def api_base_url(self) -> str:
+        return f"{self.host}/api/{self.jobs_api_version}"
+
+    @classmethod
+    def from_env(cls, environ: Optional[Mapping[str, str]] = None) -> "Settings":
+        env = os.environ if environ is None else environ
+
+        def get(name: str) -> Optional[str]:
+            value = env.get(name)
+            if value is None or not value.strip():
+                return _DEFAULTS[name]
+            return value.strip()
+
+        auth = (get("DATABRICKS_AUTH") or "").lower()
+        if auth not in AUTH_MODES:
+            raise ConfigurationError("DATABRICKS_AUTH", f"unknown auth mode {auth!r}; use one of {', '.join(AUTH_MODES)}")
+
+        version = get("DATABRICKS_JOBS_API_VERSION")
+        if version not in JOBS_API_VERSIONS:
+            raise ConfigurationError("DATABRICKS_JOBS_API_VERSION", f"{version!r} is not one of {', '.join(JOBS_API_VERSIONS)}")
+
+        settings = cls(
+            host=validate_host(get("DATABRICKS_HOST")),
+            jobs_api_version=version,
+            auth=auth,
+            managed_identity_client_id=get("DATABRICKS_MANAGED_IDENTITY_CLIENT_ID"),
+            key_vault_url=get("DATABRICKS_KEY_VAULT_URL"),
+            key_vault_secret_name=get("DATABRICKS_KEY_VAULT_SECRET_NAME"),
+            key_vault_cache_seconds=_positive_number("DATABRICKS_KEY_VAULT_CACHE_SECONDS", get("DATABRICKS_KEY_VAULT_CACHE_SECONDS")),
+            token=get("DATABRICKS_TOKEN"),
+            azure_workspace_resource_id=get("DATABRICKS_AZURE_WORKSPACE_RESOURCE_ID"),
+            notification_destination_id=get("DATABRICKS_NOTIFICATION_DESTINATION_ID"),
+            http_timeout_seconds=_positive_number("DATABRICKS_HTTP_TIMEOUT_SECONDS", get("DATABRICKS_HTTP_TIMEOUT_SECONDS")),
+            retry_max_seconds=_positive_number("DATABRICKS_RETRY_MAX_SECONDS", get("DATABRICKS_RETRY_MAX_SECONDS")),
+        )
+        settings._check_auth()
+        return settings
+
+    def _check_auth(self) -> None:
+        if self.auth == AUTH_PAT:
+            if not self.token:
+                raise ConfigurationError("DATABRICKS_TOKEN", "is required when DATABRICKS_AUTH=pat")
+            if self.token.startswith(KEY_VAULT_REFERENCE_PREFIX):
+                raise ConfigurationError(
+                    "DATABRICKS_TOKEN",
+                    "is an unresolved Key Vault reference; give the app's identity 'get' permission on the "
+                    "secret and check the reference syntax",
+                )
+        if self.auth == AUTH_KEY_VAULT:
+            if not self.key_vault_url:
+                raise ConfigurationError("DATABRICKS_KEY_VAULT_URL", "is required when DATABRICKS_AUTH=key_vault")
+            if urlsplit(self.key_vault_url).scheme != "https":
+                raise ConfigurationError("DATABRICKS_KEY_VAULT_URL", "must be an https URL")
+            if not self.key_vault_secret_name:
+                raise ConfigurationError("DATABRICKS_KEY_VAULT_SECRET_NAME", "is required when DATABRICKS_AUTH=key_vault")
+        if self.azure_workspace_resource_id and self.auth not in ENTRA_AUTH_MODES:
+            # The management token comes from an Entra ID credential; a PAT has none to offer.
+            raise ConfigurationError(
+                "DATABRICKS_AZURE_WORKSPACE_RESOURCE_ID",
+                f"needs DATABRICKS_AUTH={' or '.join(ENTRA_AUTH_MODES)}, not {self.auth}",
+            )
+
+
+def _is_loopback(hostname: str) -> bool:
+    if hostname == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(hostname).is_loopback
+    except ValueError:
+        return False
+
+
+def validate_host(value: Optional[str]) -> str:
+    """The normalised workspace base URL (`scheme://host[:port]`); https unless loopback."""
+    name = "DATABRICKS_HOST"
+    if not value:
+        raise ConfigurationError(name, "is required, e.g. https://adb-1234567890123456.7.azuredatabricks.net")
+    if "://" not in value:
+        value = "https://" + value
+    try:
+        parts = urlsplit(value)
+        hostname = (parts.hostname or "").lower()
+        parts.port  # raises ValueError on a bad port
+    except ValueError as exc:
+        raise ConfigurationError(name, f"{value!r} is not a valid URL ({exc})") from None
+    if parts.scheme not in ("https", "http") or not hostname:
+        raise ConfigurationError(name, f"{value!r} is not an http(s) URL with a host name")
+    if parts.scheme == "http" and not _is_loopback(hostname):
+        raise ConfigurationError(name, f"must use https ({value!r}): only a loopback host may use http, so a token is never sent in clear")
+    if parts.username or parts.password or parts.query or parts.fragment or parts.path.strip("/"):
+        raise ConfigurationError(name, f"must be the workspace base URL only, without path, query or credentials ({parts.scheme}://{parts.hostname}...)")
+    return f"{parts.scheme}://{parts.netloc}"
+
+
+def _positive_number(name: str, value: Optional[str]) -> float:
+    try:
+        number = float(value)  # type: ignore[arg-type]
+    except (TypeError, ValueError):
+        raise ConfigurationError(name, f"{value!r} is not a number") from None
+    if not number > 0:
+        raise ConfigurationError(name, f"must be greater than 0, got {value!r}")
+    return number
+
+
+_lock = threading.Lock()
+_settings: Optional[Settings] = None
+
+
+def get_settings() -> Settings:
+    """The process-wide settings, read from the environment on first use."""
+    global _settings
+    if _settings is None:
+        with _lock:
+            if _settings is None:
+                _settings = Settings.from_env()
+    return _settings
+
+
+def reset_settings() -> None:
+    """Forget the cached settings (tests, or after changing the environment)."""
+    global _settings
+    with _lock:
+        _settings = None

@@ -1,0 +1,200 @@
+"""The activity functions, called as the Functions host would (the registered user function)."""
+import hashlib
+import json
+import pickle
+
+import pytest
+import responses
+from responses import matchers
+
+from activities import jobs
+from activities.jobs import bp, cancelRun, createJob, getJobRun, getJobRunOutput, runJobNow
+from databricks_jobs import ConfigurationError, DatabricksApiError
+
+HOST = "https://adb-1234567890123456.7.azuredatabricks.net"
+API = HOST + "/api/2.1/jobs"
+LONG_ID = "orchestration-" + "x" * 80
+CREATE_INPUT = {"instanceId": "abc123", "jobName": "nightly", "taskKey": "main",
+                "notebookPath": "/Workspace/Users/me/nb", "existingClusterId": "0923-164208-meows279"}
+
+
+@pytest.fixture
+def mocked(pat_env):
+    with responses.RequestsMock(assert_all_requests_are_fired=False) as mock:
+        yield mock
+
+
+def listed(*jobs_):
+    return {"jobs": [{"job_id": job_id, "settings": {"name": name, "tags": tags}} for job_id, name, tags in jobs_]}
+
+
+def test_blueprint_registers_the_five_activities_by_name():
+    names = {}
+    for builder in bp._function_builders:
+        function = builder.build()
+        binding = json.loads(function.get_function_json())["bindings"][0]
+        names[function.get_function_name()] = (binding["type"], binding["activity"], binding["name"])
+    assert names == {name: ("activityTrigger", name, "request")
+                     for name in ("createJob", "runJobNow", "getJobRun", "getJobRunOutput", "cancelRun")}
+
+
+def test_create_job_creates_a_tagged_notebook_job_when_none_exists(mocked):
+    mocked.get(API + "/list", json=listed((9, "nightly", {"durable_instance_id": "someone-else"})),
+               match=[matchers.query_param_matcher({"name": "nightly", "limit": "25"})])
+    create = mocked.post(API + "/create", json={"job_id": 42})
+    result = createJob({**CREATE_INPUT, "notebookParams": {"day": "mon"}})
+    assert result == {"jobId": 42, "created": True, "webhooks": False}
+    assert json.loads(create.calls[0].request.body) == {
+        "name": "nightly",
+        "tasks": [{"task_key": "main", "existing_cluster_id": "0923-164208-meows279",
+                   "notebook_task": {"notebook_path": "/Workspace/Users/me/nb", "base_parameters": {"day": "mon"}}}],
+        "tags": {"durable_instance_id": "abc123"},
+    }
+
+
+def test_create_job_returns_the_job_an_earlier_execution_created(mocked):
+    mocked.get(API + "/list", json=listed((9, "nightly", {"durable_instance_id": "abc123"})))
+    create = mocked.post(API + "/create", json={"job_id": 42})
+    assert createJob(CREATE_INPUT) == {"jobId": 9, "created": False, "webhooks": False}
+    assert create.call_count == 0
+
+
+def test_create_job_re_executed_creates_one_job(mocked):
+    state = {"jobs": []}
+
+    def list_jobs(request):
+        return 200, {}, json.dumps(listed(*state["jobs"]))
+
+    def create_job(request):
+        body = json.loads(request.body)
+        state["jobs"].append((len(state["jobs"]) + 1, body["name"], body["tags"]))
+        return 200, {}, json.dumps({"job_id": len(state["jobs"])})
+
+    mocked.add_callback("GET", API + "/list", callback=list_jobs)
+    mocked.add_callback("POST", API + "/create", callback=create_job)
+    first, second = createJob(CREATE_INPUT), createJob(CREATE_INPUT)
+    assert first == {"jobId": 1, "created": True, "webhooks": False}
+    assert second == {"jobId": 1, "created": False, "webhooks": False}
+    assert len(state["jobs"]) == 1
+
+
+def test_a_long_instance_id_is_tagged_by_its_sha256(mocked):
+    mocked.get(API + "/list", json={})
+    create = mocked.post(API + "/create", json={"job_id": 1})
+    createJob({**CREATE_INPUT, "instanceId": LONG_ID})
+    tag = json.loads(create.calls[0].request.body)["tags"]["durable_instance_id"]
+    assert tag == hashlib.sha256(LONG_ID.encode()).hexdigest()
+
+
+def test_create_job_subscribes_the_notification_destination(mocked, configure):
+    configure(notification_destination_id="0a1b2c3d-dest")
+    mocked.get(API + "/list", json={})
+    create = mocked.post(API + "/create", json={"job_id": 3})
+    assert createJob(CREATE_INPUT) == {"jobId": 3, "created": True, "webhooks": True}
+    body = json.loads(create.calls[0].request.body)
+    assert body["webhook_notifications"] == {event: [{"id": "0a1b2c3d-dest"}] for event in ("on_start", "on_success", "on_failure")}
+
+
+@pytest.mark.parametrize("instance_id, token", [
+    ("abc123", "abc123"),
+    (LONG_ID, hashlib.sha256(LONG_ID.encode()).hexdigest()),
+])
+def test_run_job_now_derives_the_idempotency_token_from_the_instance(mocked, instance_id, token):
+    mocked.post(API + "/run-now", json={"run_id": 77, "number_in_job": 77}, match=[matchers.json_params_matcher(
+        {"job_id": 42, "idempotency_token": token, "notebook_params": {"a": "1"}})])
+    assert runJobNow({"instanceId": instance_id, "jobId": 42, "notebookParams": {"a": "1"}}) == {"runId": 77}
+
+
+def test_get_job_run_summarises_a_running_run_without_result_state(mocked):
+    mocked.get(API + "/runs/get", json={
+        "run_id": 1, "job_id": 2, "run_name": "nightly", "number_in_job": 1,
+        "state": {"life_cycle_state": "RUNNING", "state_message": "In run", "user_cancelled_or_timedout": False},
+        "run_page_url": "https://adb/#job/2/run/1", "start_time": 1700000000000, "end_time": 0,
+        "tasks": [
+            {"task_key": "main", "run_id": 3, "attempt_number": 0, "state": {"life_cycle_state": "TERMINATED",
+             "result_state": "FAILED"}, "start_time": 1700000000000, "notebook_task": {"notebook_path": "/nb"}},
+            {"task_key": "main", "run_id": 4, "attempt_number": 1, "state": {"life_cycle_state": "RUNNING"},
+             "start_time": 1700000100000},
+        ],
+    }, match=[matchers.query_param_matcher({"run_id": "1"})])
+    assert getJobRun({"runId": 1}) == {
+        "runId": 1, "jobId": 2, "lifeCycleState": "RUNNING", "stateMessage": "In run",
+        "runPageUrl": "https://adb/#job/2/run/1", "startTime": 1700000000000, "endTime": 0,
+        "tasks": [
+            {"taskKey": "main", "runId": 3, "attemptNumber": 0, "lifeCycleState": "TERMINATED",
+             "resultState": "FAILED", "startTime": 1700000000000},
+            {"taskKey": "main", "runId": 4, "attemptNumber": 1, "lifeCycleState": "RUNNING",
+             "resultState": None, "startTime": 1700000100000},
+        ],
+    }
+
+
+def test_get_job_run_carries_result_state_and_the_2_2_status(mocked):
+    status = {"state": "TERMINATED", "termination_details": {"code": "SUCCESS", "type": "SUCCESS", "message": ""}}
+    mocked.get(API + "/runs/get", json={"run_id": 1, "job_id": 2, "status": status, "start_time": 5, "end_time": 9,
+                                        "state": {"life_cycle_state": "TERMINATED", "result_state": "SUCCESS"}})
+    summary = getJobRun({"runId": 1})
+    assert (summary["resultState"], summary["status"], summary["endTime"], summary["tasks"]) == ("SUCCESS", status, 9, [])
+    assert summary["stateMessage"] == ""
+
+
+def test_get_job_run_output_reads_the_task_run(mocked):
+    mocked.get(API + "/runs/get-output", json={
+        "notebook_output": {"result": "{\"rows\": 3}", "truncated": False}, "metadata": {"run_id": 3}},
+        match=[matchers.query_param_matcher({"run_id": "3"})])
+    assert getJobRunOutput({"runId": 3}) == {"runId": 3, "notebookResult": "{\"rows\": 3}", "truncated": False}
+
+
+def test_get_job_run_output_of_a_failed_task(mocked):
+    mocked.get(API + "/runs/get-output", json={"notebook_output": {}, "error": "ZeroDivisionError: division by zero",
+                                               "error_trace": "Traceback ..."})
+    assert getJobRunOutput({"runId": 3}) == {"runId": 3, "truncated": False,
+                                             "error": "ZeroDivisionError: division by zero", "errorTrace": "Traceback ..."}
+
+
+def test_cancel_run(mocked):
+    mocked.post(API + "/runs/cancel", json={}, match=[matchers.json_params_matcher({"run_id": 5})])
+    assert cancelRun({"runId": 5}) == {"runId": 5, "canceled": True}
+
+
+def test_errors_cross_the_activity_boundary_as_text(mocked):
+    mocked.get(API + "/runs/get-output", status=400, json={
+        "error_code": "INVALID_PARAMETER_VALUE",
+        "message": "Retrieving the output of runs with multiple tasks is not supported. "
+                   "Please retrieve the output of each individual task run instead."})
+    with pytest.raises(DatabricksApiError) as raised:
+        getJobRunOutput({"runId": 1})
+    copy = pickle.loads(pickle.dumps(raised.value))
+    assert str(copy).startswith("Databricks API error 400 INVALID_PARAMETER_VALUE: Retrieving the output")
+
+
+def test_input_may_arrive_as_json_text(mocked):
+    mocked.post(API + "/runs/cancel", json={})
+    assert cancelRun(json.dumps({"runId": 5})) == {"runId": 5, "canceled": True}
+
+
+@pytest.mark.parametrize("activity, request_", [
+    (createJob, {k: v for k, v in CREATE_INPUT.items() if k != "notebookPath"}),
+    (runJobNow, {"jobId": 1}),
+    (getJobRun, {}),
+])
+def test_missing_input_is_named(pat_env, activity, request_):
+    with pytest.raises(ValueError, match="missing"):
+        activity(request_)
+
+
+@pytest.mark.parametrize("env, setting", [
+    ({"host": None}, "DATABRICKS_HOST"),
+    ({"host": "http://adb-1.azuredatabricks.net"}, "DATABRICKS_HOST"),
+    ({"auth": "pat", "token": None}, "DATABRICKS_TOKEN"),
+    ({"auth": "oauth"}, "DATABRICKS_AUTH"),
+])
+def test_bad_configuration_fails_the_first_activity_call_naming_the_setting(configure, env, setting):
+    configure(**{"host": HOST, "auth": "pat", "token": "dapi-x", **env})
+    with pytest.raises(ConfigurationError, match=f"^{setting}"):
+        getJobRun({"runId": 1})
+
+
+def test_the_tag_rule_matches_the_run_token_rule():
+    assert jobs.instance_tag_value("short") == "short"
+    assert len(jobs.instance_tag_value(LONG_ID)) == 64

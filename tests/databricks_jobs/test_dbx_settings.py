@@ -1,0 +1,99 @@
+import dataclasses
+
+import pytest
+
+from databricks_jobs import ConfigurationError
+from databricks_jobs.settings import SETTINGS, Settings, get_settings
+
+HOST = "https://adb-1234567890123456.7.azuredatabricks.net"
+
+
+def settings(**values):
+    return Settings.from_env({"DATABRICKS_" + k.upper(): v for k, v in values.items()})
+
+
+def test_defaults():
+    s = settings(host=HOST)
+    assert s.host == HOST
+    assert s.api_base_url == HOST + "/api/2.1"
+    assert s.auth == "managed_identity"
+    assert (s.key_vault_cache_seconds, s.http_timeout_seconds, s.retry_max_seconds) == (3600, 30, 120)
+    assert s.managed_identity_client_id is None and s.notification_destination_id is None
+
+
+def test_the_settings_table_lists_exactly_what_is_read_with_matching_defaults():
+    read = []
+
+    class Recording(dict):
+        def get(self, key, default=None):
+            read.append(key)
+            return super().get(key, default)
+
+    Settings.from_env(Recording(DATABRICKS_HOST=HOST))
+    assert sorted(set(read)) == sorted(s.name for s in SETTINGS)
+    assert len(SETTINGS) == len({s.name for s in SETTINGS})
+    assert all(s.meaning for s in SETTINGS)
+    parsed = settings(host=HOST)
+    assert str(parsed.jobs_api_version) == dict((s.name, s.default) for s in SETTINGS)["DATABRICKS_JOBS_API_VERSION"]
+
+
+def test_read_at_first_use_not_at_import(monkeypatch):
+    monkeypatch.setenv("DATABRICKS_HOST", HOST)
+    monkeypatch.setenv("DATABRICKS_JOBS_API_VERSION", "2.2")
+    assert get_settings().api_base_url == HOST + "/api/2.2"
+    assert get_settings() is get_settings()
+
+
+def test_missing_host_fails_at_first_use_naming_the_setting():
+    with pytest.raises(ConfigurationError, match="^DATABRICKS_HOST"):
+        get_settings()
+
+
+@pytest.mark.parametrize("values, setting", [
+    ({}, "DATABRICKS_HOST"),
+    ({"host": "http://adb-1.azuredatabricks.net"}, "DATABRICKS_HOST"),
+    ({"host": "http://10.0.0.4:8080"}, "DATABRICKS_HOST"),
+    ({"host": HOST + "/api/2.1"}, "DATABRICKS_HOST"),
+    ({"host": "https://user:pw@adb-1.azuredatabricks.net"}, "DATABRICKS_HOST"),
+    ({"host": "ftp://adb-1.azuredatabricks.net"}, "DATABRICKS_HOST"),
+    ({"host": HOST, "auth": "password"}, "DATABRICKS_AUTH"),
+    ({"host": HOST, "auth": "pat"}, "DATABRICKS_TOKEN"),
+    ({"host": HOST, "auth": "pat", "token": "@Microsoft.KeyVault(SecretUri=https://v.vault.azure.net/secrets/pat/)"},
+     "DATABRICKS_TOKEN"),
+    ({"host": HOST, "auth": "key_vault", "key_vault_secret_name": "pat"}, "DATABRICKS_KEY_VAULT_URL"),
+    ({"host": HOST, "auth": "key_vault", "key_vault_url": "http://v.vault.azure.net", "key_vault_secret_name": "pat"},
+     "DATABRICKS_KEY_VAULT_URL"),
+    ({"host": HOST, "auth": "key_vault", "key_vault_url": "https://v.vault.azure.net"}, "DATABRICKS_KEY_VAULT_SECRET_NAME"),
+    ({"host": HOST, "jobs_api_version": "2.0"}, "DATABRICKS_JOBS_API_VERSION"),
+    ({"host": HOST, "http_timeout_seconds": "soon"}, "DATABRICKS_HTTP_TIMEOUT_SECONDS"),
+    ({"host": HOST, "retry_max_seconds": "-1"}, "DATABRICKS_RETRY_MAX_SECONDS"),
+    ({"host": HOST, "key_vault_cache_seconds": "0"}, "DATABRICKS_KEY_VAULT_CACHE_SECONDS"),
+    ({"host": HOST, "auth": "pat", "token": "dapi1", "azure_workspace_resource_id": "/subscriptions/x"},
+     "DATABRICKS_AZURE_WORKSPACE_RESOURCE_ID"),
+])
+def test_bad_configuration_names_the_setting(values, setting):
+    with pytest.raises(ConfigurationError) as raised:
+        settings(**values)
+    assert raised.value.setting == setting
+    assert str(raised.value).startswith(setting)
+
+
+@pytest.mark.parametrize("host, normalised", [
+    ("http://127.0.0.1:8080", "http://127.0.0.1:8080"),
+    ("http://127.10.0.3", "http://127.10.0.3"),
+    ("http://[::1]:9000/", "http://[::1]:9000"),
+    ("http://localhost:5000", "http://localhost:5000"),
+    ("adb-1.azuredatabricks.net/", "https://adb-1.azuredatabricks.net"),
+    (HOST + "/", HOST),
+])
+def test_loopback_may_use_http_and_hosts_are_normalised(host, normalised):
+    assert settings(host=host).host == normalised
+
+
+def test_auth_mode_is_case_insensitive_and_the_pat_is_never_printed():
+    s = settings(host=HOST, auth=" PAT ", token="dapi-secret-value")
+    assert s.auth == "pat" and s.token == "dapi-secret-value"
+    assert "dapi-secret-value" not in repr(s)
+    assert dataclasses.is_dataclass(s)
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        s.host = "https://elsewhere"  # type: ignore[misc]
