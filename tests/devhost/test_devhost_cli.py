@@ -55,7 +55,7 @@ def test_serve_cli_prints_app_url_first_and_stops_on_sigterm(tmp_path):
     (tmp_path / "toyapp.py").write_text(
         "import sys\n"
         f"sys.path.insert(0, {str(HERE)!r})\n"
-        "from conftest import make_app\n"
+        "from devhost_toyapp import make_app\n"
         "app = make_app()\n")
     env = dict(os.environ, DATABRICKS_HOST="https://adb-1.2.azuredatabricks.net",
                PYTHONPATH=str(REPO))

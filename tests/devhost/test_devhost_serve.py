@@ -4,6 +4,7 @@ import time
 
 import requests
 
+import devhost_toyapp as toy
 from devhost.serve import Route
 
 
@@ -81,7 +82,6 @@ def test_eventgrid_validation_handshake(server):
 
 
 def test_eventgrid_delivery_both_schemas(server):
-    from conftest import EVENTGRID_SEEN
     url = f"{server.base_url}/runtime/webhooks/eventgrid?functionName=on_event"
     events = [{"id": f"e{i}", "topic": "/subscriptions/x", "subject": "s",
                "eventType": "Databricks.JobRun.Requested", "eventTime": "2024-01-01T00:00:00Z",
@@ -94,20 +94,19 @@ def test_eventgrid_delivery_both_schemas(server):
         "aeg-event-type": "Notification", "Content-Type": "application/cloudevents+json"},
         timeout=5)
     assert r.status_code == 202
-    assert [(e["id"], e["type"], e["data"], e["cls"]) for e in EVENTGRID_SEEN] == [
+    assert [(e["id"], e["type"], e["data"], e["cls"]) for e in toy.EVENTGRID_SEEN] == [
         ("e0", "Databricks.JobRun.Requested", {"n": 0}, "EventGridEvent"),
         ("e1", "Databricks.JobRun.Requested", {"n": 1}, "EventGridEvent"),
         ("c1", "Databricks.JobRun.Requested", {"n": 9}, "CloudEvent")]
 
 
 def test_admin_invokes_queue_trigger(server):
-    from conftest import QUEUE_SEEN
     r = requests.post(f"{server.base_url}/admin/functions/on_queue",
                       json={"input": '{"jobName": "x"}'}, timeout=5)
     assert r.status_code == 202
-    assert len(QUEUE_SEEN) == 1
-    assert QUEUE_SEEN[0]["body"] == '{"jobName": "x"}'
-    assert QUEUE_SEEN[0]["dequeue_count"] == 1 and QUEUE_SEEN[0]["id"]
+    assert len(toy.QUEUE_SEEN) == 1
+    assert toy.QUEUE_SEEN[0]["body"] == '{"jobName": "x"}'
+    assert toy.QUEUE_SEEN[0]["dequeue_count"] == 1 and toy.QUEUE_SEEN[0]["id"]
     assert server.invocations[-1] == {"function": "on_queue", "ok": True, "error": None}
     assert requests.post(f"{server.base_url}/admin/functions/nope", json={"input": ""},
                          timeout=5).status_code == 404
