@@ -7,6 +7,7 @@ azure-functions-durable keeps a module-global aiohttp session bound to the loop 
 from __future__ import annotations
 
 import asyncio
+import enum
 import inspect
 import threading
 import uuid
@@ -54,11 +55,6 @@ def call_maybe_async(fn: Callable, kwargs: Dict[str, Any]) -> Any:
 
 class DevContext(func.Context):
     """The ``context`` argument the worker passes to functions that declare one."""
-
-    class _Trace(func.TraceContext if hasattr(func, "TraceContext") else object):
-        trace_parent = ""
-        trace_state = ""
-        attributes: Dict[str, str] = {}
 
     def __init__(self, function_name: str, invocation_id: Optional[str] = None) -> None:
         self._invocation_id = invocation_id or str(uuid.uuid4())
@@ -151,14 +147,11 @@ class FunctionInfo:
 
 
 def _plain(value):
-    # Enum members (direction, methods, authLevel) -> their plain values.
+    # Enum members (methods, authLevel, ...) -> their plain values.
     if isinstance(value, list):
         return [_plain(v) for v in value]
-    if hasattr(value, "value") and not isinstance(value, (str, int, float, bool)):
+    if isinstance(value, enum.Enum):
         return value.value
-    if hasattr(value, "name") and type(value).__module__.startswith("azure") and \
-            not isinstance(value, (str, int, float, bool)):
-        return value.name
     return value
 
 
