@@ -36,9 +36,12 @@ class FakeDurableClient:
     async def get_status(self, instance_id, *args, **kwargs):
         inst = self.instances.get(instance_id)
         if inst is None:
-            return SimpleNamespace(runtime_status=None, custom_status=None, output=None)
+            return SimpleNamespace(runtime_status=None, custom_status=None, output=None, created_time=None,
+                                   last_updated_time=None)
         return SimpleNamespace(runtime_status=df.OrchestrationRuntimeStatus(inst["status"]),
-                               custom_status=inst["custom"], output=inst["output"])
+                               custom_status=inst["custom"], output=inst["output"],
+                               created_time=datetime(2026, 1, 2, tzinfo=timezone.utc),
+                               last_updated_time=datetime(2026, 1, 2, 0, 1, tzinfo=timezone.utc))
 
     async def raise_event(self, instance_id, event_name, event_data=None, *args, **kwargs):
         inst = self.instances.get(instance_id)
@@ -47,6 +50,10 @@ class FakeDurableClient:
         if inst["status"] not in ("Pending", "Running"):
             raise Exception(f"Instance with ID '{instance_id}' is gone: {inst['status']}")
         self.events.append((instance_id, event_name, event_data))
+
+    def set_status(self, instance_id, status, output=None, custom=None):
+        self.instances[instance_id] = {"name": "create_job_and_run", "input": None, "status": status,
+                                       "custom": custom, "output": output}
 
     def set_running(self, instance_id, **custom):
         inst = self.instances.setdefault(instance_id, {"name": "create_job_and_run", "input": None,
@@ -77,3 +84,10 @@ def queue_message(body: Any, *, message_id: str = "msg-1", dequeue_count: int = 
     from azure.functions.queue import QueueMessage  # the worker's concrete class (has dequeue_count)
     raw = body if isinstance(body, (bytes, str)) else json.dumps(body)
     return QueueMessage(id=message_id, body=raw, dequeue_count=dequeue_count)
+
+
+def app_functions(app):
+    """`app.get_functions()`, callable more than once: azure-functions records the names on the
+    first call and then refuses the same names as duplicates."""
+    app.functions_bindings = {}
+    return app.get_functions()

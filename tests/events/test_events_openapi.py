@@ -1,0 +1,201 @@
+"""The OpenAPI document: valid (3.1 and the 2.0 form for custom connectors), in step with the
+registered routes, and true about every status and body the handlers answer."""
+import asyncio
+import base64
+import json
+import re
+
+import azure.functions as func
+import pytest
+from jsonschema import Draft202012Validator
+from openapi_spec_validator import validate
+
+from databricks_jobs.errors import DatabricksApiError
+from events_support import VALID_INPUT, app_functions
+from triggers import databricks_webhook, openapi
+from triggers.databricks_webhook import databricks_notification
+from triggers.http_api import cancel_workflow, get_workflow_status, start_workflow
+from triggers.openapi import openapi_document
+
+BASE = "https://jobs-app.azurewebsites.net"
+DOC = openapi.load_document()
+HOST_LEVEL = {"401"}  # answered by the Functions host for a missing key, not by our code
+
+
+def test_vendored_document_is_valid_openapi_3_1():
+    assert DOC["openapi"] == "3.1.0"
+    validate(DOC)
+    validate(openapi.document_for(BASE))
+
+
+def test_swagger2_form_is_valid_and_fit_for_a_custom_connector():
+    doc = openapi.document_for(BASE, "swagger2")
+    validate(doc)
+    assert doc["swagger"] == "2.0" and doc["host"] == "jobs-app.azurewebsites.net" and doc["basePath"] == "/api"
+    assert doc["schemes"] == ["https"]
+    assert len(json.dumps(doc).encode()) < 1_000_000  # connector definitions are limited to 1 MB
+    for path, item in doc["paths"].items():
+        for method, op in item.items():
+            # Connector conventions: PascalCase operationId, a summary for the action's title.
+            assert re.fullmatch(r"[A-Z][A-Za-z]+", op["operationId"]), op["operationId"]
+            assert op["summary"]
+    start = doc["paths"]["/workflows/create-job-and-run"]["post"]
+    body = next(p for p in start["parameters"] if p["in"] == "body")
+    assert body["schema"] == {"$ref": "#/definitions/WorkflowInput"}
+    assert "propertyNames" not in json.dumps(doc["definitions"])  # not a 2.0 keyword
+    assert doc["securityDefinitions"]["functionKeyHeader"] == {
+        "type": "apiKey", "in": "header", "name": "x-functions-key", "description": "A function or host key of the function app."}
+
+
+def test_request_body_schema_is_the_workflow_input_schema():
+    # Refresh with: python -m triggers.openapi
+    assert DOC["components"]["schemas"]["WorkflowInput"] == openapi.input_schema_for_openapi()
+
+
+def _documented_routes():
+    return {(method.upper(), "/api" + path) for path, item in DOC["paths"].items() for method in item}
+
+
+def test_document_covers_exactly_the_registered_http_routes():
+    import function_app
+
+    registered = set()
+    for fn in app_functions(function_app.app):
+        trigger = fn.get_trigger()
+        if trigger.type != "httpTrigger":
+            continue
+        for method in trigger.methods:
+            registered.add((getattr(method, "value", str(method)).upper(), "/api/" + trigger.route))
+    assert registered == _documented_routes()
+
+
+def test_auth_levels_match_the_security_requirements():
+    import function_app
+
+    for fn in app_functions(function_app.app):
+        trigger = fn.get_trigger()
+        if trigger.type != "httpTrigger":
+            continue
+        op = DOC["paths"]["/" + trigger.route][trigger.methods[0].value.lower()]
+        security = op.get("security", DOC["security"])
+        anonymous = trigger.auth_level == func.AuthLevel.ANONYMOUS
+        assert anonymous == (not any("functionKey" in name for req in security for name in req)), trigger.route
+
+
+def test_served_document_names_the_requesting_server():
+    req = func.HttpRequest("GET", f"{BASE}/api/openapi.json", body=b"")
+    response = openapi_document.build().get_user_function()(req)
+    assert response.status_code == 200 and json.loads(response.get_body())["servers"] == [{"url": f"{BASE}/api"}]
+    req = func.HttpRequest("GET", f"{BASE}/api/openapi.json?format=swagger2", params={"format": "swagger2"}, body=b"")
+    assert json.loads(openapi_document.build().get_user_function()(req).get_body())["swagger"] == "2.0"
+
+
+# -- every status each handler answers is documented, with its body schema and headers -----------
+
+SEEN: dict = {}
+
+
+def _schema_of(response_doc):
+    content = (response_doc.get("content") or {}).get("application/json")
+    if not content:
+        return None
+    return {**content["schema"], "components": DOC["components"]}
+
+
+def check(path, method, response):
+    op = DOC["paths"][path][method]
+    code = str(response.status_code)
+    assert code in op["responses"], f"{method.upper()} {path} answered undocumented {code}"
+    documented = op["responses"][code]
+    schema = _schema_of(documented)
+    if schema is not None:
+        Draft202012Validator(schema).validate(json.loads(response.get_body()))
+    for header in documented.get("headers", {}):
+        if header != "Idempotent-Replayed":
+            assert header in response.headers, f"{code} lacks documented header {header}"
+    SEEN.setdefault((path, method), set()).add(code)
+
+
+def http(method, route, body=b"", headers=None, route_params=None, params=None):
+    raw = body if isinstance(body, bytes) else json.dumps(body).encode()
+    return func.HttpRequest(method, f"{BASE}/api/{route}?code=k", headers=headers or {}, body=raw,
+                            route_params=route_params or {}, params=params or {"code": "k"})
+
+
+def call(fn, req, client):
+    return asyncio.run(fn.build().get_user_function().client_function(req, client))
+
+
+OUTPUTS = {"jobId": 1, "runId": 2, "resultState": "SUCCESS", "notebookResult": "ok", "lifeCycleState": "TERMINATED",
+           "stateMessage": "", "runPageUrl": "https://adb/#run/2"}
+
+
+def test_start_statuses(client):
+    path = "/workflows/create-job-and-run"
+    check(path, "post", call(start_workflow, http("POST", path[1:], VALID_INPUT), client))
+    check(path, "post", call(start_workflow, http("POST", path[1:], VALID_INPUT, {"Idempotency-Key": "k1"}), client))
+    check(path, "post", call(start_workflow, http("POST", path[1:], {"jobName": "x"}), client))
+    check(path, "post", call(start_workflow, http("POST", path[1:], b"x" * 70_000), client))
+
+
+def test_status_statuses(client):
+    path = "/workflows/{instanceId}"
+    progress = {"step": "pollRun", "jobId": 1, "runId": 2, "lifeCycleState": "RUNNING", "runPageUrl": None,
+                "polls": 3, "elapsedSeconds": 20}
+    client.set_status("running", "Running", custom=progress)
+    client.set_status("ok", "Completed", output=OUTPUTS)
+    client.set_status("failed-run", "Completed", output={**OUTPUTS, "resultState": "FAILED", "error": "boom",
+                                                          "errorTrace": "Traceback"})
+    client.set_status("terminated", "Terminated", output="operator")
+    client.set_status("broken", "Failed", output="Databricks API error 403 PERMISSION_DENIED: no")
+    for instance in ("running", "ok", "failed-run", "terminated", "broken", "unknown", "bad id!"):
+        check(path, "get", call(get_workflow_status, http("GET", f"workflows/{instance}",
+                                                           route_params={"instanceId": instance}), client))
+
+
+def test_cancel_statuses(client):
+    path = "/workflows/{instanceId}/cancel"
+    client.set_status("running", "Running")
+    client.set_status("done", "Completed", output=OUTPUTS)
+    for instance in ("running", "done", "unknown", "bad id!"):
+        check(path, "post", call(cancel_workflow, http("POST", f"workflows/{instance}/cancel",
+                                                        route_params={"instanceId": instance}), client))
+
+
+def test_notification_statuses(client, monkeypatch):
+    path = "/databricks/notifications"
+    monkeypatch.setenv("DATABRICKS_WEBHOOK_USERNAME", "u")
+    monkeypatch.setenv("DATABRICKS_WEBHOOK_PASSWORD", "p")
+    auth = {"Authorization": "Basic " + base64.b64encode(b"u:p").decode()}
+    jobs = {7: {"settings": {"tags": {"durable_instance_id": "i1"}}}}
+
+    def fetch(job_id):
+        if job_id == 500:
+            raise DatabricksApiError(503, "TEMPORARILY_UNAVAILABLE", "later")
+        if job_id not in jobs:
+            raise DatabricksApiError(400, "INVALID_PARAMETER_VALUE", "no such job")
+        return jobs[job_id]
+
+    monkeypatch.setattr(databricks_webhook, "fetch_job", fetch)
+    client.set_running("i1", runId=9)
+    note = lambda job: {"event_type": "jobs.on_success", "job": {"job_id": job}, "run": {"run_id": 9}}
+    for req in (http("POST", path[1:], note(7), auth), http("POST", path[1:], note(8), auth),
+                http("POST", path[1:], note(7)), http("POST", path[1:], {"run": {}}, auth),
+                http("POST", path[1:], b"x" * 20_000, auth), http("POST", path[1:], note(500), auth)):
+        check(path, "post", call(databricks_notification, req, client))
+
+
+def test_openapi_statuses():
+    fn = openapi_document.build().get_user_function()
+    check("/openapi.json", "get", fn(http("GET", "openapi.json", params={})))
+    check("/openapi.json", "get", fn(http("GET", "openapi.json", params={"format": "yaml"})))
+
+
+def test_every_documented_status_was_answered():
+    """Runs last in this module: the status tests above must have produced each documented code."""
+    for path, item in DOC["paths"].items():
+        for method, op in item.items():
+            documented = set(op["responses"]) - HOST_LEVEL
+            if path == "/databricks/notifications":
+                documented = set(op["responses"])  # our code answers its 401 itself
+            assert SEEN.get((path, method), set()) == documented, f"{method.upper()} {path}"
