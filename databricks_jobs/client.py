@@ -234,6 +234,20 @@ class JobsClient:
             jobs.extend(j for j in page.get("jobs") or () if (j.get("settings") or {}).get("name") == name)
         return jobs
 
+    def get_job(self, job_id: int) -> Dict[str, Any]:
+        """GET jobs/get; with 2.2, follows `next_page_token` and merges the paged settings arrays."""
+        pages = self._pages("jobs/get", {"job_id": int(job_id)})
+        job = next(pages)
+        settings = job.setdefault("settings", {})
+        for page in pages:
+            for key in ("tasks", "job_clusters", "parameters", "environments"):
+                more = (page.get("settings") or {}).get(key)
+                if more:
+                    settings.setdefault(key, []).extend(more)
+        for key in ("next_page_token", "prev_page_token", "has_more"):
+            job.pop(key, None)
+        return job
+
     def run_now(self, job_id: int, idempotency_token: str,
                 notebook_params: Optional[Mapping[str, str]] = None) -> int:
         """POST jobs/run-now; the run id. The same token always returns the same run."""
@@ -252,9 +266,8 @@ class JobsClient:
             for key in ("tasks", "iterations", "job_clusters", "job_parameters", "repair_history"):
                 if page.get(key):
                     run.setdefault(key, []).extend(page[key])
-        run.pop("next_page_token", None)
-        run.pop("prev_page_token", None)
-        run.pop("has_more", None)
+        for key in ("next_page_token", "prev_page_token", "has_more"):
+            run.pop(key, None)
         return run
 
     def get_run_output(self, run_id: int) -> Dict[str, Any]:

@@ -226,3 +226,23 @@ def test_bodies_are_json(client, mocked):
     client.cancel_run(12)
     assert json.loads(call.calls[0].request.body) == {"run_id": 12}
     assert call.calls[0].request.headers["Content-Type"] == "application/json"
+
+
+def test_get_job_on_2_2_merges_task_pages(stub_tokens, mocked):
+    client = JobsClient(HOST, stub_tokens, api_version="2.2")
+    settings = {"name": "nb", "tags": {"durable_instance_id": "i-1"}}
+    mocked.get(API22 + "/get", json={"job_id": 4, "settings": {**settings, "tasks": [{"task_key": "a"}]},
+                                      "next_page_token": "t2", "has_more": True},
+               match=[matchers.query_param_matcher({"job_id": "4"})])
+    mocked.get(API22 + "/get", json={"job_id": 4, "settings": {"tasks": [{"task_key": "b"}]}},
+               match=[matchers.query_param_matcher({"job_id": "4", "page_token": "t2"})])
+    job = client.get_job(4)
+    assert [t["task_key"] for t in job["settings"]["tasks"]] == ["a", "b"]
+    assert job["settings"]["tags"] == {"durable_instance_id": "i-1"} and "next_page_token" not in job
+
+
+def test_get_job_of_a_deleted_job(client, mocked):
+    mocked.get(API + "/get", status=400, json=error("INVALID_PARAMETER_VALUE", "Job 4 does not exist."))
+    with pytest.raises(DatabricksApiError, match="^Databricks API error 400 INVALID_PARAMETER_VALUE: Job 4"):
+        client.get_job(4)
+    assert len(mocked.calls) == 1
