@@ -132,3 +132,64 @@ def storage(azurite, monkeypatch):
     suffix = uuid.uuid4().hex[:8]
     return SimpleNamespace(connection_string=azurite.connection_string, client_for=client_for, drain=drain,
                            queue_name=lambda base: f"{base}-{suffix}")
+
+
+# -- the whole app on devhost, against the Jobs API emulator, in virtual time ----------------------
+
+WEBHOOK_USER, WEBHOOK_PASSWORD = "databricks-webhook", "webhook-password-for-tests"
+DESTINATION_ID = "dest-0001"
+
+
+@pytest.fixture
+def app_stack(monkeypatch):
+    """Build the real app on devhost (`DevServer` over a `ReplayHost`) with a `VirtualClock` and the
+    Jobs API emulator ticking on it. `build(webhooks=..., destination_password=..., foreground=...)`:
+
+    - webhooks: created jobs notify DESTINATION_ID, which the emulator POSTs to devhost's
+      /api/databricks/notifications (a loopback endpoint serving the webhook function);
+    - destination_password: what the emulator sends (a wrong one is refused with 401);
+    - foreground: stop devhost's worker so the test drives the clock itself.
+    """
+    import databricks_jobs
+    from devhost import ReplayHost, VirtualClock
+    from devhost.serve import DevServer
+    from jobs_emulator import JobsEmulator
+
+    import function_app
+    from events_support import app_functions  # noqa: F401  (documents why bindings are reset)
+
+    started = []
+
+    def build(*, webhooks: bool = True, destination_password: str = WEBHOOK_PASSWORD, foreground: bool = True,
+              scenario: Optional[dict] = None):
+        clock = VirtualClock(datetime(2026, 1, 5, tzinfo=timezone.utc))
+        app = function_app.app
+        app.functions_bindings = {}  # devhost indexes with get_functions(), which refuses a second call
+        server = DevServer(app, ReplayHost(app, clock))
+        base_url = server.start()
+        if foreground:
+            server.host.stop()
+        emulator = JobsEmulator(clock=clock.now, scenario=scenario, notification_destinations={
+            DESTINATION_ID: {"url": f"{base_url}/api/databricks/notifications",
+                             "username": WEBHOOK_USER, "password": destination_password}})
+        emulator_url = emulator.start(port=0)
+        clock.on_advance(emulator.tick)
+        started.append((server, emulator))
+        monkeypatch.setenv("DATABRICKS_HOST", emulator_url)
+        monkeypatch.setenv("DATABRICKS_AUTH", "pat")
+        monkeypatch.setenv("DATABRICKS_TOKEN", "dapi-emulator")
+        if webhooks:
+            monkeypatch.setenv("DATABRICKS_NOTIFICATION_DESTINATION_ID", DESTINATION_ID)
+        else:
+            monkeypatch.delenv("DATABRICKS_NOTIFICATION_DESTINATION_ID", raising=False)
+        monkeypatch.setenv("DATABRICKS_WEBHOOK_USERNAME", WEBHOOK_USER)
+        monkeypatch.setenv("DATABRICKS_WEBHOOK_PASSWORD", WEBHOOK_PASSWORD)
+        databricks_jobs.reset_all()
+        return SimpleNamespace(clock=clock, server=server, host=server.host, emulator=emulator, base_url=base_url)
+
+    yield build
+    for server, emulator in started:
+        server.stop()
+        emulator.stop()
+    import databricks_jobs as dj
+    dj.reset_all()
