@@ -129,6 +129,9 @@ def _prefixed(error: InputError, event: ReceivedEvent) -> InputError:
         return InputError(error.message, "data")
     if event.type == REQUESTED_EVENT_TYPE and not error.field.startswith("data"):
         return InputError(error.message, f"data.{error.field}")
+    if event.type == BLOB_CREATED_EVENT_TYPE and not error.field.startswith(("data", "EVENTGRID_")):
+        # The request came from the mapping setting, so that is what needs fixing.
+        return InputError(error.message, f"EVENTGRID_BLOB_CREATED_WORKFLOW.{error.field}")
     return error
 
 

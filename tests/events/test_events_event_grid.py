@@ -146,3 +146,13 @@ def test_invalid_event_without_a_queue_is_only_logged(client, monkeypatch, caplo
     monkeypatch.setenv("WORKFLOW_INVALID_EVENT_QUEUE", "")
     deliver(eventgrid_event({"jobName": "x"}), client)
     assert client.started == [] and "not kept (no queue)" in caplog.text
+
+
+def test_a_bad_blob_mapping_names_the_setting(client, monkeypatch, caplog):
+    monkeypatch.setenv("WORKFLOW_INVALID_EVENT_QUEUE", "")
+    monkeypatch.setenv("EVENTGRID_BLOB_CREATED_WORKFLOW", json.dumps({**BLOB_MAPPING, "notebookPath": "relative/nb"}))
+    deliver(blob_event(), client)
+    assert client.started == [] and "field EVENTGRID_BLOB_CREATED_WORKFLOW.notebookPath" in caplog.text
+    monkeypatch.setenv("EVENTGRID_BLOB_CREATED_WORKFLOW", json.dumps({**BLOB_MAPPING, "blobUrlParameter": ""}))
+    deliver(blob_event(), client)
+    assert client.started == [] and "blobUrlParameter must be a non-empty string" in caplog.text
