@@ -161,7 +161,13 @@ def _direction(value) -> str:
 
 
 def index_functions(app) -> Dict[str, FunctionInfo]:
-    """All functions of a ``df.DFApp`` / ``func.FunctionApp`` keyed by function name."""
+    """All functions of a ``df.DFApp`` / ``func.FunctionApp`` keyed by function name.
+
+    Indexed once per app, like the worker does: ``get_functions()`` re-validates names against
+    what it indexed before, so a second call on the same app raises."""
+    cached = getattr(app, "_devhost_function_index", None)
+    if cached is not None:
+        return cached
     result: Dict[str, FunctionInfo] = {}
     for f in app.get_functions():
         raw = f.get_dict_repr()["bindings"]
@@ -182,4 +188,5 @@ def index_functions(app) -> Dict[str, FunctionInfo]:
                             trigger=trigger, bindings=bindings, user_function=user_fn,
                             parameters=params)
         result[info.name] = info
+    app._devhost_function_index = result
     return result
