@@ -40,10 +40,20 @@ def test_select_task_run_takes_the_latest_attempt_of_the_named_task():
     assert policy.select_task_run({}, "main") is None
 
 
-def test_poll_schedule_starts_fast_and_backs_off_to_its_ceiling():
-    schedule = policy.PollSchedule(first_seconds=5, step_seconds=5, max_seconds=30)
-    assert [schedule.delay_after(n) for n in range(1, 9)] == [5, 10, 15, 20, 25, 30, 30, 30]
-    assert policy.PollSchedule(max_seconds=300).delay_after(1000) == 300
+def test_poll_schedule_starts_fast_then_lags_in_proportion_to_the_run_up_to_its_ceiling():
+    schedule = policy.PollSchedule(first_seconds=5, step_seconds=5, steady_seconds=30, fraction=0.1, max_seconds=300)
+    assert [schedule.delay_after(n, elapsed_seconds=0) for n in range(1, 9)] == [5, 10, 15, 20, 25, 30, 30, 30]
+    assert schedule.delay_after(20, elapsed_seconds=600) == 60  # 10 % of the run so far
+    assert schedule.delay_after(20, elapsed_seconds=86400) == 300  # never past the ceiling
+    assert policy.PollSchedule(max_seconds=10).delay_after(50, elapsed_seconds=5000) == 10
+
+
+def test_a_day_long_run_costs_hundreds_of_polls_not_thousands():
+    schedule, elapsed, polls = policy.PollSchedule(), 0, 0
+    while elapsed < 86400:
+        polls += 1
+        elapsed += schedule.delay_after(polls, elapsed)
+    assert 250 < polls < 400
 
 
 def test_idempotency_token_is_stable_and_fits_databricks_limit():

@@ -1,0 +1,197 @@
+"""The create-job-and-run workflow end to end, in virtual time: real replay engine, real activities,
+real HTTP to the Jobs API emulator. Each test states an outcome a caller would rely on."""
+from __future__ import annotations
+
+import json
+import time
+
+import pytest
+
+from jobs_emulator import Behavior, Scenario
+from orchestrators.create_job_and_run import ORCHESTRATOR_NAME
+from workflow.inputs import orchestration_input, validate_request
+from workflow.settings import WorkflowSettings
+
+from conftest import REQUEST, SECRET_TOKEN
+
+
+def _requests(emulator, suffix):
+    return [r for r in emulator.request_log if r["path"].endswith(suffix)]
+
+
+def _get_run_states(host, instance_id):
+    """life-cycle states the orchestrator observed, in order, across all executions."""
+    states = []
+    for execution in host.executions(instance_id):
+        for event in execution["history"]:
+            if event["EventType"] == 5:  # TaskCompleted
+                result = json.loads(event["Result"]) if event.get("Result") else None
+                if isinstance(result, dict) and "lifeCycleState" in result:
+                    states.append(result["lifeCycleState"])
+    return states
+
+
+def test_success_returns_the_notebook_exit_value_fetched_with_the_task_run_id(run_workflow, emulator):
+    status = run_workflow()
+    assert status["runtimeStatus"] == "Completed"
+    out = status["output"]
+    assert out["resultState"] == "SUCCESS" and out["lifeCycleState"] == "TERMINATED"
+    assert json.loads(out["notebookResult"])["status"] == "OK"
+    assert out["runPageUrl"].startswith(emulator.base_url)
+
+    run = emulator.run(out["runId"])
+    task_run_id = run["tasks"][0]["run_id"]
+    fetched = [r["query"] for r in _requests(emulator, "/runs/get-output")]
+    assert fetched and all(str(task_run_id) in json.dumps(q) for q in fetched)
+    assert not any(str(out["runId"]) in json.dumps(q) for q in fetched)  # never the job run id
+    assert out["jobId"] == run["job_id"]
+
+
+def test_failed_run_ends_with_error_and_trace(run_workflow):
+    out = run_workflow(notebookPath="/Workspace/Users/me/fail_load")["output"]
+    assert out["resultState"] == "FAILED"
+    assert out["error"] == "Exception: emulated notebook failure"
+    assert "Traceback" in out["errorTrace"]
+    assert out["notebookResult"] is None
+
+
+def test_skipped_run_is_terminal_and_fetches_no_output(run_workflow, emulator):
+    out = run_workflow(notebookPath="/Workspace/Users/me/skip_me")["output"]
+    assert out["lifeCycleState"] == "SKIPPED"
+    assert out["resultState"] == "MAXIMUM_CONCURRENT_RUNS_REACHED"
+    assert "notebookResult" in out and out["notebookResult"] is None
+
+
+def test_internal_error_is_terminal(run_workflow):
+    out = run_workflow(notebookPath="/Workspace/Users/me/crash_it")["output"]
+    assert out["lifeCycleState"] == "INTERNAL_ERROR"
+    assert out["resultState"] != "SUCCESS"
+
+
+def test_queued_and_blocked_runs_keep_polling_until_they_finish(run_workflow, host, emulator):
+    # The built-in queued scenario, slowed so that every phase outlasts a poll interval.
+    emulator.scenario = Scenario(time_scale=30)
+    status = run_workflow(notebookPath="/Workspace/Users/me/queued_load")
+    assert status["output"]["resultState"] == "SUCCESS"
+    seen = _get_run_states(host, status["instanceId"])
+    assert seen.index("QUEUED") < seen.index("BLOCKED") < seen.index("RUNNING") < seen.index("TERMINATED")
+
+
+def test_cancel_event_cancels_the_databricks_run(host, clock, emulator):
+    emulator.scenario = Scenario(rules=[("*", Behavior(phases=(("RUNNING", 3600),)))])
+    request = validate_request(dict(REQUEST), WorkflowSettings())
+    iid = host.start_new(ORCHESTRATOR_NAME, None, orchestration_input(request, WorkflowSettings()))
+    host.run_until_idle()
+    clock.advance(60)
+    host.run_until_idle()
+    assert host.get_status(iid)["runtimeStatus"] == "Running"
+    host.raise_event(iid, "cancel", {"reason": "test"})
+    status = host.run_until_complete(iid)
+    out = status["output"]
+    assert out["resultState"] == "CANCELED"
+    assert _requests(emulator, "/runs/cancel")
+    clock.advance(5)
+    assert emulator.run(out["runId"])["state"]["result_state"] == "CANCELED"
+
+
+def test_deadline_cancels_the_run_and_ends_timedout(run_workflow, emulator, clock):
+    emulator.scenario = Scenario(rules=[("*", Behavior(phases=(("RUNNING", 7200),)))])
+    started = clock.now()
+    out = run_workflow(timeoutSeconds=600)["output"]
+    assert out["resultState"] == "TIMEDOUT"
+    assert out["lifeCycleState"] == "RUNNING"
+    assert 600 <= clock.now() - started < 700
+    assert len(_requests(emulator, "/runs/cancel")) == 1
+
+
+def test_non_retryable_activity_failure_fails_the_workflow_with_the_databricks_error(run_workflow, monkeypatch):
+    import databricks_jobs
+
+    monkeypatch.setenv("DATABRICKS_TOKEN", "dapi-not-the-right-one")
+    databricks_jobs.reset_all()
+    status = run_workflow()
+    assert status["runtimeStatus"] == "Failed"
+    assert "Databricks API error 401" in json.dumps(status["output"])
+
+
+def test_transient_activity_failures_are_retried_on_durable_timers(run_workflow, emulator, monkeypatch, host):
+    import databricks_jobs
+
+    # A 503's Retry-After (1 s) is over the client's own budget, so each one fails the activity.
+    monkeypatch.setenv("DATABRICKS_RETRY_MAX_SECONDS", "0.5")
+    databricks_jobs.reset_all()
+    emulator.faults.script("503", "503", path="*/runs/get")
+    status = run_workflow()
+    assert status["runtimeStatus"] == "Completed" and status["output"]["resultState"] == "SUCCESS"
+    history = host.executions(status["instanceId"])[0]["history"]
+    failed = [e for e in history if e["EventType"] == 6]
+    assert len(failed) == 2 and all("Databricks API error 503" in e["Reason"] for e in failed)
+    # Retried after 10 s, then 20 s: exponential backoff on durable timers, no compute held.
+    fired = [e["Timestamp"] for e in history if e["EventType"] == 11]
+    assert fired[:2] == ["2026-01-01T00:00:10.000000Z", "2026-01-01T00:00:30.000000Z"]
+
+
+def test_retries_stop_after_the_last_attempt(run_workflow, emulator, monkeypatch):
+    import databricks_jobs
+
+    monkeypatch.setenv("DATABRICKS_RETRY_MAX_SECONDS", "0.5")
+    databricks_jobs.reset_all()
+    emulator.faults.script(*["503"] * 10, path="*/runs/get")
+    status = run_workflow()
+    assert status["runtimeStatus"] == "Failed"
+    assert "Databricks API error 503" in json.dumps(status["output"])
+    assert len(_requests(emulator, "/runs/get")) == 4  # ActivityRetry.max_attempts
+    assert len(_requests(emulator, "/runs/cancel")) == 1  # nothing left running on Databricks
+
+
+def test_continue_as_new_bounds_history_across_a_long_run(run_workflow, emulator, host):
+    emulator.scenario = Scenario(rules=[("*", Behavior(phases=(("RUNNING", 4 * 3600),)))])
+    settings = WorkflowSettings(polls_per_execution=10)
+    status = run_workflow(settings, pollIntervalSeconds=30)
+    out = status["output"]
+    assert out["resultState"] == "SUCCESS"
+    executions = host.executions(status["instanceId"])
+    assert len(executions) >= 40  # ~480 polls of 30 s over 4 h, 10 per execution
+    longest = max(len(x["history"]) for x in executions)
+    assert longest <= 10 * 8 + 20, longest  # bounded by polls per execution, not by run length
+    assert status["customStatus"]["polls"] >= 400  # progress carried across executions
+
+
+def test_a_24_hour_run_finishes_in_seconds_of_wall_time(run_workflow, emulator, clock):
+    emulator.scenario = Scenario(rules=[("*", Behavior(phases=(("PENDING", 300), ("RUNNING", 86400)),
+                                                        notebook_result="done"))])
+    started_wall, started_virtual = time.monotonic(), clock.now()
+    status = run_workflow(timeoutSeconds=2 * 86400)
+    assert status["output"]["notebookResult"] == "done"
+    assert clock.now() - started_virtual >= 86700
+    assert time.monotonic() - started_wall < 30
+
+
+def test_custom_status_reports_progress(host, clock, emulator):
+    request = validate_request(dict(REQUEST), WorkflowSettings())
+    iid = host.start_new(ORCHESTRATOR_NAME, None, orchestration_input(request, WorkflowSettings()))
+    host.run_until_idle()
+    progress = host.get_status(iid)["customStatus"]
+    assert progress["step"] == "pollRun" and progress["polls"] == 1
+    assert progress["lifeCycleState"] == "PENDING" and progress["runPageUrl"]
+    clock.advance(5)
+    host.run_until_idle()
+    assert host.get_status(iid)["customStatus"]["polls"] == 2
+    assert host.get_status(iid)["customStatus"]["elapsedSeconds"] == 5
+
+
+def test_same_instance_reuses_its_job_and_run(run_workflow, emulator):
+    """A re-executed createJob/runJobNow (at-least-once) finds what the first attempt made."""
+    first = run_workflow(instance_id="fixed-instance")["output"]
+    second = run_workflow(instance_id="fixed-instance")["output"]
+    assert (first["jobId"], first["runId"]) == (second["jobId"], second["runId"])
+    assert len(_requests(emulator, "/jobs/create")) == 1
+
+
+def test_no_secret_in_history_status_output_or_logs(run_workflow, host, all_logs, emulator):
+    status = run_workflow(notebookPath="/Workspace/Users/me/fail_load")
+    everything = json.dumps([host.executions(status["instanceId"]), host.get_status(status["instanceId"], show_history=True)])
+    assert SECRET_TOKEN not in everything
+    assert SECRET_TOKEN not in all_logs.text
+    assert SECRET_TOKEN not in json.dumps(emulator.request_log)
+    assert all_logs.records, "the check is only meaningful if something was logged"
