@@ -82,7 +82,9 @@ def _poll_run(context: df.DurableOrchestrationContext, request: dict, options: d
             yield from _call(context, "cancelRun", {"runId": progress["runId"]})
             return policy.TIMEDOUT, run
 
-        timer = context.create_timer(min(now + timedelta(seconds=schedule.delay_after(progress["polls"])), deadline))
+        elapsed = (now - datetime.fromisoformat(progress["startedAt"])).total_seconds()
+        delay = timedelta(seconds=schedule.delay_after(progress["polls"], elapsed))
+        timer = context.create_timer(min(now + delay, deadline))
         cancel = context.wait_for_external_event(CANCEL_EVENT)
         waits = [timer, cancel]
         if progress["webhooks"]:

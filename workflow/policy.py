@@ -60,16 +60,23 @@ def select_task_run(run: Mapping[str, Any], task_key: str) -> Optional[Mapping[s
 
 @dataclass(frozen=True)
 class PollSchedule:
-    """Poll quickly at first (most notebook runs are short) and back off linearly to a ceiling,
-    like databricks-sdk's waiter, but on durable timers so no compute is held while waiting."""
+    """When to poll a run again: quickly at first (most notebook runs are short), then at a lag
+    proportional to how long the run has been going, never longer than `max_seconds`.
+
+    A run that ends after t seconds is noticed within about max(steady, t * fraction) seconds,
+    while a day-long run costs a few hundred polls instead of thousands: each poll is an
+    activity, a Jobs API call and an orchestration replay."""
 
     first_seconds: int = 5
     step_seconds: int = 5
-    max_seconds: int = 30
+    steady_seconds: int = 30
+    fraction: float = 0.1
+    max_seconds: int = 300
 
-    def delay_after(self, polls_done: int) -> int:
-        """Seconds to wait after the `polls_done`-th poll (1-based)."""
-        delay = self.first_seconds + self.step_seconds * max(polls_done - 1, 0)
+    def delay_after(self, polls_done: int, elapsed_seconds: float = 0) -> int:
+        """Seconds to wait after the `polls_done`-th poll (1-based), `elapsed_seconds` into the run."""
+        ramp = min(self.first_seconds + self.step_seconds * max(polls_done - 1, 0), self.steady_seconds)
+        delay = max(ramp, int(elapsed_seconds * self.fraction))
         return max(1, min(delay, self.max_seconds))
 
 

@@ -10,11 +10,12 @@ from typing import Mapping, Optional
 SETTINGS: tuple[tuple[str, str, str], ...] = (
     ("WORKFLOW_DEFAULT_TIMEOUT_SECONDS", "86400",
      "Deadline of a workflow whose input has no timeoutSeconds; on expiry the run is cancelled and the result is TIMEDOUT."),
-    ("WORKFLOW_POLL_INTERVAL_SECONDS", "30",
-     "Longest wait between polls when the input has no pollIntervalSeconds (polls start at 5 s and back off to this)."),
-    ("WORKFLOW_WEBHOOK_POLL_INTERVAL_SECONDS", "300",
+    ("WORKFLOW_POLL_INTERVAL_SECONDS", "300",
+     "Longest wait between polls when the input has no pollIntervalSeconds. Polls start at 5 s, reach 30 s, then "
+     "wait 10 % of the time the run has taken so far, up to this."),
+    ("WORKFLOW_WEBHOOK_POLL_INTERVAL_SECONDS", "900",
      "Longest wait between safety-net polls when Databricks webhook notifications are on."),
-    ("WORKFLOW_POLLS_PER_EXECUTION", "50",
+    ("WORKFLOW_POLLS_PER_EXECUTION", "20",
      "Polls per orchestration execution before continue_as_new truncates the history."),
     ("WORKFLOW_MAX_BODY_BYTES", "65536", "Largest request body accepted by the HTTP API."),
 )
@@ -38,9 +39,9 @@ def _int(env: Mapping[str, str], name: str, default: str, low: int, high: int) -
 @dataclass(frozen=True)
 class WorkflowSettings:
     default_timeout_seconds: int = 86400
-    poll_interval_seconds: int = 30
-    webhook_poll_interval_seconds: int = 300
-    polls_per_execution: int = 50
+    poll_interval_seconds: int = 300
+    webhook_poll_interval_seconds: int = 900
+    polls_per_execution: int = 20
     max_body_bytes: int = 65536
 
     @classmethod

@@ -17,6 +17,8 @@ import requests
 
 from devhost.replay import TERMINAL_STATES, parse_timestamp
 from triggers.event_grid import FUNCTION_NAME
+from workflow.policy import PollSchedule
+from workflow.settings import WorkflowSettings
 
 START_AT = 10.0
 RUN_ENDS_AT = 600.0
@@ -99,5 +101,9 @@ def test_lag_is_bounded_by_a_second_with_webhooks_and_by_the_poll_interval_witho
                                                 "off": off["lag"], "polls": [delivered["polls"], refused["polls"],
                                                                               off["polls"]]}))
     assert delivered["lag"] <= 1.0
-    assert refused["lag"] <= 300  # WORKFLOW_WEBHOOK_POLL_INTERVAL_SECONDS: the safety-net poll
-    assert off["lag"] <= 30       # WORKFLOW_POLL_INTERVAL_SECONDS
+    # Without a notification the next poll finds the end: at most the schedule's lag, i.e. the
+    # larger of its steady 30 s and 10 % of the run so far, and never past the interval ceilings.
+    schedule = PollSchedule()
+    bound = max(schedule.steady_seconds, schedule.fraction * (duration + START_AT))
+    assert refused["lag"] <= min(bound, WorkflowSettings().webhook_poll_interval_seconds)
+    assert off["lag"] <= min(bound, WorkflowSettings().poll_interval_seconds)
