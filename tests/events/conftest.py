@@ -156,7 +156,6 @@ def app_stack(monkeypatch):
     from jobs_emulator import JobsEmulator
 
     import function_app
-    from events_support import app_functions  # noqa: F401  (documents why bindings are reset)
 
     started = []
 
@@ -164,7 +163,6 @@ def app_stack(monkeypatch):
               scenario: Optional[dict] = None):
         clock = VirtualClock(datetime(2026, 1, 5, tzinfo=timezone.utc))
         app = function_app.app
-        app.functions_bindings = {}  # devhost indexes with get_functions(), which refuses a second call
         server = DevServer(app, ReplayHost(app, clock))
         base_url = server.start()
         if foreground:

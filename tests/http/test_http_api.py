@@ -1,0 +1,171 @@
+"""The HTTP API over real HTTP, through `devhost serve`'s server hosting the app's own functions,
+with the real DurableOrchestrationClient talking to devhost's management API. The workflow runs in
+virtual time: the test drives the replay host while the server answers requests."""
+from __future__ import annotations
+
+import json
+from datetime import datetime, timezone
+from types import SimpleNamespace
+
+import pytest
+import requests
+
+import databricks_jobs
+from devhost import ReplayHost, VirtualClock
+from devhost.serve import DevServer
+from jobs_emulator import Behavior, Scenario, JobsEmulator
+
+START = "/api/workflows/create-job-and-run"
+TOKEN = "dapi-http-tests-0123456789abcdef-SECRET"
+VALID = {"jobName": "nightly-load", "taskKey": "main", "notebookPath": "/Workspace/Users/me@contoso.com/load",
+         "existingClusterId": "0923-164208-meows279"}
+
+
+@pytest.fixture
+def stack(monkeypatch):
+    import function_app
+
+    clock = VirtualClock(datetime(2026, 3, 1, tzinfo=timezone.utc))
+    emulator = JobsEmulator(clock=clock.now, tokens={TOKEN})
+    clock.on_advance(emulator.tick)
+    monkeypatch.setenv("DATABRICKS_HOST", emulator.start(port=0))
+    monkeypatch.setenv("DATABRICKS_AUTH", "pat")
+    monkeypatch.setenv("DATABRICKS_TOKEN", TOKEN)
+    monkeypatch.delenv("DATABRICKS_NOTIFICATION_DESTINATION_ID", raising=False)
+    databricks_jobs.reset_all()
+    host = ReplayHost(function_app.app, clock)
+    server = DevServer(function_app.app, host)
+    base_url = server.start()
+    host.stop()  # the test drives the workflow in virtual time itself
+    yield SimpleNamespace(base_url=base_url, host=host, clock=clock, emulator=emulator)
+    server.stop()
+    emulator.stop()
+    databricks_jobs.reset_all()
+
+
+def start(stack, body=VALID, **kwargs):
+    return requests.post(stack.base_url + START, json=body, timeout=10, **kwargs)
+
+
+def status_of(stack, instance_id):
+    return requests.get(f"{stack.base_url}/api/workflows/{instance_id}", timeout=10)
+
+
+def test_start_answers_202_with_location_and_retry_after(stack):
+    response = start(stack)
+    assert response.status_code == 202
+    body = response.json()
+    instance_id = body["id"]
+    assert response.headers["Location"] == f"{stack.base_url}/api/workflows/{instance_id}"
+    assert response.headers["Retry-After"] == "10"
+    assert body == {"id": instance_id, "statusQueryGetUri": response.headers["Location"],
+                    "cancelPostUri": f"{stack.base_url}/api/workflows/{instance_id}/cancel"}
+    assert stack.host.instance_ids() == [instance_id]
+
+
+def test_location_keeps_the_callers_function_key(stack):
+    response = requests.post(f"{stack.base_url}{START}?code=key123", json=VALID, timeout=10)
+    assert response.headers["Location"].endswith("?code=key123")
+    assert response.json()["cancelPostUri"].endswith("/cancel?code=key123")
+
+
+def test_status_is_202_with_progress_while_running_then_200_with_the_outputs(stack):
+    instance_id = start(stack).json()["id"]
+    stack.host.run_until_idle()
+    running = status_of(stack, instance_id)
+    assert running.status_code == 202
+    assert running.headers["Location"].endswith(f"/api/workflows/{instance_id}") and running.headers["Retry-After"]
+    progress = running.json()
+    assert progress["runtimeStatus"] == "Running"
+    assert progress["customStatus"]["step"] == "pollRun" and progress["customStatus"]["runPageUrl"]
+
+    stack.host.run_until_complete(instance_id)
+    done = status_of(stack, instance_id)
+    assert done.status_code == 200 and "Location" not in done.headers
+    outputs = done.json()
+    assert outputs["resultState"] == "SUCCESS" and json.loads(outputs["notebookResult"])["status"] == "OK"
+    assert TOKEN not in done.text and TOKEN not in running.text
+
+
+def test_a_run_that_did_not_succeed_answers_424_with_the_outputs(stack):
+    instance_id = start(stack, dict(VALID, notebookPath="/Workspace/Users/me/fail_load")).json()["id"]
+    stack.host.run_until_complete(instance_id)
+    response = status_of(stack, instance_id)
+    assert response.status_code == 424
+    assert response.json()["resultState"] == "FAILED" and response.json()["errorTrace"]
+
+
+def test_a_failed_workflow_answers_502_with_the_reason(stack, monkeypatch):
+    monkeypatch.setenv("DATABRICKS_TOKEN", "dapi-wrong")
+    databricks_jobs.reset_all()
+    instance_id = start(stack).json()["id"]
+    stack.host.run_until_complete(instance_id)
+    response = status_of(stack, instance_id)
+    assert response.status_code == 502
+    assert response.json()["runtimeStatus"] == "Failed" and "Databricks API error 401" in response.json()["detail"]
+
+
+def test_a_terminated_workflow_answers_410(stack):
+    instance_id = start(stack).json()["id"]
+    stack.host.run_until_idle()
+    stack.host.terminate(instance_id, "operator")
+    assert status_of(stack, instance_id).status_code == 410
+
+
+def test_cancel_ends_the_workflow_canceled_and_cancels_the_run(stack):
+    stack.emulator.scenario = Scenario(rules=[("*", Behavior(phases=(("RUNNING", 3600),)))])
+    instance_id = start(stack).json()["id"]
+    stack.host.run_until_idle()
+    cancel = requests.post(f"{stack.base_url}/api/workflows/{instance_id}/cancel", timeout=10)
+    assert cancel.status_code == 202 and cancel.headers["Location"].endswith(instance_id)
+    stack.host.run_until_complete(instance_id)
+    final = status_of(stack, instance_id)
+    assert final.status_code == 424 and final.json()["resultState"] == "CANCELED"
+    assert any(r["path"].endswith("/runs/cancel") for r in stack.emulator.request_log)
+    again = requests.post(f"{stack.base_url}/api/workflows/{instance_id}/cancel", timeout=10)
+    assert again.status_code == 409 and again.json()["field"] == "instanceId"
+
+
+@pytest.mark.parametrize("method, path", [("GET", "/api/workflows/{id}"), ("POST", "/api/workflows/{id}/cancel")])
+def test_unknown_and_malformed_instance_ids(stack, method, path):
+    unknown = requests.request(method, stack.base_url + path.format(id="0123456789abcdef"), timeout=10)
+    assert unknown.status_code == 404 and unknown.json()["field"] == "instanceId"
+    malformed = requests.request(method, stack.base_url + path.format(id="-bad%20id"), timeout=10)
+    assert malformed.status_code == 400 and malformed.json()["field"] == "instanceId"
+
+
+def test_idempotency_key_starts_one_workflow(stack):
+    first = start(stack, headers={"Idempotency-Key": "order-42"})
+    second = start(stack, headers={"Idempotency-Key": "order-42"})
+    other = start(stack, headers={"Idempotency-Key": "order-43"})
+    assert first.status_code == second.status_code == other.status_code == 202
+    assert first.json()["id"] == second.json()["id"] != other.json()["id"]
+    assert second.headers["Idempotent-Replayed"] == "true" and "Idempotent-Replayed" not in first.headers
+    assert sorted(stack.host.instance_ids()) == sorted({first.json()["id"], other.json()["id"]})
+
+
+BAD_REQUESTS = [
+    ("malformed JSON", b"{\"jobName\": ", {}, 400, None),
+    ("empty body", b"", {}, 400, None),
+    ("not an object", b"[1, 2]", {}, 400, None),
+    ("missing field", json.dumps({k: v for k, v in VALID.items() if k != "notebookPath"}).encode(), {}, 400, "notebookPath"),
+    ("mistyped field", json.dumps(dict(VALID, taskKey=7)).encode(), {}, 400, "taskKey"),
+    ("relative notebook path", json.dumps(dict(VALID, notebookPath="Users/me/nb")).encode(), {}, 400, "notebookPath"),
+    ("odd notebook path", json.dumps(dict(VALID, notebookPath="/Users/me/../nb")).encode(), {}, 400, "notebookPath"),
+    ("unknown field", json.dumps(dict(VALID, token="dapi-should-not-be-here")).encode(), {}, 400, "token"),
+    ("bad parameter value", json.dumps(dict(VALID, notebookParams={"n": 1})).encode(), {}, 400, "notebookParams.n"),
+    ("timeout too short", json.dumps(dict(VALID, timeoutSeconds=1)).encode(), {}, 400, "timeoutSeconds"),
+    ("body over the cap", json.dumps(dict(VALID, jobName="x" * 70000)).encode(), {}, 413, None),
+    ("bad idempotency key", json.dumps(VALID).encode(), {"Idempotency-Key": "k" * 300}, 400, "Idempotency-Key"),
+]
+
+
+@pytest.mark.parametrize("name, raw, headers, code, field", BAD_REQUESTS, ids=[b[0] for b in BAD_REQUESTS])
+def test_bad_input_gets_a_4xx_naming_the_field_and_starts_nothing(stack, name, raw, headers, code, field):
+    response = requests.post(stack.base_url + START, data=raw,
+                             headers={"Content-Type": "application/json", **headers}, timeout=10)
+    assert response.status_code == code, response.text
+    body = response.json()
+    assert set(body) == {"error", "field"} and body["field"] == field and body["error"]
+    assert stack.host.instance_ids() == []
+    assert stack.emulator.request_log == []
