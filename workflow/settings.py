@@ -25,8 +25,8 @@ class WorkflowSettingError(ValueError):
     pass
 
 
-def _int(env: Mapping[str, str], name: str, default: str, low: int, high: int) -> int:
-    raw = env.get(name, default)
+def _int(env: Mapping[str, str], name: str, low: int, high: int) -> int:
+    raw = env.get(name) or str(_DEFAULTS[name])
     try:
         value = int(raw)
     except ValueError:
@@ -36,22 +36,24 @@ def _int(env: Mapping[str, str], name: str, default: str, low: int, high: int) -
     return value
 
 
+_DEFAULTS = {name: int(default) for name, default, _ in SETTINGS}
+
+
 @dataclass(frozen=True)
 class WorkflowSettings:
-    default_timeout_seconds: int = 86400
-    poll_interval_seconds: int = 300
-    webhook_poll_interval_seconds: int = 900
-    polls_per_execution: int = 20
-    max_body_bytes: int = 65536
+    default_timeout_seconds: int = _DEFAULTS["WORKFLOW_DEFAULT_TIMEOUT_SECONDS"]
+    poll_interval_seconds: int = _DEFAULTS["WORKFLOW_POLL_INTERVAL_SECONDS"]
+    webhook_poll_interval_seconds: int = _DEFAULTS["WORKFLOW_WEBHOOK_POLL_INTERVAL_SECONDS"]
+    polls_per_execution: int = _DEFAULTS["WORKFLOW_POLLS_PER_EXECUTION"]
+    max_body_bytes: int = _DEFAULTS["WORKFLOW_MAX_BODY_BYTES"]
 
     @classmethod
     def from_env(cls, env: Optional[Mapping[str, str]] = None) -> "WorkflowSettings":
         env = os.environ if env is None else env
-        defaults = {name: default for name, default, _ in SETTINGS}
         return cls(
-            default_timeout_seconds=_int(env, "WORKFLOW_DEFAULT_TIMEOUT_SECONDS", defaults["WORKFLOW_DEFAULT_TIMEOUT_SECONDS"], 60, 2592000),
-            poll_interval_seconds=_int(env, "WORKFLOW_POLL_INTERVAL_SECONDS", defaults["WORKFLOW_POLL_INTERVAL_SECONDS"], 5, 3600),
-            webhook_poll_interval_seconds=_int(env, "WORKFLOW_WEBHOOK_POLL_INTERVAL_SECONDS", defaults["WORKFLOW_WEBHOOK_POLL_INTERVAL_SECONDS"], 5, 86400),
-            polls_per_execution=_int(env, "WORKFLOW_POLLS_PER_EXECUTION", defaults["WORKFLOW_POLLS_PER_EXECUTION"], 2, 10000),
-            max_body_bytes=_int(env, "WORKFLOW_MAX_BODY_BYTES", defaults["WORKFLOW_MAX_BODY_BYTES"], 1024, 10485760),
+            default_timeout_seconds=_int(env, "WORKFLOW_DEFAULT_TIMEOUT_SECONDS", 60, 2592000),
+            poll_interval_seconds=_int(env, "WORKFLOW_POLL_INTERVAL_SECONDS", 5, 3600),
+            webhook_poll_interval_seconds=_int(env, "WORKFLOW_WEBHOOK_POLL_INTERVAL_SECONDS", 5, 86400),
+            polls_per_execution=_int(env, "WORKFLOW_POLLS_PER_EXECUTION", 2, 10000),
+            max_body_bytes=_int(env, "WORKFLOW_MAX_BODY_BYTES", 1024, 10485760),
         )

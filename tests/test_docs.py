@@ -1,0 +1,40 @@
+"""The README and the example settings file describe the code as it is."""
+import json
+import re
+from pathlib import Path
+
+from tools.settings_table import README, all_settings, render
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def test_readme_settings_table_is_generated_from_the_code():
+    text = README.read_text("utf-8")
+    table = text.split("<!-- settings-table:start -->")[1].split("<!-- settings-table:end -->")[0].strip()
+    assert table == render(), "run `python -m tools.settings_table` to refresh the README table"
+    assert len(all_settings()) >= 25
+
+
+def test_example_local_settings_list_every_setting_and_use_azurite():
+    values = json.loads((ROOT / "local.settings.example.json").read_text("utf-8"))["Values"]
+    assert values["AzureWebJobsStorage"] == "UseDevelopmentStorage=true"
+    assert values["FUNCTIONS_WORKER_RUNTIME"] == "python"
+    assert {name for name, _, _ in all_settings()} <= set(values)
+
+
+def test_readme_gives_exactly_the_two_setup_commands():
+    text = README.read_text("utf-8")
+    assert re.findall(r"^make (\w+)", text, flags=re.M) == ["demo", "test"]
+
+
+def test_host_json_uses_the_v4_extension_bundle_and_bounded_dequeue():
+    host = json.loads((ROOT / "host.json").read_text("utf-8"))
+    assert host["extensionBundle"]["version"] == "[4.*, 5.0.0)"
+    assert host["extensions"]["queues"]["maxDequeueCount"] >= 1
+
+
+def test_requirements_separate_runtime_from_test_dependencies():
+    runtime = (ROOT / "requirements.txt").read_text("utf-8")
+    assert "azure-functions-durable>=1.7,<2" in runtime
+    assert "pytest" not in runtime and "responses" not in runtime
+    assert "-r requirements.txt" in (ROOT / "requirements-dev.txt").read_text("utf-8")
