@@ -17,8 +17,10 @@ from orchestrators.create_job_and_run import ORCHESTRATOR_NAME
 
 log = logging.getLogger(__name__)
 
-# Instance ids we accept from callers' URLs: generated ids are 32 hex digits, derived ones below.
-INSTANCE_ID_PATTERN = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.:-]{0,99}$")
+# Instance ids we accept from callers: generated ids are 32 hex digits, derived ones below. At most
+# 64 characters, so that the id itself is the run-now idempotency token and the job tag the
+# webhook endpoint maps back to its instance (both Databricks fields are limited to 64 here).
+INSTANCE_ID_PATTERN = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.:-]{0,63}$")
 
 
 def derived_instance_id(source: str, key: str) -> str:

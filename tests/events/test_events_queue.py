@@ -53,7 +53,9 @@ def test_caller_instance_id_dedupes_a_resent_request(client):
     (json.dumps({**VALID_INPUT, "notebookParams": {"a": 1}}), "notebookParams.a", "not of type"),
     (json.dumps({**VALID_INPUT, "instanceId": "has space"}), "instanceId", "instanceId"),
     (json.dumps({**VALID_INPUT, "instanceId": 7}), "instanceId", "instanceId"),
-], ids=["json", "empty", "array", "missing", "param-type", "instance-id", "instance-id-type"])
+    # Over 64 characters it could no longer be the run-now idempotency token and job tag itself.
+    (json.dumps({**VALID_INPUT, "instanceId": "a" * 65}), "instanceId", "instanceId"),
+], ids=["json", "empty", "array", "missing", "param-type", "instance-id", "instance-id-type", "instance-id-length"])
 def test_malformed_message_raises_naming_the_field_and_starts_nothing(body, field, text, client):
     with pytest.raises(QueueMessageError) as raised:
         deliver(queue_message(body, message_id="bad-1"), client)
