@@ -12,6 +12,7 @@ from typing import Any, Dict, Mapping, Optional
 import azure.durable_functions as df
 
 from databricks_jobs.client import get_jobs_client
+from databricks_jobs.errors import DatabricksApiError
 from databricks_jobs.settings import get_settings
 from workflow.policy import run_idempotency_token
 
@@ -136,6 +137,19 @@ def cancelRun(request: Any) -> Dict[str, Any]:
     run_id = int(_required(request, "runId", "cancelRun"))
     get_jobs_client().cancel_run(run_id)
     return {"runId": run_id, "canceled": True}
+
+
+@bp.activity_trigger(input_name="request", activity="deleteJob")
+def deleteJob(request: Any) -> Dict[str, Any]:
+    request = _as_dict(request)
+    job_id = int(_required(request, "jobId", "deleteJob"))
+    try:
+        get_jobs_client().delete_job(job_id)
+    except DatabricksApiError as error:
+        # Already gone (an earlier attempt of this activity, or someone else): the goal is met.
+        if not (error.status in (400, 404) and "does not exist" in (error.message or "")):
+            raise
+    return {"jobId": job_id, "deleted": True}
 
 
 def _as_dict(request: Any) -> Dict[str, Any]:

@@ -150,6 +150,13 @@ def create_job_and_run(context: df.DurableOrchestrationContext):
         task_output = yield from _fetch_output(context, request, run, result)
     outputs = policy.outputs(job_id=progress["jobId"], run_id=progress["runId"], result=result,
                              run=run, task_output=task_output)
+    if request.get("deleteJobOnCompletion"):
+        _show(context, "deleteJob", progress)
+        try:
+            yield from _call(context, "deleteJob", {"jobId": progress["jobId"]})
+            outputs["jobDeleted"] = True
+        except Exception:
+            outputs["jobDeleted"] = False  # the run's outcome stands; a leftover job is only clutter
     if options.get("notify"):
         # Event- and queue-started workflows have no caller polling them: report the end.
         _show(context, "notifyCompletion", progress)

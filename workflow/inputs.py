@@ -80,6 +80,7 @@ class WorkflowRequest:
     notebook_params: Mapping[str, str]
     timeout_seconds: int
     poll_interval_seconds: int
+    delete_job_on_completion: bool = False
 
     def to_dict(self) -> dict:
         return {
@@ -90,6 +91,7 @@ class WorkflowRequest:
             "notebookParams": dict(self.notebook_params),
             "timeoutSeconds": self.timeout_seconds,
             "pollIntervalSeconds": self.poll_interval_seconds,
+            "deleteJobOnCompletion": self.delete_job_on_completion,
         }
 
 
@@ -112,6 +114,7 @@ def validate_request(body: Any, settings: Optional[WorkflowSettings] = None) -> 
         notebook_params=params,
         timeout_seconds=body.get("timeoutSeconds", settings.default_timeout_seconds),
         poll_interval_seconds=body.get("pollIntervalSeconds", settings.poll_interval_seconds),
+        delete_job_on_completion=body.get("deleteJobOnCompletion", settings.delete_job_on_completion),
     )
 
 

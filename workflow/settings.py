@@ -18,6 +18,10 @@ SETTINGS: tuple[tuple[str, str, str], ...] = (
     ("WORKFLOW_POLLS_PER_EXECUTION", "20",
      "Polls per orchestration execution before continue_as_new truncates the history."),
     ("WORKFLOW_MAX_BODY_BYTES", "65536", "Largest request body accepted by the HTTP API."),
+    ("WORKFLOW_DELETE_JOB_ON_COMPLETION", "false",
+     "Delete each job the workflow created once its run has ended and its output is fetched, unless the input's "
+     "deleteJobOnCompletion says otherwise. Keeps a workspace under its saved-jobs limit (10,000), at the cost of "
+     "the run page and run history."),
 )
 
 
@@ -26,7 +30,7 @@ class WorkflowSettingError(ValueError):
 
 
 def _int(env: Mapping[str, str], name: str, low: int, high: int) -> int:
-    raw = env.get(name) or str(_DEFAULTS[name])
+    raw = env.get(name) or _DEFAULTS[name]
     try:
         value = int(raw)
     except ValueError:
@@ -36,16 +40,25 @@ def _int(env: Mapping[str, str], name: str, low: int, high: int) -> int:
     return value
 
 
-_DEFAULTS = {name: int(default) for name, default, _ in SETTINGS}
+_DEFAULTS = {name: default for name, default, _ in SETTINGS}
+_TRUE, _FALSE = frozenset({"true", "1", "yes"}), frozenset({"false", "0", "no"})
+
+
+def _bool(env: Mapping[str, str], name: str) -> bool:
+    raw = (env.get(name) or _DEFAULTS[name]).strip().lower()
+    if raw not in _TRUE | _FALSE:
+        raise WorkflowSettingError(f"setting {name}={raw!r} is not true or false")
+    return raw in _TRUE
 
 
 @dataclass(frozen=True)
 class WorkflowSettings:
-    default_timeout_seconds: int = _DEFAULTS["WORKFLOW_DEFAULT_TIMEOUT_SECONDS"]
-    poll_interval_seconds: int = _DEFAULTS["WORKFLOW_POLL_INTERVAL_SECONDS"]
-    webhook_poll_interval_seconds: int = _DEFAULTS["WORKFLOW_WEBHOOK_POLL_INTERVAL_SECONDS"]
-    polls_per_execution: int = _DEFAULTS["WORKFLOW_POLLS_PER_EXECUTION"]
-    max_body_bytes: int = _DEFAULTS["WORKFLOW_MAX_BODY_BYTES"]
+    default_timeout_seconds: int = int(_DEFAULTS["WORKFLOW_DEFAULT_TIMEOUT_SECONDS"])
+    poll_interval_seconds: int = int(_DEFAULTS["WORKFLOW_POLL_INTERVAL_SECONDS"])
+    webhook_poll_interval_seconds: int = int(_DEFAULTS["WORKFLOW_WEBHOOK_POLL_INTERVAL_SECONDS"])
+    polls_per_execution: int = int(_DEFAULTS["WORKFLOW_POLLS_PER_EXECUTION"])
+    max_body_bytes: int = int(_DEFAULTS["WORKFLOW_MAX_BODY_BYTES"])
+    delete_job_on_completion: bool = _DEFAULTS["WORKFLOW_DELETE_JOB_ON_COMPLETION"] == "true"
 
     @classmethod
     def from_env(cls, env: Optional[Mapping[str, str]] = None) -> "WorkflowSettings":
@@ -56,4 +69,5 @@ class WorkflowSettings:
             webhook_poll_interval_seconds=_int(env, "WORKFLOW_WEBHOOK_POLL_INTERVAL_SECONDS", 5, 86400),
             polls_per_execution=_int(env, "WORKFLOW_POLLS_PER_EXECUTION", 2, 10000),
             max_body_bytes=_int(env, "WORKFLOW_MAX_BODY_BYTES", 1024, 10485760),
+            delete_job_on_completion=_bool(env, "WORKFLOW_DELETE_JOB_ON_COMPLETION"),
         )

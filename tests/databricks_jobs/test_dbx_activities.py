@@ -8,7 +8,7 @@ import responses
 from responses import matchers
 
 from activities import jobs
-from activities.jobs import bp, cancelRun, createJob, getJobRun, getJobRunOutput, runJobNow
+from activities.jobs import bp, cancelRun, createJob, deleteJob, getJobRun, getJobRunOutput, runJobNow
 from databricks_jobs import ConfigurationError, DatabricksApiError
 
 HOST = "https://adb-1234567890123456.7.azuredatabricks.net"
@@ -28,14 +28,14 @@ def listed(*jobs_):
     return {"jobs": [{"job_id": job_id, "settings": {"name": name, "tags": tags}} for job_id, name, tags in jobs_]}
 
 
-def test_blueprint_registers_the_five_activities_by_name():
+def test_blueprint_registers_the_six_activities_by_name():
     names = {}
     for builder in bp._function_builders:
         function = builder.build()
         binding = json.loads(function.get_function_json())["bindings"][0]
         names[function.get_function_name()] = (binding["type"], binding["activity"], binding["name"])
     assert names == {name: ("activityTrigger", name, "request")
-                     for name in ("createJob", "runJobNow", "getJobRun", "getJobRunOutput", "cancelRun")}
+                     for name in ("createJob", "runJobNow", "getJobRun", "getJobRunOutput", "cancelRun", "deleteJob")}
 
 
 def test_create_job_creates_a_tagged_notebook_job_when_none_exists(mocked):
@@ -155,6 +155,22 @@ def test_get_job_run_output_of_a_failed_task(mocked):
 def test_cancel_run(mocked):
     mocked.post(API + "/runs/cancel", json={}, match=[matchers.json_params_matcher({"run_id": 5})])
     assert cancelRun({"runId": 5}) == {"runId": 5, "canceled": True}
+
+
+def test_delete_job_is_idempotent(mocked):
+    delete = mocked.post(API + "/delete", json={}, match=[matchers.json_params_matcher({"job_id": 9})])
+    assert deleteJob({"jobId": 9}) == {"jobId": 9, "deleted": True}
+    assert delete.call_count == 1
+    # A repeated attempt after the job is gone has met its goal.
+    mocked.replace(responses.POST, API + "/delete", status=400,
+                   json={"error_code": "RESOURCE_DOES_NOT_EXIST", "message": "Job 9 does not exist."})
+    assert deleteJob({"jobId": 9}) == {"jobId": 9, "deleted": True}
+
+
+def test_delete_job_reports_other_failures(mocked):
+    mocked.post(API + "/delete", status=403, json={"error_code": "PERMISSION_DENIED", "message": "not yours"})
+    with pytest.raises(DatabricksApiError, match="403 PERMISSION_DENIED"):
+        deleteJob({"jobId": 9})
 
 
 def test_errors_cross_the_activity_boundary_as_text(mocked):

@@ -11,7 +11,16 @@ VALID = {"jobName": "nightly", "taskKey": "main", "notebookPath": "/Workspace/Us
 
 def test_valid_input_gets_deployment_defaults():
     request = validate_request(dict(VALID), WorkflowSettings(default_timeout_seconds=3600, poll_interval_seconds=20))
-    assert request.to_dict() == {**VALID, "notebookParams": {}, "timeoutSeconds": 3600, "pollIntervalSeconds": 20}
+    assert request.to_dict() == {**VALID, "notebookParams": {}, "timeoutSeconds": 3600, "pollIntervalSeconds": 20,
+                                 "deleteJobOnCompletion": False}
+
+
+def test_job_deletion_defaults_to_the_setting_and_the_input_overrides_it():
+    keep, delete = WorkflowSettings(delete_job_on_completion=False), WorkflowSettings(delete_job_on_completion=True)
+    assert validate_request(dict(VALID), delete).delete_job_on_completion is True
+    assert validate_request(dict(VALID, deleteJobOnCompletion=False), delete).delete_job_on_completion is False
+    assert validate_request(dict(VALID, deleteJobOnCompletion=True), keep).delete_job_on_completion is True
+    assert WorkflowSettings.from_env({"WORKFLOW_DELETE_JOB_ON_COMPLETION": "True"}).delete_job_on_completion is True
 
 
 def test_explicit_options_win_over_defaults():
@@ -44,6 +53,7 @@ BAD = [
     ({**VALID, "timeoutSeconds": 10}, "timeoutSeconds", "minimum"),
     ({**VALID, "timeoutSeconds": "60"}, "timeoutSeconds", "not of type"),
     ({**VALID, "pollIntervalSeconds": 1.5}, "pollIntervalSeconds", "not of type"),
+    ({**VALID, "deleteJobOnCompletion": "yes"}, "deleteJobOnCompletion", "not of type"),
     (["not", "an", "object"], None, "not of type 'object'"),
 ]
 
@@ -74,3 +84,5 @@ def test_settings_are_checked_and_name_the_setting():
         WorkflowSettings.from_env({"WORKFLOW_POLL_INTERVAL_SECONDS": "soon"})
     with pytest.raises(ValueError, match="WORKFLOW_POLLS_PER_EXECUTION"):
         WorkflowSettings.from_env({"WORKFLOW_POLLS_PER_EXECUTION": "1"})
+    with pytest.raises(ValueError, match="WORKFLOW_DELETE_JOB_ON_COMPLETION"):
+        WorkflowSettings.from_env({"WORKFLOW_DELETE_JOB_ON_COMPLETION": "sometimes"})

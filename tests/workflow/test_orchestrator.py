@@ -188,6 +188,21 @@ def test_same_instance_reuses_its_job_and_run(run_workflow, emulator):
     assert len(_requests(emulator, "/jobs/create")) == 1
 
 
+def test_job_is_deleted_after_the_output_is_fetched_when_asked(run_workflow, emulator):
+    out = run_workflow(deleteJobOnCompletion=True)["output"]
+    assert out["resultState"] == "SUCCESS" and json.loads(out["notebookResult"])["status"] == "OK"
+    assert out["jobDeleted"] is True
+    assert out["jobId"] not in emulator.jobs
+    paths = [r["path"] for r in emulator.request_log]
+    assert paths.index(next(p for p in paths if p.endswith("/runs/get-output"))) < paths.index(
+        next(p for p in paths if p.endswith("/jobs/delete")))
+
+
+def test_jobs_are_kept_by_default(run_workflow, emulator):
+    out = run_workflow()["output"]
+    assert "jobDeleted" not in out and out["jobId"] in emulator.jobs
+
+
 def test_no_secret_in_history_status_output_or_logs(run_workflow, host, all_logs, emulator):
     status = run_workflow(notebookPath="/Workspace/Users/me/fail_load")
     everything = json.dumps([host.executions(status["instanceId"]), host.get_status(status["instanceId"], show_history=True)])
