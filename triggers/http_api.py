@@ -70,11 +70,15 @@ def _accepted(req: func.HttpRequest, instance_id: str, body: dict) -> func.HttpR
     return _json(202, body, {"Location": location, "Retry-After": str(RETRY_AFTER_SECONDS)})
 
 
-def _instance_id_of(req: func.HttpRequest) -> str:
+async def _existing_instance(req: func.HttpRequest, client: df.DurableOrchestrationClient):
+    """The instance named by the route and its status; InputError (400 or 404) otherwise."""
     instance_id = req.route_params.get("instanceId", "")
     if not INSTANCE_ID_PATTERN.match(instance_id):
         raise InputError("'instanceId' is not a valid instance id", "instanceId")
-    return instance_id
+    status = await client.get_status(instance_id)
+    if status.runtime_status is None:
+        raise InputError(f"no workflow instance '{instance_id}'", "instanceId", status=404)
+    return instance_id, status
 
 
 @bp.route(route=START_ROUTE, methods=["POST"])
@@ -93,8 +97,7 @@ async def start_workflow(req: func.HttpRequest, client: df.DurableOrchestrationC
     instance_id = derived_instance_id("http", key) if key else None
     result = await start_once(client, orchestration_input(request, settings), instance_id)
     log.info("workflow %s %s", result.instance_id, "started" if result.started else "already existed")
-    headers_body = _links(req, result.instance_id)
-    response = _accepted(req, result.instance_id, headers_body)
+    response = _accepted(req, result.instance_id, _links(req, result.instance_id))
     if not result.started:
         response.headers["Idempotent-Replayed"] = "true"
     return response
@@ -104,13 +107,10 @@ async def start_workflow(req: func.HttpRequest, client: df.DurableOrchestrationC
 @bp.durable_client_input(client_name="client")
 async def get_workflow_status(req: func.HttpRequest, client: df.DurableOrchestrationClient) -> func.HttpResponse:
     try:
-        instance_id = _instance_id_of(req)
+        instance_id, status = await _existing_instance(req, client)
     except InputError as error:
         return _bad(error)
-    status = await client.get_status(instance_id)
     runtime = status.runtime_status
-    if runtime is None:
-        return _json(404, {"error": f"no workflow instance '{instance_id}'", "field": "instanceId"})
     if runtime in _RUNNING or runtime == df.OrchestrationRuntimeStatus.Suspended:
         return _accepted(req, instance_id, {
             "id": instance_id, "runtimeStatus": runtime.value, "customStatus": status.custom_status,
@@ -134,12 +134,9 @@ async def get_workflow_status(req: func.HttpRequest, client: df.DurableOrchestra
 @bp.durable_client_input(client_name="client")
 async def cancel_workflow(req: func.HttpRequest, client: df.DurableOrchestrationClient) -> func.HttpResponse:
     try:
-        instance_id = _instance_id_of(req)
+        instance_id, status = await _existing_instance(req, client)
     except InputError as error:
         return _bad(error)
-    status = await client.get_status(instance_id)
-    if status.runtime_status is None:
-        return _json(404, {"error": f"no workflow instance '{instance_id}'", "field": "instanceId"})
     if status.runtime_status not in _RUNNING:
         return _json(409, {"error": f"workflow is already {status.runtime_status.value}", "field": "instanceId"})
     await client.raise_event(instance_id, CANCEL_EVENT, {"reason": "cancel requested over HTTP"})
