@@ -19,7 +19,6 @@ from __future__ import annotations
 import base64
 import binascii
 import hmac
-import json
 import logging
 import threading
 from collections import OrderedDict
@@ -28,8 +27,10 @@ from typing import Any, Callable, Mapping, Optional
 import azure.durable_functions as df
 import azure.functions as func
 
+from activities.jobs import INSTANCE_TAG
 from orchestrators.create_job_and_run import RUN_FINISHED_EVENT
 from triggers import caller_settings
+from triggers.http_responses import json_response
 from workflow.inputs import InputError, parse_json_body
 
 log = logging.getLogger(__name__)
@@ -37,7 +38,6 @@ log = logging.getLogger(__name__)
 bp = df.Blueprint()
 
 ROUTE = "databricks/notifications"
-INSTANCE_TAG = "durable_instance_id"  # set by createJob (activities/jobs.py)
 REALM = "databricks-notifications"
 MAX_BODY_BYTES = 16 * 1024  # real payloads are a few hundred bytes
 # Notifications that mean the run has ended; others (on_start, duration warnings) need no poll.
@@ -45,13 +45,8 @@ RUN_ENDED_EVENTS = frozenset({"jobs.on_success", "jobs.on_failure"})
 _RUNNING = {"Pending", "Running", "ContinuedAsNew"}
 
 
-def _json(status: int, body: Mapping[str, Any], headers: Optional[dict] = None) -> func.HttpResponse:
-    return func.HttpResponse(json.dumps(body), status_code=status, mimetype="application/json",
-                             headers=headers or {})
-
-
 def _unauthorized() -> func.HttpResponse:
-    return _json(401, {"error": "HTTP Basic credentials of the notification destination are required"},
+    return json_response(401, {"error": "HTTP Basic credentials of the notification destination are required"},
                  {"WWW-Authenticate": f'Basic realm="{REALM}", charset="UTF-8"'})
 
 
@@ -161,7 +156,7 @@ def _not_found(exc: Exception) -> bool:
 
 def _ignored(reason: str, **extra) -> func.HttpResponse:
     log.info("Databricks notification ignored: %s %s", reason, extra or "")
-    return _json(202, {"status": "ignored", "reason": reason, **extra})
+    return json_response(202, {"status": "ignored", "reason": reason, **extra})
 
 
 async def handle_notification(req: func.HttpRequest, client: df.DurableOrchestrationClient) -> func.HttpResponse:
@@ -171,7 +166,7 @@ async def handle_notification(req: func.HttpRequest, client: df.DurableOrchestra
         note = parse_notification(req.get_body())
     except InputError as error:
         log.warning("malformed Databricks notification: field %s: %s", error.field, error.message)
-        return _json(error.status, error.to_dict())
+        return json_response(error.status, error.to_dict())
 
     if note["eventType"] not in RUN_ENDED_EVENTS:
         return _ignored(f"event type {note['eventType']} does not end a run")
@@ -181,7 +176,7 @@ async def handle_notification(req: func.HttpRequest, client: df.DurableOrchestra
         if _not_found(exc):
             return _ignored("unknown job", jobId=note["jobId"])
         log.warning("could not read job %s for a notification: %s", note["jobId"], exc)
-        return _json(503, {"error": "Databricks could not be asked about the job; try again"},
+        return json_response(503, {"error": "Databricks could not be asked about the job; try again"},
                      {"Retry-After": "30"})
     if instance_id is None:
         return _ignored("job has no durable_instance_id tag", jobId=note["jobId"])
@@ -207,9 +202,9 @@ async def handle_notification(req: func.HttpRequest, client: df.DurableOrchestra
         if later.runtime_status is None or later.runtime_status.value not in _RUNNING:
             return _ignored("workflow ended meanwhile", jobId=note["jobId"])
         log.warning("could not raise %s on %s: %s", RUN_FINISHED_EVENT, instance_id, exc)
-        return _json(503, {"error": "the workflow could not be signalled; try again"}, {"Retry-After": "30"})
+        return json_response(503, {"error": "the workflow could not be signalled; try again"}, {"Retry-After": "30"})
     log.info("Databricks %s for run %s delivered to workflow %s", note["eventType"], note["runId"], instance_id)
-    return _json(202, {"status": "delivered", "instanceId": instance_id})
+    return json_response(202, {"status": "delivered", "instanceId": instance_id})
 
 
 @bp.route(route=ROUTE, methods=["POST"], auth_level=func.AuthLevel.ANONYMOUS)

@@ -7,7 +7,6 @@ Logic Apps action fails visibly.
 """
 from __future__ import annotations
 
-import json
 import logging
 from typing import Optional
 from urllib.parse import urlencode, urlsplit
@@ -18,6 +17,7 @@ import azure.functions as func
 from orchestrators.create_job_and_run import CANCEL_EVENT
 from triggers.starter import INSTANCE_ID_PATTERN, derived_instance_id, start_once
 from workflow import policy
+from triggers.http_responses import json_response
 from workflow.inputs import InputError, orchestration_input, parse_json_body, validate_request
 from workflow.settings import WorkflowSettings
 
@@ -40,13 +40,8 @@ _RUNNING = {
 }
 
 
-def _json(status: int, body, headers: Optional[dict] = None) -> func.HttpResponse:
-    return func.HttpResponse(json.dumps(body), status_code=status, mimetype="application/json",
-                             headers=headers or {})
-
-
 def _bad(error: InputError) -> func.HttpResponse:
-    return _json(error.status, error.to_dict())
+    return json_response(error.status, error.to_dict())
 
 
 def _api_url(req: func.HttpRequest, path: str) -> str:
@@ -67,7 +62,7 @@ def _links(req: func.HttpRequest, instance_id: str) -> dict:
 
 def _accepted(req: func.HttpRequest, instance_id: str, body: dict) -> func.HttpResponse:
     location = _api_url(req, f"workflows/{instance_id}")
-    return _json(202, body, {"Location": location, "Retry-After": str(RETRY_AFTER_SECONDS)})
+    return json_response(202, body, {"Location": location, "Retry-After": str(RETRY_AFTER_SECONDS)})
 
 
 async def _existing_instance(req: func.HttpRequest, client: df.DurableOrchestrationClient):
@@ -120,13 +115,13 @@ async def get_workflow_status(req: func.HttpRequest, client: df.DurableOrchestra
     if runtime == df.OrchestrationRuntimeStatus.Completed:
         outputs = status.output or {}
         code = 200 if policy.is_success(outputs.get("resultState")) else RUN_NOT_SUCCEEDED_STATUS
-        return _json(code, outputs)
+        return json_response(code, outputs)
     if runtime == df.OrchestrationRuntimeStatus.Terminated:
-        return _json(410, {"id": instance_id, "runtimeStatus": runtime.value, "error": "workflow was terminated",
+        return json_response(410, {"id": instance_id, "runtimeStatus": runtime.value, "error": "workflow was terminated",
                            "reason": status.output})
     # Failed: the orchestration itself gave up (e.g. Databricks refused a call); 502 says the
     # fault is upstream of us, not in the caller's request.
-    return _json(502, {"id": instance_id, "runtimeStatus": runtime.value, "error": "workflow failed",
+    return json_response(502, {"id": instance_id, "runtimeStatus": runtime.value, "error": "workflow failed",
                        "detail": status.output, "customStatus": status.custom_status})
 
 
@@ -138,6 +133,6 @@ async def cancel_workflow(req: func.HttpRequest, client: df.DurableOrchestration
     except InputError as error:
         return _bad(error)
     if status.runtime_status not in _RUNNING:
-        return _json(409, {"error": f"workflow is already {status.runtime_status.value}", "field": "instanceId"})
+        return json_response(409, {"error": f"workflow is already {status.runtime_status.value}", "field": "instanceId"})
     await client.raise_event(instance_id, CANCEL_EVENT, {"reason": "cancel requested over HTTP"})
     return _accepted(req, instance_id, _links(req, instance_id))
