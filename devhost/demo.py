@@ -92,7 +92,7 @@ def run_demo(app_spec: Any = "function_app:app", *, request_body: Optional[dict]
               "the Durable Task extension.", file=out, flush=True)
         code, outputs = follow(server.base_url + START_PATH, request_body or DEMO_REQUEST,
                                max_retry_after=max_retry_after, timeout=timeout, out=out)
-        print(json.dumps(outputs, sort_keys=True), file=out, flush=True)
+        print(json.dumps(outputs), file=out, flush=True)
         ok = code == 200 and isinstance(outputs, dict) and outputs.get("resultState") == "SUCCESS"
         return 0 if ok else 1
     finally:
