@@ -14,7 +14,6 @@ import html
 import json
 import logging
 import re
-import threading
 import time
 from typing import Any, Callable, Dict, Iterable, Iterator, List, Mapping, Optional, Tuple
 
@@ -25,6 +24,7 @@ from urllib3.util.retry import Retry
 
 from .credentials import TokenProvider, get_token_provider
 from .errors import TRANSPORT_ERROR_CODE, TRANSPORT_ERROR_STATUS, DatabricksApiError
+from .process_wide import ProcessWide
 from .settings import Settings, get_settings, validate_host
 
 log = logging.getLogger(__name__)
@@ -332,24 +332,15 @@ class JobsClient:
         return response
 
 
-_lock = threading.Lock()
-_client: Optional[JobsClient] = None
+_client: ProcessWide[JobsClient] = ProcessWide(
+    lambda: JobsClient.from_settings(get_settings(), get_token_provider()), close=JobsClient.close)
 
 
 def get_jobs_client() -> JobsClient:
     """The process-wide client built from the settings and the process-wide token provider."""
-    global _client
-    if _client is None:
-        with _lock:
-            if _client is None:
-                _client = JobsClient.from_settings(get_settings(), get_token_provider())
-    return _client
+    return _client.get()
 
 
 def reset_jobs_client() -> None:
     """Close and forget the process-wide client (tests)."""
-    global _client
-    with _lock:
-        if _client is not None:
-            _client.close()
-        _client = None
+    _client.reset()

@@ -16,6 +16,7 @@ import time
 from typing import Any, Callable, Dict, Optional, Protocol, Tuple
 
 from .errors import ConfigurationError
+from .process_wide import ProcessWide
 from .settings import (
     AUTH_DEFAULT_AZURE_CREDENTIAL,
     AUTH_KEY_VAULT,
@@ -195,22 +196,14 @@ def build_token_provider(settings: Settings) -> TokenProvider:
     raise AssertionError(f"unhandled auth mode {settings.auth}")  # Settings validated it
 
 
-_lock = threading.Lock()
-_provider: Optional[TokenProvider] = None
+_provider: ProcessWide[TokenProvider] = ProcessWide(lambda: build_token_provider(get_settings()))
 
 
 def get_token_provider() -> TokenProvider:
     """The process-wide token provider built from the settings, so tokens are cached per process."""
-    global _provider
-    if _provider is None:
-        with _lock:
-            if _provider is None:
-                _provider = build_token_provider(get_settings())
-    return _provider
+    return _provider.get()
 
 
 def reset_token_provider() -> None:
     """Forget the process-wide provider and its cached tokens (tests)."""
-    global _provider
-    with _lock:
-        _provider = None
+    _provider.reset()

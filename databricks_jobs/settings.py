@@ -7,12 +7,12 @@ from __future__ import annotations
 
 import ipaddress
 import os
-import threading
 from dataclasses import dataclass, field
 from typing import Mapping, NamedTuple, Optional
 from urllib.parse import urlsplit
 
 from .errors import ConfigurationError
+from .process_wide import ProcessWide
 
 AUTH_MANAGED_IDENTITY = "managed_identity"
 AUTH_DEFAULT_AZURE_CREDENTIAL = "default_azure_credential"
@@ -187,22 +187,14 @@ def _positive_number(name: str, value: Optional[str]) -> float:
     return number
 
 
-_lock = threading.Lock()
-_settings: Optional[Settings] = None
+_settings: ProcessWide[Settings] = ProcessWide(Settings.from_env)
 
 
 def get_settings() -> Settings:
     """The process-wide settings, read from the environment on first use."""
-    global _settings
-    if _settings is None:
-        with _lock:
-            if _settings is None:
-                _settings = Settings.from_env()
-    return _settings
+    return _settings.get()
 
 
 def reset_settings() -> None:
     """Forget the cached settings (tests, or after changing the environment)."""
-    global _settings
-    with _lock:
-        _settings = None
+    _settings.reset()

@@ -66,7 +66,7 @@ def client(monkeypatch, emulator, api_version, sleeps):
     monkeypatch.setenv("DATABRICKS_JOBS_API_VERSION", api_version)
     monkeypatch.setenv("DATABRICKS_RETRY_MAX_SECONDS", "30")
     built = JobsClient.from_settings(get_settings(), get_token_provider(), sleep_func=sleeps, clock=sleeps.clock)
-    monkeypatch.setattr(client_module, "_client", built)
+    client_module._client.override(built)
     yield built
     databricks_jobs.reset_all()
 

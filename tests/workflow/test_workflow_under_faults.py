@@ -58,7 +58,7 @@ def fake_sleep(monkeypatch, databricks_env, emulator, api_version):
     sleeper = FakeSleep()
     built = JobsClient.from_settings(get_settings(), get_token_provider(), sleep_func=sleeper, clock=sleeper.clock)
     assert built.api_url == f"{emulator.base_url}/api/{api_version}"
-    monkeypatch.setattr(client_module, "_client", built)
+    client_module._client.override(built)
     yield sleeper
     databricks_jobs.reset_all()
 
