@@ -65,7 +65,7 @@ def _create_job_and_run_now(context: df.DurableOrchestrationContext, request: di
 def _poll_run(context: df.DurableOrchestrationContext, request: dict, options: dict, progress: dict):
     """pollRun: returns ("terminal" | "CANCELED" | "TIMEDOUT" | "continue", last run summary)."""
     ceiling = options["webhookPollIntervalSeconds"] if progress["webhooks"] else request["pollIntervalSeconds"]
-    schedule = policy.PollSchedule(max_seconds=ceiling)
+    schedule = policy.poll_schedule(webhooks=progress["webhooks"], max_seconds=ceiling)
     deadline = datetime.fromisoformat(progress["deadline"])
     polls_this_execution = 0
     while True:

@@ -80,6 +80,14 @@ class PollSchedule:
         return max(1, min(delay, self.max_seconds))
 
 
+def poll_schedule(*, webhooks: bool, max_seconds: int) -> PollSchedule:
+    """With Databricks webhooks on, a notification ends the wait and polls are only a safety net
+    against a lost one, so they can lag further behind (and cost less)."""
+    if webhooks:
+        return PollSchedule(steady_seconds=60, fraction=0.5, max_seconds=max_seconds)
+    return PollSchedule(max_seconds=max_seconds)
+
+
 def run_idempotency_token(instance_id: str) -> str:
     """run-now idempotency token for an orchestration instance (Databricks allows 64 chars):
     the same instance always gets the same run, however often the activity runs."""
@@ -167,7 +175,7 @@ def progress_status(
 
 
 __all__: Sequence[str] = [
-    "ActivityRetry", "PollSchedule", "TERMINAL_LIFE_CYCLE_STATES", "is_retryable_activity_error",
+    "ActivityRetry", "PollSchedule", "TERMINAL_LIFE_CYCLE_STATES", "is_retryable_activity_error", "poll_schedule",
     "is_success", "is_terminal", "outputs", "progress_status", "result_state",
     "run_idempotency_token", "select_task_run",
 ]

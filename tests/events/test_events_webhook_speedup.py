@@ -17,7 +17,7 @@ import requests
 
 from devhost.replay import TERMINAL_STATES, parse_timestamp
 from triggers.event_grid import FUNCTION_NAME
-from workflow.policy import PollSchedule
+from workflow.policy import poll_schedule
 from workflow.settings import WorkflowSettings
 
 START_AT = 10.0
@@ -103,7 +103,11 @@ def test_lag_is_bounded_by_a_second_with_webhooks_and_by_the_poll_interval_witho
     assert delivered["lag"] <= 1.0
     # Without a notification the next poll finds the end: at most the schedule's lag, i.e. the
     # larger of its steady 30 s and 10 % of the run so far, and never past the interval ceilings.
-    schedule = PollSchedule()
-    bound = max(schedule.steady_seconds, schedule.fraction * (duration + START_AT))
-    assert refused["lag"] <= min(bound, WorkflowSettings().webhook_poll_interval_seconds)
-    assert off["lag"] <= min(bound, WorkflowSettings().poll_interval_seconds)
+    settings = WorkflowSettings()
+    for figures, schedule in (
+            (refused, poll_schedule(webhooks=True, max_seconds=settings.webhook_poll_interval_seconds)),
+            (off, poll_schedule(webhooks=False, max_seconds=settings.poll_interval_seconds))):
+        bound = max(schedule.steady_seconds, schedule.fraction * (duration + START_AT))
+        assert figures["lag"] <= min(bound, schedule.max_seconds)
+    # The safety net costs fewer polls than polling alone.
+    assert delivered["polls"] < off["polls"] and refused["polls"] < off["polls"]

@@ -3,7 +3,6 @@ talking over loopback HTTP to the Jobs API emulator, which runs on the same virt
 from __future__ import annotations
 
 import logging
-from datetime import datetime, timezone
 
 import pytest
 
@@ -13,13 +12,8 @@ from jobs_emulator import JobsEmulator
 from orchestrators.create_job_and_run import ORCHESTRATOR_NAME
 from workflow.inputs import orchestration_input, validate_request
 from workflow.settings import WorkflowSettings
+from workflow_support import REQUEST, SECRET_TOKEN, T0
 
-T0 = datetime(2026, 1, 1, tzinfo=timezone.utc)
-# Looks like a real PAT so a leak would be easy to spot; tests assert it appears nowhere.
-SECRET_TOKEN = "dapi0123456789abcdef0123456789abcdef-SECRET"
-
-REQUEST = {"jobName": "nightly-load", "taskKey": "main", "notebookPath": "/Workspace/Users/me@contoso.com/load",
-           "existingClusterId": "0923-164208-meows279"}
 
 
 @pytest.fixture

@@ -12,7 +12,7 @@ from orchestrators.create_job_and_run import ORCHESTRATOR_NAME
 from workflow.inputs import orchestration_input, validate_request
 from workflow.settings import WorkflowSettings
 
-from conftest import REQUEST, SECRET_TOKEN
+from workflow_support import REQUEST, SECRET_TOKEN
 
 
 def _requests(emulator, suffix):

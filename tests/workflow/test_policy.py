@@ -48,6 +48,15 @@ def test_poll_schedule_starts_fast_then_lags_in_proportion_to_the_run_up_to_its_
     assert policy.PollSchedule(max_seconds=10).delay_after(50, elapsed_seconds=5000) == 10
 
 
+def test_webhooks_make_polls_a_sparser_safety_net():
+    plain = policy.poll_schedule(webhooks=False, max_seconds=300)
+    hooked = policy.poll_schedule(webhooks=True, max_seconds=900)
+    assert plain == policy.PollSchedule(max_seconds=300)
+    assert hooked.delay_after(1, 0) == plain.delay_after(1, 0) == 5  # the first look is as quick
+    assert hooked.delay_after(10, 600) == 300 > plain.delay_after(10, 600) == 60
+    assert hooked.delay_after(100, 86400) == 900
+
+
 def test_a_day_long_run_costs_hundreds_of_polls_not_thousands():
     schedule, elapsed, polls = policy.PollSchedule(), 0, 0
     while elapsed < 86400:
