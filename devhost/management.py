@@ -17,14 +17,20 @@ Routes (relative to either prefix), with the extension's status codes:
 * ``GET instances/``  all statuses;
 * ``POST instances/{id}/raiseEvent/{name}``  202, 404, 410 when finished, 400 unless JSON;
 * ``POST instances/{id}/terminate?reason=``  202, 404, 410 when finished;
-* ``DELETE instances/{id}``  purge: 200 ``{"instancesDeleted": 1}``, 404, 412 while running.
+* ``DELETE instances/{id}``  purge: 200 ``{"instancesDeleted": 1}``, 404, 412 while running;
+* ``DELETE instances/?createdTimeFrom=&createdTimeTo=&runtimeStatus=``  purge by filter
+  (HandleDeleteHistoryWithFiltersRequestAsync): 200 ``{"instancesDeleted": N}``, 404 when none
+  matched, 400 without a valid ``createdTimeFrom``; ``createdTimeTo`` defaults to now; both ends
+  inclusive; ``runtimeStatus`` is comma-separated and, as with Azure Storage, only terminal ones
+  filter: without any, every status in the range is purged (``ReplayHost.purge_by``).
 
-Not implemented (501): rewind, suspend, resume, restart, entities, purge by filter.
+Not implemented (501): rewind, suspend, resume, restart, entities.
 Keys (``code=``) are neither issued nor checked, as with ``func start`` locally.
 """
 from __future__ import annotations
 
 import json
+from datetime import datetime, timezone
 from typing import Dict, Optional, Tuple
 from urllib.parse import parse_qs, quote, unquote
 
@@ -175,7 +181,7 @@ class ManagementApi:
                 return _json(200, self.host.list_statuses(
                     show_input=_flag(query, "showInput", True)))
             if method == "DELETE":
-                return _error(501, "Purging by filter is not supported by devhost.")
+                return self._purge_by(query)
             return _empty(404)
         instance_id = segments[0]
         if len(segments) == 1:
@@ -248,3 +254,30 @@ class ManagementApi:
         if not deleted:
             return _empty(404)
         return _json(200, {"instancesDeleted": 1})
+
+    def _purge_by(self, query: Dict[str, str]) -> Response:
+        created_from = _timestamp(query.get("createdTimeFrom"))
+        if created_from is None:
+            return _json(400, "Please provide value for 'createdTimeFrom' parameter.")
+        created_to = _timestamp(query.get("createdTimeTo"))
+        if created_to is None:
+            created_to = self.host.clock.now()
+        # Enum.TryParse per comma-separated value; names that do not parse are ignored.
+        statuses = [s.strip() for s in (query.get("runtimeStatus") or "").split(",") if s.strip()]
+        deleted = self.host.purge_by(created_from, created_to, statuses)
+        if not deleted:
+            return _empty(404)
+        return _json(200, {"instancesDeleted": deleted})
+
+
+def _timestamp(value: Optional[str]) -> Optional[float]:
+    """Epoch seconds of an ISO 8601 query value (naive = UTC), or None (DateTime.TryParse fails)."""
+    if not value:
+        return None
+    try:
+        parsed = datetime.fromisoformat(value.strip())
+    except ValueError:
+        return None
+    if parsed.tzinfo is None:
+        parsed = parsed.replace(tzinfo=timezone.utc)
+    return parsed.timestamp()

@@ -299,6 +299,24 @@ class ReplayHost:
             del self._instances[instance_id]
             return True
 
+    def purge_by(self, created_from: float, created_to: float,
+                 statuses: Optional[List[str]] = None) -> int:
+        """Purge instances created in [created_from, created_to] (epoch seconds, both inclusive)
+        whose status is in ``statuses``; returns how many were deleted.
+
+        Like the Azure Storage backend, only terminal statuses count as a filter: when none is
+        given (or none of those given is terminal), instances of EVERY status in the range are
+        purged, running ones included."""
+        wanted = {s for s in (statuses or ()) if s in TERMINAL_STATES}
+        with self._cond:
+            doomed = [i.instance_id for i in self._instances.values()
+                      if created_from <= i.created <= created_to
+                      and (not wanted or i.status in wanted)]
+            for instance_id in doomed:
+                del self._instances[instance_id]
+        log.info("purged %d instance(s) by filter", len(doomed))
+        return len(doomed)
+
     def get_status(self, instance_id: str, *, show_history: bool = False,
                    show_history_output: bool = False, show_input: bool = True) -> Optional[dict]:
         """The extension's status payload, or None for an unknown instance."""

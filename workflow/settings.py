@@ -22,6 +22,12 @@ SETTINGS: tuple[tuple[str, str, str], ...] = (
      "Delete each job the workflow created once its run has ended and its output is fetched, unless the input's "
      "deleteJobOnCompletion says otherwise. Keeps a workspace under its saved-jobs limit (10,000), at the cost of "
      "the run page and run history."),
+    ("WORKFLOW_HISTORY_RETENTION_DAYS", "30",
+     "Days the Durable task hub keeps the history of finished workflows (Completed, Failed, Terminated). A timer "
+     "purges older ones on `WORKFLOW_PURGE_SCHEDULE`; running workflows are never purged. 0 turns the purge off."),
+    ("WORKFLOW_PURGE_SCHEDULE", "0 0 3 * * *",
+     "When the history purge runs: a six-field NCRONTAB expression (second minute hour day month weekday), in UTC "
+     "unless the app sets a time zone. Read when the worker indexes functions (restart to change)."),
 )
 
 
