@@ -68,6 +68,13 @@ def _poll_run(context: df.DurableOrchestrationContext, request: dict, options: d
     schedule = policy.poll_schedule(webhooks=progress["webhooks"], max_seconds=ceiling)
     deadline = datetime.fromisoformat(progress["deadline"])
     polls_this_execution = 0
+    # ONE waiter per event name for the whole execution, reused by every wait. SDK 1.7 hands a
+    # raised event to the newest waiter of its name even when that waiter's task_any is over, so a
+    # fresh waiter per iteration would swallow a cancel that arrives while a poll runs; and an
+    # event that came before any waiter is re-applied to every later waiter of the name, so
+    # runFinished is waited for at most once per execution (the schedule's timers remain).
+    cancel = context.wait_for_external_event(CANCEL_EVENT)
+    finished = context.wait_for_external_event(RUN_FINISHED_EVENT) if progress["webhooks"] else None
     while True:
         run = yield from _call(context, "getJobRun", {"runId": progress["runId"]})
         progress["polls"] += 1
@@ -76,26 +83,31 @@ def _poll_run(context: df.DurableOrchestrationContext, request: dict, options: d
         _show(context, "pollRun", progress)
         if policy.is_terminal(run):
             return "terminal", run
+        if cancel.is_completed:  # raised while the poll ran
+            yield from _call(context, "cancelRun", {"runId": progress["runId"]})
+            return policy.CANCELED, run
 
         now = context.current_utc_datetime
         if now >= deadline:
             yield from _call(context, "cancelRun", {"runId": progress["runId"]})
             return policy.TIMEDOUT, run
 
-        elapsed = (now - datetime.fromisoformat(progress["startedAt"])).total_seconds()
-        delay = timedelta(seconds=schedule.delay_after(progress["polls"], elapsed))
-        timer = context.create_timer(min(now + delay, deadline))
-        cancel = context.wait_for_external_event(CANCEL_EVENT)
-        waits = [timer, cancel]
-        if progress["webhooks"]:
-            waits.append(context.wait_for_external_event(RUN_FINISHED_EVENT))
-        winner = yield context.task_any(waits)
-        if winner is not timer:
-            timer.cancel()  # or the instance stays Running until it fires
-        if winner is cancel:
-            yield from _call(context, "cancelRun", {"runId": progress["runId"]})
-            return policy.CANCELED, run
         # A webhook (runFinished) only makes the next poll early: runs/get stays the source of truth.
+        if finished is not None and finished.is_completed:
+            finished = None  # it came while the poll ran: poll again at once, and only once
+        else:
+            elapsed = (now - datetime.fromisoformat(progress["startedAt"])).total_seconds()
+            delay = timedelta(seconds=schedule.delay_after(progress["polls"], elapsed))
+            timer = context.create_timer(min(now + delay, deadline))
+            waits = [timer, cancel] + ([finished] if finished is not None else [])
+            winner = yield context.task_any(waits)
+            if winner is not timer:
+                timer.cancel()  # or the instance stays Running until it fires
+            if winner is cancel:
+                yield from _call(context, "cancelRun", {"runId": progress["runId"]})
+                return policy.CANCELED, run
+            if winner is finished:
+                finished = None  # waited for once per execution; see above
         if polls_this_execution >= options["pollsPerExecution"]:
             return "continue", run
 

@@ -1,0 +1,187 @@
+"""External events that arrive while the orchestrator is NOT waiting for them.
+
+On a real host an event can be delivered while an activity (a poll) is running. The devhost
+delivers queued activities first, so these tests drive the real azure-functions-durable replay
+engine directly with histories shaped like the extension's, one episode at a time.
+
+SDK 1.7 facts the tests pin down: a raised event resolves the NEWEST waiter of that name, even one
+whose task_any is long over (so a waiter per loop iteration loses events that arrive mid-poll),
+and an event that arrived before any waiter existed is re-applied to EVERY later waiter of that
+name (`deferred_tasks` is never cleared)."""
+from __future__ import annotations
+
+import json
+from datetime import datetime, timedelta, timezone
+
+import pytest
+
+from orchestrators.create_job_and_run import CANCEL_EVENT, RUN_FINISHED_EVENT, create_job_and_run
+from workflow.inputs import orchestration_input, validate_request
+from workflow.settings import WorkflowSettings
+
+from workflow_support import REQUEST
+
+# The SDK's own note when it parks an event that found no waiter: expected here.
+pytestmark = pytest.mark.filterwarnings("ignore:Potential duplicate Task completion:UserWarning")
+
+T0 = datetime(2026, 1, 1, tzinfo=timezone.utc)
+_HANDLE = create_job_and_run.build().get_user_function()
+
+RUNNING = {"runId": 2, "jobId": 1, "lifeCycleState": "RUNNING", "stateMessage": "", "runPageUrl": "u",
+           "startTime": 0, "endTime": 0, "tasks": [{"taskKey": "main", "runId": 3, "attemptNumber": 0}]}
+
+
+def _flatten(actions):
+    out = []
+
+    def walk(item):
+        if isinstance(item, list):
+            for child in item:
+                walk(child)
+        elif item.get("actionType") in (11, 12):
+            walk(item["compoundActions"])
+        else:
+            out.append(item)
+
+    walk(actions)
+    return out
+
+
+class Episodes:
+    """A minimal extension stand-in: history in, actions out, one delivery per episode."""
+
+    def __init__(self, orchestration_input: dict):
+        self.now = T0
+        self.input = json.dumps(orchestration_input)
+        self.history = [self._ev(12), self._ev(0, Name="create_job_and_run", Version="", Input=self.input)]
+        self.next_id = 0
+        self.seen = 0
+        self.ids: list = []  # sequence id per flattened action (None for event waiters)
+        self.state: dict = {}
+
+    def _ev(self, event_type, **fields):
+        ts = self.now.strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+        return {"EventType": event_type, "EventId": -1, "IsPlayed": False, "Timestamp": ts, **fields}
+
+    def run(self) -> list:
+        """Replay; returns the new actions (each with its sequence id under 'id')."""
+        ctx = {"history": self.history, "input": self.input, "instanceId": "inst-1", "isReplaying": False,
+               "parentInstanceId": None, "upperSchemaVersion": 1, "upperSchemaVersionNew": 2}
+        self.state = json.loads(_HANDLE(json.dumps(ctx)))
+        flat = _flatten(self.state["actions"])
+        new = []
+        for action in flat[self.seen:]:
+            if action["actionType"] in (0, 1, 5):
+                self.ids.append(self.next_id)
+                if action["actionType"] == 5:
+                    self.history.append(self._ev(10, EventId=self.next_id, FireAt=action["fireAt"]))
+                else:
+                    self.history.append(self._ev(4, EventId=self.next_id, Name=action["functionName"]))
+                self.next_id += 1
+            else:
+                self.ids.append(None)
+            new.append({**action, "id": self.ids[-1]})
+        self.seen = len(flat)
+        self.history.append(self._ev(13))
+        return new
+
+    def pending(self, function_name: str) -> int:
+        for action, tid in zip(_flatten(self.state["actions"]), self.ids):
+            if action.get("functionName") == function_name and tid is not None:
+                done = any(e.get("TaskScheduledId") == tid for e in self.history)
+                if not done:
+                    return tid
+        raise AssertionError(f"no pending {function_name}")
+
+    def pending_timer(self) -> dict:
+        fired = {e["TimerId"] for e in self.history if e["EventType"] == 11}
+        for action, tid in zip(_flatten(self.state["actions"]), self.ids):
+            if action["actionType"] == 5 and not action["isCanceled"] and tid not in fired:
+                return {**action, "id": tid}
+        raise AssertionError("no pending timer")
+
+    def complete(self, function_name: str, result) -> list:
+        tid = self.pending(function_name)
+        self.now += timedelta(seconds=1)
+        self.history += [self._ev(12), self._ev(5, TaskScheduledId=tid, Result=json.dumps(result))]
+        return self.run()
+
+    def fire_timer(self) -> list:
+        timer = self.pending_timer()
+        self.now = datetime.strptime(timer["fireAt"], "%Y-%m-%dT%H:%M:%S.%fZ").replace(tzinfo=timezone.utc)
+        self.history += [self._ev(12), self._ev(11, TimerId=timer["id"], FireAt=timer["fireAt"])]
+        return self.run()
+
+    def raise_event(self, name: str, data=None) -> list:
+        self.now += timedelta(seconds=1)
+        self.history += [self._ev(12), self._ev(15, Name=name, Input=json.dumps(data))]
+        return self.run()
+
+
+def _start(webhooks: bool = False) -> Episodes:
+    settings = WorkflowSettings()
+    ep = Episodes(orchestration_input(validate_request(dict(REQUEST), settings), settings))
+    ep.run()
+    ep.complete("createJob", {"jobId": 1, "created": True, "webhooks": webhooks})
+    ep.complete("runJobNow", {"runId": 2})
+    return ep
+
+
+def _names(actions) -> list:
+    return [a.get("functionName") or {5: "timer", 6: "wait:" + str(a.get("externalEventName"))}.get(a["actionType"])
+            for a in actions]
+
+
+def test_cancel_raised_while_a_later_poll_runs_still_cancels_the_run():
+    ep = _start()
+    ep.complete("getJobRun", RUNNING)       # poll 1, then wait on timer 1 / cancel
+    ep.fire_timer()                         # timer 1 wins: poll 2 is scheduled
+    assert ep.raise_event(CANCEL_EVENT, {"reason": "http"}) == []   # arrives mid-poll
+    after = ep.complete("getJobRun", RUNNING)
+    assert "cancelRun" in _names(after), _names(after)
+    assert "timer" not in _names(after)     # no new wait: the cancel was already there
+    ep.complete("cancelRun", {"runId": 2, "canceled": True})
+    assert ep.state["isDone"] and ep.state["output"]["resultState"] == "CANCELED"
+
+
+def test_cancel_raised_during_the_first_poll_cancels_the_run():
+    ep = _start()
+    assert ep.raise_event(CANCEL_EVENT) == []  # no waiter exists yet: the SDK defers it
+    after = ep.complete("getJobRun", RUNNING)
+    assert "cancelRun" in _names(after), _names(after)
+
+
+def test_cancel_while_waiting_still_wins_over_the_timer_and_cancels_it():
+    ep = _start()
+    ep.complete("getJobRun", RUNNING)
+    ep.fire_timer()
+    ep.complete("getJobRun", RUNNING)        # now waiting on timer 2
+    after = ep.raise_event(CANCEL_EVENT)
+    assert _names(after) == ["cancelRun"]
+    timers = [a for a in _flatten(ep.state["actions"]) if a["actionType"] == 5]
+    assert timers[-1]["isCanceled"] is True  # or the instance would stay Running until it fires
+
+
+def test_an_early_run_finished_event_does_not_turn_later_waits_into_a_busy_loop():
+    # The webhook arrives while the first poll of an execution runs (no waiter yet), and runs/get
+    # still says RUNNING for a moment after. The next poll comes at once; after that the
+    # orchestrator must wait on a timer again, not poll back to back.
+    ep = _start(webhooks=True)
+    assert ep.raise_event(RUN_FINISHED_EVENT, {"runId": 2}) == []
+    after = ep.complete("getJobRun", RUNNING)
+    assert "getJobRun" in _names(after)      # the webhook made the poll early
+    after = ep.complete("getJobRun", {**RUNNING, "lifeCycleState": "TERMINATING"})
+    assert "getJobRun" not in _names(after), _names(after)
+    assert ep.pending_timer()                # waiting for the schedule's next poll
+    after = ep.fire_timer()
+    assert "getJobRun" in _names(after)
+
+
+def test_run_finished_raised_mid_poll_makes_the_next_poll_early():
+    ep = _start(webhooks=True)
+    ep.complete("getJobRun", RUNNING)
+    ep.fire_timer()                          # poll 2 running
+    ep.raise_event(RUN_FINISHED_EVENT, {"runId": 2})
+    after = ep.complete("getJobRun", RUNNING)
+    # The notification was not lost: the next poll is immediate rather than a timer away.
+    assert "getJobRun" in _names(after), _names(after)
