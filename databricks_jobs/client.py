@@ -66,6 +66,10 @@ class BoundedRetry(Retry):
                  clock: Callable[[], float] = time.monotonic,
                  started_at: Optional[float] = None, **kwargs: Any):
         super().__init__(*args, **kwargs)
+        # urllib3's is_retry() retries ANY status in RETRY_AFTER_STATUS_CODES that carries a
+        # Retry-After, whatever status_forcelist says; keep that within the forcelist, so that a
+        # policy without 503 (jobs/create) is not retried on a 503 + Retry-After after all.
+        self.RETRY_AFTER_STATUS_CODES = type(self).RETRY_AFTER_STATUS_CODES & frozenset(self.status_forcelist or ())
         self.max_elapsed_seconds = max_elapsed_seconds
         self.sleep_func = sleep_func
         self.clock = clock

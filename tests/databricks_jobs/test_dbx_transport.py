@@ -94,6 +94,22 @@ def test_a_dropped_connection_is_not_retried_for_create(client, server):
     assert len(server.calls(CREATE)) == 1
 
 
+def test_a_503_with_retry_after_is_not_retried_for_create(client, server, sleeps):
+    # urllib3 retries a Retry-After status outside status_forcelist unless told otherwise; a 5xx
+    # may follow a created job, so the orchestrator's createJob retry (which looks first) decides.
+    server.script(CREATE, err(503, "TEMPORARILY_UNAVAILABLE", {"Retry-After": "2"}), ok({"job_id": 5}))
+    with pytest.raises(DatabricksApiError) as raised:
+        client.create_job({"name": "nb"})
+    assert raised.value.status == 503
+    assert len(server.calls(CREATE)) == 1 and sleeps.sleeps == []
+
+
+def test_a_429_with_retry_after_is_still_retried_for_create(client, server, sleeps):
+    server.script(CREATE, err(429, "REQUEST_LIMIT_EXCEEDED", {"Retry-After": "2"}), ok({"job_id": 5}))
+    assert client.create_job({"name": "nb"}) == 5
+    assert sleeps.sleeps == [2]
+
+
 def test_a_read_timeout_is_retried_for_get_but_not_for_create(server, stub_tokens, sleeps):
     client = JobsClient(server.base_url, stub_tokens, timeout_seconds=0.2, sleep_func=sleeps, clock=sleeps.clock)
     server.script(GET, ("delay", 0.5, ok()))
