@@ -1,8 +1,10 @@
 """Activity functions over `databricks_jobs.client.JobsClient` (names and shapes: docs/design.md).
 
 Activities run at least once, so each is safe to repeat: createJob finds the job an earlier
-execution created (by name and `durable_instance_id` tag) and runJobNow sends an idempotency token
-derived from the instance id. Inputs and outputs are small camelCase dicts and never carry a secret;
+attempt created (by name and `durable_run_key` tag) and runJobNow sends the run key as its
+idempotency token. The run key is drawn once per workflow run by the orchestrator
+(`context.new_uuid()`, deterministic on replay), not the instance id itself: an instance id can be
+used again once its history is purged, and must then not find the old job and run. Inputs and outputs are small camelCase dicts and never carry a secret;
 errors propagate as `DatabricksApiError`, whose text the orchestrator classifies."""
 from __future__ import annotations
 
@@ -18,7 +20,8 @@ from workflow.policy import run_idempotency_token
 
 bp = df.Blueprint()
 
-INSTANCE_TAG = "durable_instance_id"
+INSTANCE_TAG = "durable_instance_id"  # maps a webhook notification back to its instance
+RUN_KEY_TAG = "durable_run_key"  # identifies the job of one workflow run (an instance id can be reused)
 WEBHOOK_EVENTS = ("on_start", "on_success", "on_failure")
 
 
@@ -41,7 +44,8 @@ def job_settings(request: Mapping[str, Any], notification_destination_id: Option
             "existing_cluster_id": _required(request, "existingClusterId", "createJob"),
             "notebook_task": notebook_task,
         }],
-        "tags": {INSTANCE_TAG: instance_tag_value(_required(request, "instanceId", "createJob"))},
+        "tags": {INSTANCE_TAG: instance_tag_value(_required(request, "instanceId", "createJob")),
+                 RUN_KEY_TAG: run_idempotency_token(_required(request, "runKey", "createJob"))},
     }
     if notification_destination_id:
         settings["webhook_notifications"] = {
@@ -101,9 +105,9 @@ def createJob(request: Any) -> Dict[str, Any]:
     destination = get_settings().notification_destination_id
     settings = job_settings(request, destination)
     client = get_jobs_client()
-    tag = settings["tags"][INSTANCE_TAG]
+    run_key = settings["tags"][RUN_KEY_TAG]
     for job in client.find_jobs_by_name(settings["name"]):
-        if ((job.get("settings") or {}).get("tags") or {}).get(INSTANCE_TAG) == tag:
+        if ((job.get("settings") or {}).get("tags") or {}).get(RUN_KEY_TAG) == run_key:
             return {"jobId": int(job["job_id"]), "created": False, "webhooks": bool(destination)}
     job_id = client.create_job(settings)
     return {"jobId": job_id, "created": True, "webhooks": bool(destination)}
@@ -112,7 +116,7 @@ def createJob(request: Any) -> Dict[str, Any]:
 @bp.activity_trigger(input_name="request", activity="runJobNow")
 def runJobNow(request: Any) -> Dict[str, Any]:
     request = _as_dict(request)
-    token = run_idempotency_token(_required(request, "instanceId", "runJobNow"))
+    token = run_idempotency_token(_required(request, "runKey", "runJobNow"))
     run_id = get_jobs_client().run_now(
         int(_required(request, "jobId", "runJobNow")), token, request.get("notebookParams") or None)
     return {"runId": run_id}

@@ -49,6 +49,7 @@ def _create_job_and_run_now(context: df.DurableOrchestrationContext, request: di
     _show(context, "createJob", progress)
     job = yield from _call(context, "createJob", {
         "instanceId": context.instance_id,
+        "runKey": progress["runKey"],
         "jobName": request["jobName"],
         "taskKey": request["taskKey"],
         "notebookPath": request["notebookPath"],
@@ -58,7 +59,7 @@ def _create_job_and_run_now(context: df.DurableOrchestrationContext, request: di
     progress["jobId"], progress["webhooks"] = job["jobId"], bool(job.get("webhooks"))
 
     _show(context, "runJobNow", progress)
-    run = yield from _call(context, "runJobNow", {"instanceId": context.instance_id, "jobId": progress["jobId"]})
+    run = yield from _call(context, "runJobNow", {"runKey": progress["runKey"], "jobId": progress["jobId"]})
     progress["runId"] = run["runId"]
 
 
@@ -137,6 +138,8 @@ def create_job_and_run(context: df.DurableOrchestrationContext):
             "startedAt": now.isoformat(),
             "deadline": (now + timedelta(seconds=request["timeoutSeconds"])).isoformat(),
             "polls": 0, "jobId": None, "runId": None, "webhooks": False, "run": None,
+            # Names this workflow run's job and run-now token; deterministic on replay.
+            "runKey": context.new_uuid(),
         }
         yield from _create_job_and_run_now(context, request, progress)
 

@@ -88,12 +88,12 @@ def poll_schedule(*, webhooks: bool, max_seconds: int) -> PollSchedule:
     return PollSchedule(max_seconds=max_seconds)
 
 
-def run_idempotency_token(instance_id: str) -> str:
-    """run-now idempotency token for an orchestration instance (Databricks allows 64 chars):
-    the same instance always gets the same run, however often the activity runs."""
-    if len(instance_id) <= MAX_IDEMPOTENCY_TOKEN_LENGTH:
-        return instance_id
-    return hashlib.sha256(instance_id.encode("utf-8")).hexdigest()
+def run_idempotency_token(key: str) -> str:
+    """run-now idempotency token for a workflow run's key (Databricks allows 64 chars): the same
+    key always gets the same run, however often the activity runs."""
+    if len(key) <= MAX_IDEMPOTENCY_TOKEN_LENGTH:
+        return key
+    return hashlib.sha256(key.encode("utf-8")).hexdigest()
 
 
 # `str(DatabricksApiError)` starts with this (docs/design.md); the orchestrator only sees text.

@@ -14,7 +14,7 @@ from databricks_jobs import ConfigurationError, DatabricksApiError
 HOST = "https://adb-1234567890123456.7.azuredatabricks.net"
 API = HOST + "/api/2.1/jobs"
 LONG_ID = "orchestration-" + "x" * 80
-CREATE_INPUT = {"instanceId": "abc123", "jobName": "nightly", "taskKey": "main",
+CREATE_INPUT = {"instanceId": "abc123", "runKey": "run-key-1", "jobName": "nightly", "taskKey": "main",
                 "notebookPath": "/Workspace/Users/me/nb", "existingClusterId": "0923-164208-meows279"}
 
 
@@ -39,7 +39,10 @@ def test_blueprint_registers_the_six_activities_by_name():
 
 
 def test_create_job_creates_a_tagged_notebook_job_when_none_exists(mocked):
-    mocked.get(API + "/list", json=listed((9, "nightly", {"durable_instance_id": "someone-else"})),
+    # Same name and even the same instance id, but another workflow run (the id was reused after
+    # its history was purged): not ours.
+    mocked.get(API + "/list", json=listed((9, "nightly", {"durable_instance_id": "abc123",
+                                                          "durable_run_key": "an-older-run"})),
                match=[matchers.query_param_matcher({"name": "nightly", "limit": "25"})])
     create = mocked.post(API + "/create", json={"job_id": 42})
     result = createJob({**CREATE_INPUT, "notebookParams": {"day": "mon"}})
@@ -48,12 +51,13 @@ def test_create_job_creates_a_tagged_notebook_job_when_none_exists(mocked):
         "name": "nightly",
         "tasks": [{"task_key": "main", "existing_cluster_id": "0923-164208-meows279",
                    "notebook_task": {"notebook_path": "/Workspace/Users/me/nb", "base_parameters": {"day": "mon"}}}],
-        "tags": {"durable_instance_id": "abc123"},
+        "tags": {"durable_instance_id": "abc123", "durable_run_key": "run-key-1"},
     }
 
 
 def test_create_job_returns_the_job_an_earlier_execution_created(mocked):
-    mocked.get(API + "/list", json=listed((9, "nightly", {"durable_instance_id": "abc123"})))
+    mocked.get(API + "/list", json=listed((9, "nightly", {"durable_instance_id": "abc123",
+                                                          "durable_run_key": "run-key-1"})))
     create = mocked.post(API + "/create", json={"job_id": 42})
     assert createJob(CREATE_INPUT) == {"jobId": 9, "created": False, "webhooks": False}
     assert create.call_count == 0
@@ -95,14 +99,14 @@ def test_create_job_subscribes_the_notification_destination(mocked, configure):
     assert body["webhook_notifications"] == {event: [{"id": "0a1b2c3d-dest"}] for event in ("on_start", "on_success", "on_failure")}
 
 
-@pytest.mark.parametrize("instance_id, token", [
-    ("abc123", "abc123"),
+@pytest.mark.parametrize("run_key, token", [
+    ("run-key-1", "run-key-1"),
     (LONG_ID, hashlib.sha256(LONG_ID.encode()).hexdigest()),
 ])
-def test_run_job_now_derives_the_idempotency_token_from_the_instance(mocked, instance_id, token):
+def test_run_job_now_sends_the_run_key_as_its_idempotency_token(mocked, run_key, token):
     mocked.post(API + "/run-now", json={"run_id": 77, "number_in_job": 77}, match=[matchers.json_params_matcher(
         {"job_id": 42, "idempotency_token": token, "notebook_params": {"a": "1"}})])
-    assert runJobNow({"instanceId": instance_id, "jobId": 42, "notebookParams": {"a": "1"}}) == {"runId": 77}
+    assert runJobNow({"runKey": run_key, "jobId": 42, "notebookParams": {"a": "1"}}) == {"runId": 77}
 
 
 def test_get_job_run_summarises_a_running_run_without_result_state(mocked):

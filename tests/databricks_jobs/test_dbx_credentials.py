@@ -231,7 +231,7 @@ def test_no_token_appears_in_logs_or_activity_outputs(identity_endpoint, databri
     key_vault.get(HOST + "/api/2.1/jobs/list", json={"jobs": []})
     key_vault.post(HOST + "/api/2.1/jobs/create", json={"job_id": 5})
     key_vault.get(HOST + "/api/2.1/jobs/runs/get", json=run_payload())
-    outputs.append(createJob({"instanceId": "i-1", "jobName": "nb", "taskKey": "main",
+    outputs.append(createJob({"instanceId": "i-1", "runKey": "k-1", "jobName": "nb", "taskKey": "main",
                               "notebookPath": "/Users/me/nb", "existingClusterId": "0923-abc"}))
     outputs.append(getJobRun({"runId": 1}))
 

@@ -11,7 +11,7 @@ import json
 import pytest
 
 import databricks_jobs
-from activities.jobs import INSTANCE_TAG, createJob, runJobNow
+from activities.jobs import INSTANCE_TAG, RUN_KEY_TAG, createJob, runJobNow
 from databricks_jobs import client as client_module
 from databricks_jobs import DatabricksApiError
 from databricks_jobs.client import LIST_PAGE_SIZE, JobsClient, get_jobs_client
@@ -277,7 +277,7 @@ def test_transient_failures_of_a_get_are_retried(client, emulator, kind):
 
 # -- the activities against the emulator -----------------------------------------------------
 
-CREATE_INPUT = {"instanceId": "instance-abc", "jobName": "nightly-load", "taskKey": "main",
+CREATE_INPUT = {"instanceId": "instance-abc", "runKey": "run-key-abc", "jobName": "nightly-load", "taskKey": "main",
                 "notebookPath": "/Workspace/Users/me@contoso.com/load", "existingClusterId": CLUSTER}
 
 
@@ -287,10 +287,11 @@ def test_create_job_activity_twice_for_one_instance_creates_one_job(client, emul
     assert first == {"jobId": first["jobId"], "created": True, "webhooks": False}
     assert second == {"jobId": first["jobId"], "created": False, "webhooks": False}
     assert list(emulator.jobs) == [first["jobId"]]
-    assert emulator.jobs[first["jobId"]]["settings"]["tags"] == {INSTANCE_TAG: "instance-abc"}
+    assert emulator.jobs[first["jobId"]]["settings"]["tags"] == {INSTANCE_TAG: "instance-abc",
+                                                                 RUN_KEY_TAG: "run-key-abc"}
     assert len(calls(emulator, "/jobs/create")) == 1
-    # Another instance with the same job name gets its own job: the tag, not the name, decides.
-    other = createJob({**CREATE_INPUT, "instanceId": "instance-xyz"})
+    # Another workflow run with the same job name gets its own job: the run key, not the name, decides.
+    other = createJob({**CREATE_INPUT, "instanceId": "instance-xyz", "runKey": "run-key-xyz"})
     assert other["created"] and other["jobId"] != first["jobId"]
 
 
@@ -304,8 +305,8 @@ def test_create_job_activity_repeated_after_a_lost_create_reply_finds_the_job(cl
 
 def test_run_job_now_activity_twice_returns_the_same_run(client, emulator):
     job_id = createJob(dict(CREATE_INPUT))["jobId"]
-    first = runJobNow({"instanceId": "instance-abc", "jobId": job_id, "notebookParams": {"day": "mon"}})
-    second = runJobNow({"instanceId": "instance-abc", "jobId": job_id, "notebookParams": {"day": "mon"}})
+    first = runJobNow({"runKey": "run-key-abc", "jobId": job_id, "notebookParams": {"day": "mon"}})
+    second = runJobNow({"runKey": "run-key-abc", "jobId": job_id, "notebookParams": {"day": "mon"}})
     assert first == second == {"runId": first["runId"]}
     assert list(emulator.runs) == [first["runId"]]
     assert emulator.run(first["runId"])["overriding_parameters"] == {"notebook_params": {"day": "mon"}}

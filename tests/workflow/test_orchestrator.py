@@ -180,12 +180,16 @@ def test_custom_status_reports_progress(host, clock, emulator):
     assert host.get_status(iid)["customStatus"]["elapsedSeconds"] == 5
 
 
-def test_same_instance_reuses_its_job_and_run(run_workflow, emulator):
-    """A re-executed createJob/runJobNow (at-least-once) finds what the first attempt made."""
+def test_an_instance_id_used_again_gets_a_new_job_and_run(run_workflow, emulator):
+    """Once an instance's history is purged its id can start again (a repeated Idempotency-Key, an
+    event redelivered weeks later): that is a new workflow run, not the old job and run again."""
     first = run_workflow(instance_id="fixed-instance")["output"]
     second = run_workflow(instance_id="fixed-instance")["output"]
-    assert (first["jobId"], first["runId"]) == (second["jobId"], second["runId"])
-    assert len(_requests(emulator, "/jobs/create")) == 1
+    assert first["jobId"] != second["jobId"] and first["runId"] != second["runId"]
+    assert len(_requests(emulator, "/jobs/create")) == 2
+    tags = [emulator.jobs[out["jobId"]]["settings"]["tags"] for out in (first, second)]
+    assert tags[0]["durable_instance_id"] == tags[1]["durable_instance_id"] == "fixed-instance"
+    assert tags[0]["durable_run_key"] != tags[1]["durable_run_key"]
 
 
 def test_job_is_deleted_after_the_output_is_fetched_when_asked(run_workflow, emulator):

@@ -94,9 +94,10 @@ def _assert_one_job_one_successful_run(status, emulator):
     fetched = _requests(emulator, "/runs/get-output")
     assert fetched and {r["query"]["run_id"] for r in fetched} == {str(task["run_id"])}
     assert any(r["status"] == 200 for r in fetched)
-    # Every run-now attempt carried the same token (the instance id).
+    # Every run-now attempt carried the same token: the workflow run's key, also the job's tag.
+    run_key = emulator.jobs[out["jobId"]]["settings"]["tags"]["durable_run_key"]
     assert {r["body"]["idempotency_token"] for r in _requests(emulator, "/jobs/run-now")
-            if r["body"]} == {status["instanceId"]}
+            if r["body"]} == {run_key}
 
 
 # At this rate seeds 1-120 all succeeded on both API versions when the file was written. These five
@@ -124,8 +125,8 @@ def test_random_faults_on_every_path_still_give_one_job_one_run_and_the_result(
 def test_lost_run_now_replies_beyond_the_clients_retries_still_make_one_run(
         fake_sleep, run_workflow, emulator, host):
     # More lost replies than one activity's client retries allow (urllib3 total=10, and the 5 s
-    # budget): the runJobNow activity fails, the orchestrator runs it again, and the token derived
-    # from the instance id makes that attempt find the run the lost replies created.
+    # budget): the runJobNow activity fails, the orchestrator runs it again, and the run key it
+    # sends as the token makes that attempt find the run the lost replies created.
     emulator.faults.script(*["drop_after"] * 12, path="*/jobs/run-now")
     status = run_workflow(notebookPath=NOTEBOOK)
     _assert_one_job_one_successful_run(status, emulator)
@@ -137,7 +138,7 @@ def test_lost_run_now_replies_beyond_the_clients_retries_still_make_one_run(
 def test_a_lost_create_reply_is_repaired_by_the_activity_retry_without_a_second_job(
         fake_sleep, run_workflow, emulator, host):
     # jobs/create is not retried by the client (no idempotency token); the createJob activity's
-    # second attempt finds the job by name and instance tag instead of creating another.
+    # second attempt finds the job by name and run-key tag instead of creating another.
     emulator.faults.script("drop_after", path="*/jobs/create")
     status = run_workflow(notebookPath=NOTEBOOK)
     _assert_one_job_one_successful_run(status, emulator)
