@@ -42,6 +42,7 @@ def _show(context: df.DurableOrchestrationContext, step: str, progress: dict) ->
     context.set_custom_status(policy.progress_status(
         step=step, run=progress.get("run"), polls=progress["polls"],
         elapsed_seconds=int(elapsed.total_seconds()), job_id=progress.get("jobId"), run_id=progress.get("runId"),
+        failed_polls=progress.get("failedPolls", 0),
     ))
 
 
@@ -77,13 +78,15 @@ def _poll_run(context: df.DurableOrchestrationContext, request: dict, options: d
     cancel = context.wait_for_external_event(CANCEL_EVENT)
     finished = context.wait_for_external_event(RUN_FINISHED_EVENT) if progress["webhooks"] else None
     while True:
-        run = yield from _call(context, "getJobRun", {"runId": progress["runId"]})
+        polled = yield from _get_run(context, progress, deadline)
         progress["polls"] += 1
         polls_this_execution += 1
-        progress["run"] = run
+        if polled is not None:
+            progress["run"] = polled
+        run = progress["run"]
         _show(context, "pollRun", progress)
-        if policy.is_terminal(run):
-            return "terminal", run
+        if polled is not None and policy.is_terminal(polled):
+            return "terminal", polled
         if cancel.is_completed:  # raised while the poll ran
             yield from _call(context, "cancelRun", {"runId": progress["runId"]})
             return policy.CANCELED, run
@@ -111,6 +114,19 @@ def _poll_run(context: df.DurableOrchestrationContext, request: dict, options: d
                 finished = None  # waited for once per execution; see above
         if polls_this_execution >= options["pollsPerExecution"]:
             return "continue", run
+
+
+def _get_run(context: df.DurableOrchestrationContext, progress: dict, deadline: datetime):
+    """One poll; None when it failed transiently. A long run should outlive a Databricks outage
+    (Databricks advises retrying 5xx for up to 10 minutes), so until the deadline a failed poll
+    just waits for the next one; an error retrying cannot fix (a 4xx) still ends the workflow."""
+    try:
+        return (yield from _call(context, "getJobRun", {"runId": progress["runId"]}))
+    except Exception as exc:
+        if not policy.is_retryable_activity_error(str(exc)) or context.current_utc_datetime >= deadline:
+            raise
+        progress["failedPolls"] = progress.get("failedPolls", 0) + 1
+        return None
 
 
 def _fetch_output(context: df.DurableOrchestrationContext, request: dict, run: dict, result: str):

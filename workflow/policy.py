@@ -159,11 +159,11 @@ def outputs(
 
 def progress_status(
     *, step: str, run: Optional[Mapping[str, Any]], polls: int, elapsed_seconds: int,
-    job_id: Optional[int] = None, run_id: Optional[int] = None,
+    job_id: Optional[int] = None, run_id: Optional[int] = None, failed_polls: int = 0,
 ) -> dict:
     """Custom status shown while the workflow runs (kept well under the 16 KB limit)."""
     run = run or {}
-    return {
+    status = {
         "step": step,
         "jobId": job_id,
         "runId": run_id,
@@ -172,6 +172,9 @@ def progress_status(
         "polls": polls,
         "elapsedSeconds": elapsed_seconds,
     }
+    if failed_polls:
+        status["failedPolls"] = failed_polls  # polls Databricks did not answer, tolerated
+    return status
 
 
 __all__: Sequence[str] = [

@@ -131,17 +131,42 @@ def test_transient_activity_failures_are_retried_on_durable_timers(run_workflow,
     assert fired[:2] == ["2026-01-01T00:00:10.000000Z", "2026-01-01T00:00:30.000000Z"]
 
 
-def test_retries_stop_after_the_last_attempt(run_workflow, emulator, monkeypatch):
+def test_a_databricks_outage_while_polling_does_not_end_the_workflow(run_workflow, emulator, monkeypatch):
     import databricks_jobs
 
     monkeypatch.setenv("DATABRICKS_RETRY_MAX_SECONDS", "0.5")
     databricks_jobs.reset_all()
-    emulator.faults.script(*["503"] * 10, path="*/runs/get")
+    # More failures than one poll's activity attempts (4): that poll is given up, the next one works.
+    emulator.faults.script(*["503"] * 6, path="*/runs/get")
     status = run_workflow()
+    assert status["runtimeStatus"] == "Completed" and status["output"]["resultState"] == "SUCCESS"
+    assert status["customStatus"]["failedPolls"] == 1
+    assert not _requests(emulator, "/runs/cancel")
+
+
+def test_polls_failing_until_the_deadline_fail_the_workflow_and_cancel_the_run(run_workflow, emulator, monkeypatch):
+    import databricks_jobs
+    from jobs_emulator import Faults
+
+    monkeypatch.setenv("DATABRICKS_RETRY_MAX_SECONDS", "0.5")
+    databricks_jobs.reset_all()
+    emulator.faults = Faults(rate=1.0, kinds=("503",), paths=["*/runs/get"], retry_after=1)
+    status = run_workflow(timeoutSeconds=600)
     assert status["runtimeStatus"] == "Failed"
     assert "Databricks API error 503" in json.dumps(status["output"])
-    assert len(_requests(emulator, "/runs/get")) == 4  # ActivityRetry.max_attempts
     assert len(_requests(emulator, "/runs/cancel")) == 1  # nothing left running on Databricks
+    assert len(_requests(emulator, "/runs/get")) < 200  # on the poll schedule, not a tight loop
+
+
+def test_an_error_retrying_cannot_fix_ends_the_workflow_at_once(host, clock, emulator):
+    request = validate_request(dict(REQUEST), WorkflowSettings())
+    iid = host.start_new(ORCHESTRATOR_NAME, None, orchestration_input(request, WorkflowSettings()))
+    host.run_until_idle()
+    emulator.tokens = {"a-rotated-token"}  # our credential stops working mid-run: 401, not transient
+    started = clock.now()
+    status = host.run_until_complete(iid)
+    assert status["runtimeStatus"] == "Failed" and "Databricks API error 401" in json.dumps(status["output"])
+    assert clock.now() - started < 60  # the next poll, not the deadline
 
 
 def test_continue_as_new_bounds_history_across_a_long_run(run_workflow, emulator, host):
