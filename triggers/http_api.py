@@ -116,7 +116,7 @@ async def get_workflow_status(req: func.HttpRequest, client: df.DurableOrchestra
         outputs = status.output or {}
         code = 200 if policy.is_success(outputs.get("resultState")) else RUN_NOT_SUCCEEDED_STATUS
         return json_response(code, outputs)
-    if runtime == df.OrchestrationRuntimeStatus.Terminated:
+    if runtime in (df.OrchestrationRuntimeStatus.Terminated, df.OrchestrationRuntimeStatus.Canceled):
         return json_response(410, {"id": instance_id, "runtimeStatus": runtime.value, "error": "workflow was terminated",
                            "reason": status.output})
     # Failed: the orchestration itself gave up (e.g. Databricks refused a call); 502 says the
@@ -132,7 +132,8 @@ async def cancel_workflow(req: func.HttpRequest, client: df.DurableOrchestration
         instance_id, status = await _existing_instance(req, client)
     except InputError as error:
         return _bad(error)
-    if status.runtime_status not in _RUNNING:
+    # A suspended workflow takes the event too, and acts on it when it is resumed.
+    if status.runtime_status not in _RUNNING | {df.OrchestrationRuntimeStatus.Suspended}:
         return json_response(409, {"error": f"workflow is already {status.runtime_status.value}", "field": "instanceId"})
     await client.raise_event(instance_id, CANCEL_EVENT, {"reason": "cancel requested over HTTP"})
     return _accepted(req, instance_id, _links(req, instance_id))

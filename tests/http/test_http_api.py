@@ -169,3 +169,45 @@ def test_bad_input_gets_a_4xx_naming_the_field_and_starts_nothing(stack, name, r
     assert set(body) == {"error", "field"} and body["field"] == field and body["error"]
     assert stack.host.instance_ids() == []
     assert stack.emulator.request_log == []
+
+
+class _StubClient:
+    """Answers get_status with a fixed runtime status: for statuses devhost cannot produce."""
+
+    def __init__(self, runtime_status):
+        self.status = SimpleNamespace(runtime_status=runtime_status, output=None, custom_status=None,
+                                      created_time=None, last_updated_time=None)
+        self.raised = []
+
+    async def get_status(self, instance_id):
+        return self.status
+
+    async def raise_event(self, instance_id, name, data):
+        self.raised.append((instance_id, name))
+
+
+def _call(function, client, method="GET", route="workflows/abc123"):
+    import asyncio
+
+    import azure.functions as func
+
+    req = func.HttpRequest(method, f"http://127.0.0.1/api/{route}", body=b"",
+                           route_params={"instanceId": "abc123"})
+    return asyncio.run(function.build().get_user_function().client_function(req, client))
+
+
+def test_a_canceled_instance_answers_410_like_a_terminated_one():
+    import azure.durable_functions as df
+    from triggers.http_api import get_workflow_status
+
+    response = _call(get_workflow_status, _StubClient(df.OrchestrationRuntimeStatus.Canceled))
+    assert response.status_code == 410
+
+
+def test_a_suspended_workflow_can_be_cancelled():
+    import azure.durable_functions as df
+    from triggers.http_api import cancel_workflow
+
+    client = _StubClient(df.OrchestrationRuntimeStatus.Suspended)
+    response = _call(cancel_workflow, client, "POST", "workflows/abc123/cancel")
+    assert response.status_code == 202 and client.raised == [("abc123", "cancel")]
