@@ -83,10 +83,10 @@ def run() -> bool:
         databricks_jobs.reset_all()
         get_job_run = getJobRun.build().get_user_function()
         job = createJob.build().get_user_function()({
-            "instanceId": "bench-activity-overhead", "jobName": "bench", "taskKey": "main",
+            "instanceId": "bench-activity-overhead", "runKey": "bench-run", "jobName": "bench", "taskKey": "main",
             "notebookPath": "/Workspace/bench/notebook", "existingClusterId": "bench-cluster"})
         run_id = runJobNow.build().get_user_function()(
-            {"instanceId": "bench-activity-overhead", "jobId": job["jobId"]})["runId"]
+            {"runKey": "bench-run", "jobId": job["jobId"]})["runId"]
 
         raw = requests.Session()
         # Like the client: a default Session also reads proxy variables and .netrc on every
