@@ -15,7 +15,7 @@ import threading
 from dataclasses import dataclass, field
 from typing import Any, Callable
 
-from .scenario import DEFAULT_RESULT, TERMINAL_STATES, Behavior, Scenario
+from .scenario import DEFAULT_RESULT, Behavior, Scenario
 
 MULTI_TASK_OUTPUT_MESSAGE = (
     "Retrieving the output of runs with multiple tasks is not supported. "

@@ -8,7 +8,6 @@ Logic Apps action fails visibly.
 from __future__ import annotations
 
 import logging
-from typing import Optional
 from urllib.parse import urlencode, urlsplit
 
 import azure.durable_functions as df

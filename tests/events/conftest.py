@@ -5,8 +5,6 @@ Everything listens on 127.0.0.1. Azurite is required, never skipped: without npm
 from __future__ import annotations
 
 import base64
-import json
-import os
 import shutil
 import socket
 import subprocess
@@ -16,7 +14,7 @@ import uuid
 from datetime import datetime, timezone
 from pathlib import Path
 from types import SimpleNamespace
-from typing import Any, Dict, List, Optional
+from typing import List, Optional
 
 import pytest
 

@@ -27,7 +27,7 @@ class FakeDurableClient:
     async def start_new(self, name, instance_id=None, client_input=None):
         instance_id = instance_id or uuid.uuid4().hex
         if instance_id in self.instances and self.instances[instance_id]["status"] in ("Pending", "Running"):
-            raise Exception(f"An Orchestration instance with the status Running already exists.")
+            raise Exception("An Orchestration instance with the status Running already exists.")
         self.instances[instance_id] = {"name": name, "input": client_input, "status": "Pending",
                                        "custom": None, "output": None}
         self.started.append((name, instance_id, client_input))

@@ -6,7 +6,6 @@ import json
 import re
 
 import azure.functions as func
-import pytest
 from jsonschema import Draft202012Validator
 from openapi_spec_validator import validate
 

@@ -7,7 +7,7 @@ import pytest
 
 from events_support import VALID_INPUT, queue_message
 from triggers import queue_trigger
-from triggers.queue_trigger import QueueMessageError, handle_message, start_workflow_from_queue
+from triggers.queue_trigger import QueueMessageError, start_workflow_from_queue
 from triggers.starter import derived_instance_id
 
 

@@ -5,7 +5,6 @@ from __future__ import annotations
 import json
 import time
 
-import pytest
 
 from jobs_emulator import Behavior, Scenario
 from orchestrators.create_job_and_run import ORCHESTRATOR_NAME
