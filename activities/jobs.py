@@ -9,6 +9,7 @@ errors propagate as `DatabricksApiError`, whose text the orchestrator classifies
 from __future__ import annotations
 
 import json
+import logging
 from typing import Any, Dict, Mapping, Optional
 
 import azure.durable_functions as df
@@ -17,6 +18,8 @@ from databricks_jobs.client import get_jobs_client
 from databricks_jobs.errors import DatabricksApiError
 from databricks_jobs.settings import get_settings
 from workflow.policy import run_idempotency_token
+
+log = logging.getLogger(__name__)
 
 bp = df.Blueprint()
 
@@ -108,8 +111,11 @@ def createJob(request: Any) -> Dict[str, Any]:
     run_key = settings["tags"][RUN_KEY_TAG]
     for job in client.find_jobs_by_name(settings["name"]):
         if ((job.get("settings") or {}).get("tags") or {}).get(RUN_KEY_TAG) == run_key:
+            log.info("createJob: instance %s reuses job %s created by an earlier attempt",
+                     request["instanceId"], job["job_id"])
             return {"jobId": int(job["job_id"]), "created": False, "webhooks": bool(destination)}
     job_id = client.create_job(settings)
+    log.info("createJob: instance %s created job %s", request["instanceId"], job_id)
     return {"jobId": job_id, "created": True, "webhooks": bool(destination)}
 
 
@@ -119,6 +125,7 @@ def runJobNow(request: Any) -> Dict[str, Any]:
     token = run_idempotency_token(_required(request, "runKey", "runJobNow"))
     run_id = get_jobs_client().run_now(
         int(_required(request, "jobId", "runJobNow")), token, request.get("notebookParams") or None)
+    log.info("runJobNow: job %s runs as run %s", request["jobId"], run_id)
     return {"runId": run_id}
 
 
@@ -140,6 +147,7 @@ def cancelRun(request: Any) -> Dict[str, Any]:
     request = _as_dict(request)
     run_id = int(_required(request, "runId", "cancelRun"))
     get_jobs_client().cancel_run(run_id)
+    log.info("cancelRun: cancellation of run %s requested", run_id)
     return {"runId": run_id, "canceled": True}
 
 
@@ -153,6 +161,7 @@ def deleteJob(request: Any) -> Dict[str, Any]:
         # Already gone (an earlier attempt of this activity, or someone else): the goal is met.
         if not (error.status in (400, 404) and "does not exist" in (error.message or "")):
             raise
+    log.info("deleteJob: job %s deleted", job_id)
     return {"jobId": job_id, "deleted": True}
 
 

@@ -8,6 +8,7 @@ Where the document breaks against real Databricks we follow its intent instead (
 """
 from __future__ import annotations
 
+import logging
 from datetime import datetime, timedelta
 
 import azure.durable_functions as df
@@ -19,6 +20,8 @@ CANCEL_EVENT = "cancel"
 RUN_FINISHED_EVENT = "runFinished"
 
 ACTIVITY_RETRY = policy.ActivityRetry()
+
+log = logging.getLogger(__name__)
 
 bp = df.Blueprint()
 
@@ -193,4 +196,7 @@ def create_job_and_run(context: df.DurableOrchestrationContext):
         _show(context, "notifyCompletion", progress)
         yield from _call(context, "notifyCompletion", {"instanceId": context.instance_id, "outputs": outputs})
     _show(context, "done", progress)
+    if not context.is_replaying:  # once per workflow, not once per replay
+        log.info("workflow %s: job %s run %s ended %s after %s polls", context.instance_id, progress["jobId"],
+                 progress["runId"], result, progress["polls"])
     return outputs

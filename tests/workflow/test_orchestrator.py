@@ -46,6 +46,13 @@ def test_success_returns_the_notebook_exit_value_fetched_with_the_task_run_id(ru
     assert out["jobId"] == run["job_id"]
 
 
+def test_the_end_of_a_workflow_is_logged_once_not_once_per_replay(run_workflow, all_logs):
+    status = run_workflow()
+    ended = [r.getMessage() for r in all_logs.records if "ended SUCCESS" in r.getMessage()]
+    assert ended == [f"workflow {status['instanceId']}: job {status['output']['jobId']} run "
+                     f"{status['output']['runId']} ended SUCCESS after {status['customStatus']['polls']} polls"]
+
+
 def test_failed_run_ends_with_error_and_trace(run_workflow):
     out = run_workflow(notebookPath="/Workspace/Users/me/fail_load")["output"]
     assert out["resultState"] == "FAILED"
