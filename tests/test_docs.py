@@ -38,3 +38,20 @@ def test_requirements_separate_runtime_from_test_dependencies():
     assert "azure-functions-durable>=1.7,<2" in runtime
     assert "pytest" not in runtime and "responses" not in runtime
     assert "-r requirements.txt" in (ROOT / "requirements-dev.txt").read_text("utf-8")
+
+
+def test_the_deployment_package_keeps_what_the_app_imports_and_drops_the_dev_tools():
+    ignored = {line.strip().rstrip("/") for line in (ROOT / ".funcignore").read_text("utf-8").splitlines()
+               if line.strip() and not line.startswith("#")}
+    assert {"devhost", "jobs_emulator", "tests", "bench", ".venv"} <= ignored
+    runtime = {"function_app.py", "host.json", "requirements.txt", "activities", "orchestrators", "triggers",
+               "workflow", "databricks_jobs", "spec"}
+    assert not runtime & ignored
+    # Nothing the app imports at run time may live in an ignored folder.
+    import subprocess
+    import sys
+    code = ("import sys, function_app; "
+            "print('\\n'.join(sorted({m.split('.')[0] for m in sys.modules})))")
+    loaded = set(subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True,
+                                check=True).stdout.split())
+    assert not loaded & {"devhost", "jobs_emulator", "bench", "tools", "tests"}
