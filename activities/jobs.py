@@ -26,6 +26,9 @@ bp = df.Blueprint()
 INSTANCE_TAG = "durable_instance_id"  # maps a webhook notification back to its instance
 RUN_KEY_TAG = "durable_run_key"  # identifies the job of one workflow run (an instance id can be reused)
 WEBHOOK_EVENTS = ("on_start", "on_success", "on_failure")
+# The workflow's own deadline cancels the run; the job's timeout, a little later, is the backstop
+# that stops the run even if the workflow is gone (terminated, purged, its app deleted).
+JOB_TIMEOUT_MARGIN_SECONDS = 300
 
 
 def instance_tag_value(instance_id: str) -> str:
@@ -50,6 +53,8 @@ def job_settings(request: Mapping[str, Any], notification_destination_id: Option
         "tags": {INSTANCE_TAG: instance_tag_value(_required(request, "instanceId", "createJob")),
                  RUN_KEY_TAG: run_idempotency_token(_required(request, "runKey", "createJob"))},
     }
+    if request.get("timeoutSeconds"):
+        settings["timeout_seconds"] = int(request["timeoutSeconds"]) + JOB_TIMEOUT_MARGIN_SECONDS
     if notification_destination_id:
         settings["webhook_notifications"] = {
             event: [{"id": notification_destination_id}] for event in WEBHOOK_EVENTS

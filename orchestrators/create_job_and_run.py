@@ -59,6 +59,7 @@ def _create_job_and_run_now(context: df.DurableOrchestrationContext, request: di
         "notebookPath": request["notebookPath"],
         "existingClusterId": request["existingClusterId"],
         "notebookParams": request.get("notebookParams") or {},
+        "timeoutSeconds": request["timeoutSeconds"],
     })
     progress["jobId"], progress["webhooks"] = job["jobId"], bool(job.get("webhooks"))
 

@@ -110,6 +110,24 @@ def test_deadline_cancels_the_run_and_ends_timedout(run_workflow, emulator, cloc
     assert len(_requests(emulator, "/runs/cancel")) == 1
 
 
+def test_the_job_times_out_on_databricks_too_shortly_after_the_workflow_deadline(run_workflow, emulator):
+    out = run_workflow(timeoutSeconds=3600)["output"]
+    assert emulator.jobs[out["jobId"]]["settings"]["timeout_seconds"] == 3600 + 300
+
+
+def test_a_lost_workflow_still_leaves_no_run_going_past_the_job_timeout(host, clock, emulator):
+    emulator.scenario = Scenario(rules=[("*", Behavior(phases=(("RUNNING", 7200),)))])
+    settings = WorkflowSettings()
+    iid = host.start_new(ORCHESTRATOR_NAME, None,
+                         orchestration_input(validate_request(dict(REQUEST, timeoutSeconds=600), settings), settings))
+    host.run_until_idle()
+    host.terminate(iid, "operator used terminate instead of cancel")
+    run_id = host.get_status(iid)["customStatus"]["runId"]
+    clock.advance(900 + 60)
+    state = emulator.run(run_id)["state"]
+    assert (state["life_cycle_state"], state["result_state"]) == ("TERMINATED", "TIMEDOUT")
+
+
 def test_non_retryable_activity_failure_fails_the_workflow_with_the_databricks_error(run_workflow, monkeypatch):
     import databricks_jobs
 
