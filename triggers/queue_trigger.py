@@ -52,7 +52,7 @@ def request_of(body: bytes, settings: WorkflowSettings) -> tuple[dict, Optional[
     data = dict(data)
     instance_id = data.pop(INSTANCE_ID_FIELD, None)
     if instance_id is not None and not (isinstance(instance_id, str) and INSTANCE_ID_PATTERN.match(instance_id)):
-        raise InputError(f"'{INSTANCE_ID_FIELD}' must be 1..100 of letters, digits, '_', '.', ':', '-', "
+        raise InputError(f"'{INSTANCE_ID_FIELD}' must be 1..64 of letters, digits, '_', '.', ':', '-', "
                          f"starting with a letter or digit", INSTANCE_ID_FIELD)
     return validate_request(data, settings), instance_id
 
