@@ -169,13 +169,23 @@ def openapi_document(req: func.HttpRequest) -> func.HttpResponse:
                              headers={"Cache-Control": "public, max-age=300"})
 
 
+def instance_id_parameters(doc: dict) -> list:
+    return [p for item in doc["paths"].values() for op in item.values() if isinstance(op, dict)
+            for p in op.get("parameters", ()) if p.get("name") == "instanceId" and p.get("in") == "path"]
+
+
 def sync_input_schema() -> bool:
-    """Copy workflow/input.schema.json into the vendored document; True when it changed."""
+    """Copy workflow/input.schema.json and the accepted instance-id pattern into the vendored
+    document; True when it changed."""
+    from triggers.starter import INSTANCE_ID_PATTERN
+
     doc = json.loads(SPEC_PATH.read_text("utf-8"))
-    fresh = input_schema_for_openapi()
-    if doc["components"]["schemas"].get("WorkflowInput") == fresh:
+    before = json.dumps(doc, sort_keys=True)
+    doc["components"]["schemas"]["WorkflowInput"] = input_schema_for_openapi()
+    for param in instance_id_parameters(doc):
+        param["schema"]["pattern"] = INSTANCE_ID_PATTERN.pattern
+    if json.dumps(doc, sort_keys=True) == before:
         return False
-    doc["components"]["schemas"]["WorkflowInput"] = fresh
     SPEC_PATH.write_text(json.dumps(doc, indent=2, ensure_ascii=False) + "\n", "utf-8")
     load_document.cache_clear()
     return True
@@ -183,5 +193,5 @@ def sync_input_schema() -> bool:
 
 if __name__ == "__main__":
     changed = sync_input_schema()
-    print(f"{SPEC_PATH.relative_to(ROOT)}: {'WorkflowInput refreshed' if changed else 'up to date'}")
+    print(f"{SPEC_PATH.relative_to(ROOT)}: {'refreshed' if changed else 'up to date'}")
     sys.exit(0)

@@ -51,6 +51,14 @@ def test_request_body_schema_is_the_workflow_input_schema():
     assert DOC["components"]["schemas"]["WorkflowInput"] == openapi.input_schema_for_openapi()
 
 
+def test_instance_id_parameters_document_the_pattern_the_routes_enforce():
+    from triggers.starter import INSTANCE_ID_PATTERN
+
+    params = openapi.instance_id_parameters(DOC)
+    assert len(params) >= 2  # status and cancel
+    assert {p["schema"]["pattern"] for p in params} == {INSTANCE_ID_PATTERN.pattern}
+
+
 def _documented_routes():
     return {(method.upper(), "/api" + path) for path, item in DOC["paths"].items() for method in item}
 
