@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import logging
 from datetime import datetime, timedelta
+from typing import Optional
 
 import azure.durable_functions as df
 
@@ -133,7 +134,7 @@ def _get_run(context: df.DurableOrchestrationContext, progress: dict, deadline: 
         return None
 
 
-def _fetch_output(context: df.DurableOrchestrationContext, request: dict, run: dict, result: str):
+def _fetch_output(context: df.DurableOrchestrationContext, request: dict, run: dict, result: Optional[str]):
     """fetchOutput: get-output needs the TASK run id (the job run id is refused for multi-task
     runs, which is every job made by jobs/create). Failed runs are fetched for error and trace."""
     task = policy.select_task_run(run, request["taskKey"])

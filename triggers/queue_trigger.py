@@ -20,7 +20,7 @@ import azure.functions as func
 
 from triggers import caller_settings
 from triggers.starter import INSTANCE_ID_PATTERN, StartResult, derived_instance_id, start_once
-from workflow.inputs import InputError, orchestration_input, parse_json_body, validate_request
+from workflow.inputs import InputError, WorkflowRequest, orchestration_input, parse_json_body, validate_request
 from workflow.settings import WorkflowSettings
 
 log = logging.getLogger(__name__)
@@ -44,7 +44,7 @@ class QueueMessageError(ValueError):
         super().__init__(f"queue message {message_id}: field {error.field!r}: {error.message}")
 
 
-def request_of(body: bytes, settings: WorkflowSettings) -> tuple[dict, Optional[str]]:
+def request_of(body: bytes, settings: WorkflowSettings) -> tuple[WorkflowRequest, Optional[str]]:
     """(validated request, caller's instance id or None) from a message body."""
     data = parse_json_body(body, settings.max_body_bytes)
     if not isinstance(data, dict):
