@@ -59,9 +59,10 @@ def _links(req: func.HttpRequest, instance_id: str) -> dict:
     }
 
 
-def _accepted(req: func.HttpRequest, instance_id: str, body: dict) -> func.HttpResponse:
+def _accepted(req: func.HttpRequest, instance_id: str, body: dict,
+              retry_after: int = RETRY_AFTER_SECONDS) -> func.HttpResponse:
     location = _api_url(req, f"workflows/{instance_id}")
-    return json_response(202, body, {"Location": location, "Retry-After": str(RETRY_AFTER_SECONDS)})
+    return json_response(202, body, {"Location": location, "Retry-After": str(retry_after)})
 
 
 async def _existing_instance(req: func.HttpRequest, client: df.DurableOrchestrationClient):
@@ -106,11 +107,12 @@ async def get_workflow_status(req: func.HttpRequest, client: df.DurableOrchestra
         return _bad(error)
     runtime = status.runtime_status
     if runtime in _RUNNING or runtime == df.OrchestrationRuntimeStatus.Suspended:
+        progress = status.custom_status if isinstance(status.custom_status, dict) else {}
         return _accepted(req, instance_id, {
             "id": instance_id, "runtimeStatus": runtime.value, "customStatus": status.custom_status,
             "createdTime": status.created_time.isoformat() if status.created_time else None,
             "lastUpdatedTime": status.last_updated_time.isoformat() if status.last_updated_time else None,
-        })
+        }, retry_after=policy.status_retry_after(progress.get("elapsedSeconds") or 0))
     if runtime == df.OrchestrationRuntimeStatus.Completed:
         outputs = status.output or {}
         code = 200 if policy.is_success(outputs.get("resultState")) else RUN_NOT_SUCCEEDED_STATUS

@@ -88,6 +88,12 @@ def poll_schedule(*, webhooks: bool, max_seconds: int) -> PollSchedule:
     return PollSchedule(max_seconds=max_seconds)
 
 
+def status_retry_after(elapsed_seconds: float, *, minimum: int = 10, maximum: int = 300) -> int:
+    """Retry-After for callers polling the status route: like our own polls, a lag in proportion
+    to the workflow's age, so a Logic App waiting a day costs hundreds of requests, not 8,640."""
+    return max(minimum, min(maximum, int(elapsed_seconds * 0.1)))
+
+
 def run_idempotency_token(key: str) -> str:
     """run-now idempotency token for a workflow run's key (Databricks allows 64 chars): the same
     key always gets the same run, however often the activity runs."""
@@ -179,6 +185,6 @@ def progress_status(
 
 __all__: Sequence[str] = [
     "ActivityRetry", "PollSchedule", "TERMINAL_LIFE_CYCLE_STATES", "is_retryable_activity_error", "poll_schedule",
-    "is_success", "is_terminal", "outputs", "progress_status", "result_state",
+    "is_success", "is_terminal", "outputs", "progress_status", "result_state", "status_retry_after",
     "run_idempotency_token", "select_task_run",
 ]

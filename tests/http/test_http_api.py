@@ -87,6 +87,21 @@ def test_status_is_202_with_progress_while_running_then_200_with_the_outputs(sta
     assert TOKEN not in done.text and TOKEN not in running.text
 
 
+def test_retry_after_grows_with_the_workflows_age_like_its_own_polls(stack):
+    stack.emulator.scenario = Scenario(rules=[("*", Behavior(phases=(("RUNNING", 6 * 3600),)))])
+    instance_id = start(stack).json()["id"]
+    stack.host.run_until_idle()
+    assert status_of(stack, instance_id).headers["Retry-After"] == "10"
+    target = stack.clock.now() + 1200  # drive the workflow 20 minutes on, timer by timer
+    while stack.clock.now() < target:
+        stack.host.run_until_idle()
+        stack.clock.advance_to(min(stack.host.next_timer_at(), target))
+    stack.host.run_until_idle()
+    elapsed = status_of(stack, instance_id).json()["customStatus"]["elapsedSeconds"]
+    assert 1100 <= elapsed <= 1200
+    assert status_of(stack, instance_id).headers["Retry-After"] == str(int(elapsed * 0.1))
+
+
 def test_a_run_that_did_not_succeed_answers_424_with_the_outputs(stack):
     instance_id = start(stack, dict(VALID, notebookPath="/Workspace/Users/me/fail_load")).json()["id"]
     stack.host.run_until_complete(instance_id)

@@ -100,3 +100,7 @@ def test_outputs_keep_arazzo_names_and_add_error_only_when_not_successful():
                             task_output={"error": "boom", "errorTrace": "Traceback"})
     assert failed["error"] == "boom" and failed["errorTrace"] == "Traceback"
     assert failed["notebookResult"] is None
+
+
+def test_status_retry_after_follows_the_workflows_age_within_bounds():
+    assert [policy.status_retry_after(s) for s in (0, 99, 150, 1200, 3000, 86400)] == [10, 10, 15, 120, 300, 300]
