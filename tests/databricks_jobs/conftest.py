@@ -204,26 +204,6 @@ def identity_endpoint(loopback, monkeypatch) -> IdentityEndpoint:
     return endpoint["it"]
 
 
-class SleepRecorder:
-    """Stands in for time.sleep in the retry policy: records waits and advances a fake clock."""
-
-    def __init__(self) -> None:
-        self.sleeps: List[float] = []
-        self.now = 1000.0
-
-    def __call__(self, seconds: float) -> None:
-        self.sleeps.append(seconds)
-        self.now += seconds
-
-    def clock(self) -> float:
-        return self.now
-
-
-@pytest.fixture
-def sleeps() -> SleepRecorder:
-    return SleepRecorder()
-
-
 class StubTokens:
     """A TokenProvider that hands out numbered tokens and counts invalidations."""
 

@@ -28,38 +28,22 @@ TASK_FAILED = 6  # history EventType
 LONGER_RUN = Scenario(rules=[("*", Behavior(phases=(("PENDING", 60), ("RUNNING", 240), ("TERMINATING", 5))))])
 
 
-class FakeSleep:
-    """The client's sleep_func and clock: records each wait and moves a fake clock by it."""
-
-    def __init__(self) -> None:
-        self.sleeps: list = []
-        self.now = 0.0
-
-    def __call__(self, seconds: float) -> None:
-        self.sleeps.append(seconds)
-        self.now += seconds
-
-    def clock(self) -> float:
-        return self.now
-
-
 @pytest.fixture(params=["2.1", "2.2"])
 def api_version(request):
     return request.param
 
 
 @pytest.fixture
-def fake_sleep(monkeypatch, databricks_env, emulator, api_version):
+def fake_sleep(monkeypatch, databricks_env, emulator, api_version, sleeps):
     """Install, as the process-wide client the activities use, the client built from settings
     (small retry budget, the chosen API version) with recorded instead of real sleeps."""
     monkeypatch.setenv("DATABRICKS_RETRY_MAX_SECONDS", RETRY_BUDGET_SECONDS)
     monkeypatch.setenv("DATABRICKS_JOBS_API_VERSION", api_version)
     databricks_jobs.reset_all()
-    sleeper = FakeSleep()
-    built = JobsClient.from_settings(get_settings(), get_token_provider(), sleep_func=sleeper, clock=sleeper.clock)
+    built = JobsClient.from_settings(get_settings(), get_token_provider(), sleep_func=sleeps, clock=sleeps.clock)
     assert built.api_url == f"{emulator.base_url}/api/{api_version}"
     client_module._client.override(built)
-    yield sleeper
+    yield sleeps
     databricks_jobs.reset_all()
 
 
