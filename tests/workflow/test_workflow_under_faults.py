@@ -9,7 +9,6 @@ so each workflow takes well under a second of wall time."""
 from __future__ import annotations
 
 import json
-import time
 
 import pytest
 
@@ -92,7 +91,6 @@ def test_random_faults_on_every_path_still_give_one_job_one_run_and_the_result(
         seed, fake_sleep, run_workflow, emulator, host):
     emulator.faults = Faults(rate=0.3, kinds=ALL_KINDS, seed=seed, retry_after=1)
     emulator.scenario = LONGER_RUN
-    started = time.monotonic()
 
     status = run_workflow(notebookPath=NOTEBOOK)
 
@@ -103,7 +101,6 @@ def test_random_faults_on_every_path_still_give_one_job_one_run_and_the_result(
     # Throttling waited for Retry-After (recorded, not slept).
     if any(r["fault"] in ("429", "503") and r["method"] == "GET" for r in faulted):
         assert 1 in fake_sleep.sleeps
-    assert time.monotonic() - started < 3
 
 
 def test_lost_run_now_replies_beyond_the_clients_retries_still_make_one_run(
