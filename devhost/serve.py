@@ -10,7 +10,9 @@ Production runs on Azure Functions with the Durable Task extension. Locally, dev
 * ``POST /runtime/webhooks/eventgrid?functionName=NAME``  Event Grid deliveries, including the
   subscription-validation handshake (Event Grid schema) and the CloudEvents OPTIONS handshake;
 * ``POST /admin/functions/{name}`` with ``{"input": "..."}``  invokes a non-HTTP function
-  (queue, Event Grid, timer) like the host's admin endpoint.
+  (queue, Event Grid, timer) like the host's admin endpoint;
+* queue-triggered functions also run from their Storage queue when the binding's connection
+  setting resolves (``devhost.queues``: retries, ``maxDequeueCount``, ``<queue>-poison``).
 
 Function keys are NOT enforced (``authLevel`` is ignored), as with ``func start`` locally.
 """
@@ -90,7 +92,8 @@ class DevServer:
     """The loopback server; ``start()`` returns its base URL. Development tool only."""
 
     def __init__(self, app, host: Optional[ReplayHost] = None, *, port: int = 0,
-                 route_prefix: str = "api", clock=None) -> None:
+                 route_prefix: str = "api", clock=None, queues: bool = True,
+                 queue_options: Optional[Dict[str, Any]] = None, host_json=None) -> None:
         self.app = app
         self.host = host if host is not None else ReplayHost(app, clock or RealClock())
         self.management = ManagementApi(self.host)
@@ -103,6 +106,12 @@ class DevServer:
         self.invocations: List[Dict[str, Any]] = []  # non-HTTP invocations, newest last
         self.outputs: List[Dict[str, Any]] = []      # values set on output bindings
         self._port = port
+        # Storage queue listeners (devhost.queues); queue_options override host.json, e.g.
+        # {"visibility_timeout": 0, "max_polling_interval": 0.2} in tests.
+        self._queues = queues
+        self._queue_options = dict(queue_options or {})
+        self._host_json = host_json
+        self.queue_listeners: List[Any] = []
         self._httpd: Optional[ThreadingHTTPServer] = None
         self._thread: Optional[threading.Thread] = None
 
@@ -127,9 +136,22 @@ class DevServer:
                                         daemon=True)
         self._thread.start()
         self.host.start()
+        if self._queues:
+            from .queues import host_json_for, start_queue_listeners
+            host_json = self._host_json if self._host_json is not None else host_json_for(self.app)
+            try:
+                self.queue_listeners = start_queue_listeners(
+                    self.functions, self._invoke, host_json=host_json, **self._queue_options)
+            except Exception:  # e.g. an invalid host.json: fail loudly, leave nothing running
+                self.stop()
+                raise
         return self.base_url
 
     def stop(self) -> None:
+        if self.queue_listeners:  # first: their invocations need the management API
+            from .queues import stop_queue_listeners
+            stop_queue_listeners(self.queue_listeners)
+            self.queue_listeners = []
         if self._httpd is not None:
             self._httpd.shutdown()
             self._httpd.server_close()
@@ -405,6 +427,8 @@ def serve(port: int, app_spec: str = "function_app:app") -> int:
     else:
         print(f"databricks        {os.environ.get('DATABRICKS_HOST')} (real workspace)",
               flush=True)
+    for listener in server.queue_listeners:
+        print(f"queue trigger     {listener.info.name} <- {listener.queue_name}", flush=True)
     print("devhost is a development stand-in for the Azure Functions host; keys are not "
           "enforced. Ctrl+C to stop.", flush=True)
     stop = threading.Event()
