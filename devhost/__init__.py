@@ -9,7 +9,9 @@ test the same function app locally without the Functions host or Core Tools:
 * ``devhost.management`` - the Durable extension's management HTTP API on loopback, so the real
                            ``DurableOrchestrationClient`` works unmodified;
 * ``devhost.serve``      - one loopback HTTP server for the app's HTTP functions, the management
-                           API, Event Grid deliveries and admin invocations (``python -m devhost``).
+                           API, Event Grid deliveries and admin invocations (``python -m devhost``);
+* ``devhost.queues``     - queue triggers fed from a real Storage queue (Azurite) with the host's
+                           retries and poison-queue move.
 """
 from .clock import RealClock, VirtualClock
 from .replay import (DevhostError, FunctionNotFoundError, InstanceAlreadyExistsError,
