@@ -148,20 +148,21 @@ def _fetch_output(context: df.DurableOrchestrationContext, request: dict, run: d
         return None  # the run's own outcome matters more than its missing error text
 
 
-@bp.orchestration_trigger(context_name="context", orchestration=ORCHESTRATOR_NAME)
-def create_job_and_run(context: df.DurableOrchestrationContext):
-    envelope = context.get_input()
+def _new_progress(context: df.DurableOrchestrationContext, request: dict) -> dict:
+    now = context.current_utc_datetime
+    return {
+        "startedAt": now.isoformat(),
+        "deadline": (now + timedelta(seconds=request["timeoutSeconds"])).isoformat(),
+        "polls": 0, "jobId": None, "runId": None, "webhooks": False, "run": None,
+        # Names this workflow run's job and run-now token; deterministic on replay.
+        "runKey": context.new_uuid(),
+    }
+
+
+def _workflow(context: df.DurableOrchestrationContext, envelope: dict, progress: dict):
+    """The steps; returns the outputs, or None after continue_as_new."""
     request, options = envelope["request"], envelope["options"]
-    progress = envelope.get("progress")
-    if progress is None:
-        now = context.current_utc_datetime
-        progress = {
-            "startedAt": now.isoformat(),
-            "deadline": (now + timedelta(seconds=request["timeoutSeconds"])).isoformat(),
-            "polls": 0, "jobId": None, "runId": None, "webhooks": False, "run": None,
-            # Names this workflow run's job and run-now token; deterministic on replay.
-            "runKey": context.new_uuid(),
-        }
+    if progress["runId"] is None:
         yield from _create_job_and_run_now(context, request, progress)
 
     try:
@@ -193,12 +194,33 @@ def create_job_and_run(context: df.DurableOrchestrationContext):
             outputs["jobDeleted"] = True
         except Exception:
             outputs["jobDeleted"] = False  # the run's outcome stands; a leftover job is only clutter
-    if options.get("notify"):
+    return outputs
+
+
+@bp.orchestration_trigger(context_name="context", orchestration=ORCHESTRATOR_NAME)
+def create_job_and_run(context: df.DurableOrchestrationContext):
+    envelope = context.get_input()
+    notify = envelope["options"].get("notify")
+    progress = envelope.get("progress") or _new_progress(context, envelope["request"])
+    try:
+        outputs = yield from _workflow(context, envelope, progress)
+    except Exception as exc:
+        if notify:
+            # A caller that started us by event or message learns of a failed workflow too.
+            failure = policy.failure_outputs(job_id=progress["jobId"], run_id=progress["runId"], error=str(exc))
+            try:
+                yield from _call(context, "notifyCompletion", {"instanceId": context.instance_id, "outputs": failure})
+            except Exception:
+                pass  # the workflow's own failure is what its status reports
+        raise
+    if outputs is None:
+        return None  # continued as new
+    if notify:
         # Event- and queue-started workflows have no caller polling them: report the end.
         _show(context, "notifyCompletion", progress)
         yield from _call(context, "notifyCompletion", {"instanceId": context.instance_id, "outputs": outputs})
     _show(context, "done", progress)
     if not context.is_replaying:  # once per workflow, not once per replay
         log.info("workflow %s: job %s run %s ended %s after %s polls", context.instance_id, progress["jobId"],
-                 progress["runId"], result, progress["polls"])
+                 progress["runId"], outputs["resultState"], progress["polls"])
     return outputs

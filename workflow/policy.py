@@ -163,6 +163,13 @@ def outputs(
     return out
 
 
+def failure_outputs(*, job_id: Optional[int], run_id: Optional[int], error: str) -> dict:
+    """What a completion notification carries when the workflow itself failed (e.g. Databricks
+    refused a call): the Arazzo names, no result state, and the reason."""
+    return {"jobId": job_id, "runId": run_id, "resultState": None, "notebookResult": None,
+            "workflowFailed": True, "error": error[:4000]}
+
+
 def progress_status(
     *, step: str, run: Optional[Mapping[str, Any]], polls: int, elapsed_seconds: int,
     job_id: Optional[int] = None, run_id: Optional[int] = None, failed_polls: int = 0,
@@ -184,7 +191,7 @@ def progress_status(
 
 
 __all__: Sequence[str] = [
-    "ActivityRetry", "PollSchedule", "TERMINAL_LIFE_CYCLE_STATES", "is_retryable_activity_error", "poll_schedule",
+    "ActivityRetry", "PollSchedule", "failure_outputs", "TERMINAL_LIFE_CYCLE_STATES", "is_retryable_activity_error", "poll_schedule",
     "is_success", "is_terminal", "outputs", "progress_status", "result_state", "status_retry_after",
     "run_idempotency_token", "select_task_run",
 ]

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import time
 
+import pytest
 
 from jobs_emulator import Behavior, Scenario
 from orchestrators.create_job_and_run import ORCHESTRATOR_NAME
@@ -263,3 +264,42 @@ def test_no_secret_in_history_status_output_or_logs(run_workflow, host, all_logs
     assert SECRET_TOKEN not in all_logs.text
     assert SECRET_TOKEN not in json.dumps(emulator.request_log)
     assert all_logs.records, "the check is only meaningful if something was logged"
+
+
+@pytest.fixture
+def sent_notifications(monkeypatch):
+    from activities import notifications
+
+    sent = []
+    monkeypatch.setattr(notifications, "notify", lambda payload: sent.append(payload) or {"instanceId": payload["instanceId"]})
+    return sent
+
+
+def _start_notifying(host, **overrides):
+    settings = WorkflowSettings()
+    request = validate_request({**REQUEST, **overrides}, settings)
+    iid = host.start_new(ORCHESTRATOR_NAME, None, orchestration_input(request, settings, notify=True))
+    return host.run_until_complete(iid)
+
+
+def test_an_event_started_workflow_reports_its_outputs_when_it_ends(host, sent_notifications):
+    status = _start_notifying(host)
+    assert sent_notifications == [{"instanceId": status["instanceId"], "outputs": status["output"]}]
+
+
+def test_an_event_started_workflow_reports_its_failure_too(host, sent_notifications, monkeypatch):
+    import databricks_jobs
+
+    monkeypatch.setenv("DATABRICKS_TOKEN", "dapi-not-the-right-one")
+    databricks_jobs.reset_all()
+    status = _start_notifying(host)
+    assert status["runtimeStatus"] == "Failed"
+    [sent] = sent_notifications
+    assert sent["instanceId"] == status["instanceId"]
+    assert sent["outputs"]["workflowFailed"] is True and sent["outputs"]["resultState"] is None
+    assert "Databricks API error 401" in sent["outputs"]["error"]
+
+
+def test_a_workflow_started_over_http_sends_no_notification(run_workflow, sent_notifications):
+    assert run_workflow()["runtimeStatus"] == "Completed"
+    assert sent_notifications == []
