@@ -44,18 +44,16 @@ def parse_json_body(raw: bytes | str | None, max_bytes: int) -> Any:
 
 
 def _field_of(error) -> Optional[str]:
-    path = ".".join(str(p) for p in error.absolute_path)
+    """Dotted path of the offending field; for a missing or unknown property, that property."""
+    parts = [str(p) for p in error.absolute_path]
     instance = error.instance
-    if error.validator == "required" and isinstance(instance, Mapping):
-        missing = [k for k in error.validator_value if k not in instance]
-        name = missing[0] if missing else None
-        return f"{path}.{name}" if path and name else (name or path or None)
-    if error.validator == "additionalProperties" and isinstance(instance, Mapping):
-        allowed = set(error.schema.get("properties", {}))
-        extra = sorted(k for k in instance if k not in allowed)
-        name = extra[0] if extra else None
-        return f"{path}.{name}" if path and name else (name or path or None)
-    return path or None
+    if isinstance(instance, Mapping):
+        if error.validator == "required":
+            parts += [k for k in error.validator_value if k not in instance][:1]
+        elif error.validator == "additionalProperties":
+            allowed = set(error.schema.get("properties", {}))
+            parts += sorted(k for k in instance if k not in allowed)[:1]
+    return ".".join(parts) or None
 
 
 def _message_of(error, field: Optional[str]) -> str:
