@@ -93,12 +93,12 @@ def _poll_run(context: df.DurableOrchestrationContext, request: dict, options: d
         if polled is not None and policy.is_terminal(polled):
             return "terminal", polled
         if cancel.is_completed:  # raised while the poll ran
-            yield from _call(context, "cancelRun", {"runId": progress["runId"]})
+            yield from _cancel_run(context, progress)
             return policy.CANCELED, run
 
         now = context.current_utc_datetime
         if now >= deadline:
-            yield from _call(context, "cancelRun", {"runId": progress["runId"]})
+            yield from _cancel_run(context, progress)
             return policy.TIMEDOUT, run
 
         # A webhook (runFinished) only makes the next poll early: runs/get stays the source of truth.
@@ -113,12 +113,16 @@ def _poll_run(context: df.DurableOrchestrationContext, request: dict, options: d
             if winner is not timer:
                 timer.cancel()  # or the instance stays Running until it fires
             if winner is cancel:
-                yield from _call(context, "cancelRun", {"runId": progress["runId"]})
+                yield from _cancel_run(context, progress)
                 return policy.CANCELED, run
             if winner is finished:
                 finished = None  # waited for once per execution; see above
         if polls_this_execution >= options["pollsPerExecution"]:
             return "continue", run
+
+
+def _cancel_run(context: df.DurableOrchestrationContext, progress: dict):
+    yield from _call(context, "cancelRun", {"runId": progress["runId"]})
 
 
 def _get_run(context: df.DurableOrchestrationContext, progress: dict, deadline: datetime):
