@@ -26,7 +26,7 @@ from typing import Callable, Mapping, Optional
 import azure.durable_functions as df
 import azure.functions as func
 
-from workflow.settings import SETTINGS, WorkflowSettingError
+from workflow.settings import int_setting, raw_setting
 
 log = logging.getLogger(__name__)
 
@@ -34,7 +34,6 @@ bp = df.Blueprint()
 
 RETENTION_SETTING = "WORKFLOW_HISTORY_RETENTION_DAYS"
 SCHEDULE_SETTING = "WORKFLOW_PURGE_SCHEDULE"
-_DEFAULTS = {name: default for name, default, _ in SETTINGS}
 MAX_RETENTION_DAYS = 3650
 # Only finished instances; never Pending, Running or ContinuedAsNew.
 PURGED_STATUSES = (df.OrchestrationRuntimeStatus.Completed, df.OrchestrationRuntimeStatus.Failed,
@@ -53,7 +52,7 @@ _TIMESPAN = re.compile(r"^(\d+\.)?\d{1,2}:\d{2}(:\d{2})?$")
 def purge_schedule(env: Optional[Mapping[str, str]] = None) -> str:
     """The timer's schedule: the setting, or the default when it is missing or empty."""
     env = os.environ if env is None else env
-    schedule = (env.get(SCHEDULE_SETTING) or "").strip() or _DEFAULTS[SCHEDULE_SETTING]
+    schedule = raw_setting(env, SCHEDULE_SETTING)
     if not (_NCRONTAB.match(schedule) or _TIMESPAN.match(schedule)):
         # Raising here would stop the worker indexing every function; the host itself rejects
         # the expression for this function only, and this names the setting to fix.
@@ -65,15 +64,7 @@ def purge_schedule(env: Optional[Mapping[str, str]] = None) -> str:
 
 def retention_days(env: Optional[Mapping[str, str]] = None) -> int:
     """Days of history to keep; 0 turns the purge off. WorkflowSettingError names the setting."""
-    env = os.environ if env is None else env
-    raw = (env.get(RETENTION_SETTING) or "").strip() or _DEFAULTS[RETENTION_SETTING]
-    try:
-        days = int(raw)
-    except ValueError:
-        raise WorkflowSettingError(f"setting {RETENTION_SETTING}={raw!r} is not an integer") from None
-    if not 0 <= days <= MAX_RETENTION_DAYS:
-        raise WorkflowSettingError(f"setting {RETENTION_SETTING}={days} is outside 0..{MAX_RETENTION_DAYS}")
-    return days
+    return int_setting(os.environ if env is None else env, RETENTION_SETTING, 0, MAX_RETENTION_DAYS)
 
 
 async def purge_finished_history(client: df.DurableOrchestrationClient, now: datetime, days: int) -> int:

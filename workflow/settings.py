@@ -35,8 +35,17 @@ class WorkflowSettingError(ValueError):
     pass
 
 
-def _int(env: Mapping[str, str], name: str, low: int, high: int) -> int:
-    raw = env.get(name) or _DEFAULTS[name]
+DEFAULTS = {name: default for name, default, _ in SETTINGS}
+_TRUE, _FALSE = frozenset({"true", "1", "yes"}), frozenset({"false", "0", "no"})
+
+
+def raw_setting(env: Mapping[str, str], name: str) -> str:
+    """The setting's value, or its default when it is missing or blank."""
+    return (env.get(name) or "").strip() or DEFAULTS[name]
+
+
+def int_setting(env: Mapping[str, str], name: str, low: int, high: int) -> int:
+    raw = raw_setting(env, name)
     try:
         value = int(raw)
     except ValueError:
@@ -46,12 +55,8 @@ def _int(env: Mapping[str, str], name: str, low: int, high: int) -> int:
     return value
 
 
-_DEFAULTS = {name: default for name, default, _ in SETTINGS}
-_TRUE, _FALSE = frozenset({"true", "1", "yes"}), frozenset({"false", "0", "no"})
-
-
 def _bool(env: Mapping[str, str], name: str) -> bool:
-    raw = (env.get(name) or _DEFAULTS[name]).strip().lower()
+    raw = raw_setting(env, name).lower()
     if raw not in _TRUE | _FALSE:
         raise WorkflowSettingError(f"setting {name}={raw!r} is not true or false")
     return raw in _TRUE
@@ -59,21 +64,21 @@ def _bool(env: Mapping[str, str], name: str) -> bool:
 
 @dataclass(frozen=True)
 class WorkflowSettings:
-    default_timeout_seconds: int = int(_DEFAULTS["WORKFLOW_DEFAULT_TIMEOUT_SECONDS"])
-    poll_interval_seconds: int = int(_DEFAULTS["WORKFLOW_POLL_INTERVAL_SECONDS"])
-    webhook_poll_interval_seconds: int = int(_DEFAULTS["WORKFLOW_WEBHOOK_POLL_INTERVAL_SECONDS"])
-    polls_per_execution: int = int(_DEFAULTS["WORKFLOW_POLLS_PER_EXECUTION"])
-    max_body_bytes: int = int(_DEFAULTS["WORKFLOW_MAX_BODY_BYTES"])
-    delete_job_on_completion: bool = _DEFAULTS["WORKFLOW_DELETE_JOB_ON_COMPLETION"] == "true"
+    default_timeout_seconds: int = int(DEFAULTS["WORKFLOW_DEFAULT_TIMEOUT_SECONDS"])
+    poll_interval_seconds: int = int(DEFAULTS["WORKFLOW_POLL_INTERVAL_SECONDS"])
+    webhook_poll_interval_seconds: int = int(DEFAULTS["WORKFLOW_WEBHOOK_POLL_INTERVAL_SECONDS"])
+    polls_per_execution: int = int(DEFAULTS["WORKFLOW_POLLS_PER_EXECUTION"])
+    max_body_bytes: int = int(DEFAULTS["WORKFLOW_MAX_BODY_BYTES"])
+    delete_job_on_completion: bool = DEFAULTS["WORKFLOW_DELETE_JOB_ON_COMPLETION"] == "true"
 
     @classmethod
     def from_env(cls, env: Optional[Mapping[str, str]] = None) -> "WorkflowSettings":
         env = os.environ if env is None else env
         return cls(
-            default_timeout_seconds=_int(env, "WORKFLOW_DEFAULT_TIMEOUT_SECONDS", 60, 2592000),
-            poll_interval_seconds=_int(env, "WORKFLOW_POLL_INTERVAL_SECONDS", 5, 3600),
-            webhook_poll_interval_seconds=_int(env, "WORKFLOW_WEBHOOK_POLL_INTERVAL_SECONDS", 5, 86400),
-            polls_per_execution=_int(env, "WORKFLOW_POLLS_PER_EXECUTION", 2, 10000),
-            max_body_bytes=_int(env, "WORKFLOW_MAX_BODY_BYTES", 1024, 10485760),
+            default_timeout_seconds=int_setting(env, "WORKFLOW_DEFAULT_TIMEOUT_SECONDS", 60, 2592000),
+            poll_interval_seconds=int_setting(env, "WORKFLOW_POLL_INTERVAL_SECONDS", 5, 3600),
+            webhook_poll_interval_seconds=int_setting(env, "WORKFLOW_WEBHOOK_POLL_INTERVAL_SECONDS", 5, 86400),
+            polls_per_execution=int_setting(env, "WORKFLOW_POLLS_PER_EXECUTION", 2, 10000),
+            max_body_bytes=int_setting(env, "WORKFLOW_MAX_BODY_BYTES", 1024, 10485760),
             delete_job_on_completion=_bool(env, "WORKFLOW_DELETE_JOB_ON_COMPLETION"),
         )
