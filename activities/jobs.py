@@ -109,7 +109,7 @@ def output_summary(task_run_id: int, output: Mapping[str, Any]) -> Dict[str, Any
 
 @bp.activity_trigger(input_name="request", activity="createJob")
 def createJob(request: Any) -> Dict[str, Any]:
-    request = _as_dict(request)
+    request = activity_input(request)
     destination = get_settings().notification_destination_id
     settings = job_settings(request, destination)
     client = get_jobs_client()
@@ -126,7 +126,7 @@ def createJob(request: Any) -> Dict[str, Any]:
 
 @bp.activity_trigger(input_name="request", activity="runJobNow")
 def runJobNow(request: Any) -> Dict[str, Any]:
-    request = _as_dict(request)
+    request = activity_input(request)
     token = run_idempotency_token(_required(request, "runKey", "runJobNow"))
     run_id = get_jobs_client().run_now(
         int(_required(request, "jobId", "runJobNow")), token, request.get("notebookParams") or None)
@@ -136,20 +136,20 @@ def runJobNow(request: Any) -> Dict[str, Any]:
 
 @bp.activity_trigger(input_name="request", activity="getJobRun")
 def getJobRun(request: Any) -> Dict[str, Any]:
-    request = _as_dict(request)
+    request = activity_input(request)
     return run_summary(get_jobs_client().get_run(int(_required(request, "runId", "getJobRun"))))
 
 
 @bp.activity_trigger(input_name="request", activity="getJobRunOutput")
 def getJobRunOutput(request: Any) -> Dict[str, Any]:
-    request = _as_dict(request)
+    request = activity_input(request)
     task_run_id = int(_required(request, "runId", "getJobRunOutput"))
     return output_summary(task_run_id, get_jobs_client().get_run_output(task_run_id))
 
 
 @bp.activity_trigger(input_name="request", activity="cancelRun")
 def cancelRun(request: Any) -> Dict[str, Any]:
-    request = _as_dict(request)
+    request = activity_input(request)
     run_id = int(_required(request, "runId", "cancelRun"))
     get_jobs_client().cancel_run(run_id)
     log.info("cancelRun: cancellation of run %s requested", run_id)
@@ -158,7 +158,7 @@ def cancelRun(request: Any) -> Dict[str, Any]:
 
 @bp.activity_trigger(input_name="request", activity="deleteJob")
 def deleteJob(request: Any) -> Dict[str, Any]:
-    request = _as_dict(request)
+    request = activity_input(request)
     job_id = int(_required(request, "jobId", "deleteJob"))
     try:
         get_jobs_client().delete_job(job_id)
@@ -170,7 +170,7 @@ def deleteJob(request: Any) -> Dict[str, Any]:
     return {"jobId": job_id, "deleted": True}
 
 
-def _as_dict(request: Any) -> Dict[str, Any]:
+def activity_input(request: Any) -> Dict[str, Any]:
     # The host may hand the activity input over as its JSON text.
     if isinstance(request, (str, bytes)):
         request = json.loads(request)

@@ -16,6 +16,7 @@ from typing import Any, Callable, Mapping, Optional
 import azure.durable_functions as df
 import requests
 
+from activities.jobs import activity_input
 from triggers import caller_settings, storage_queues
 
 log = logging.getLogger(__name__)
@@ -102,6 +103,4 @@ def notify(payload: Mapping[str, Any], targets: Optional[caller_settings.Complet
 
 @bp.activity_trigger(input_name="payload", activity=ACTIVITY_NAME)
 def notifyCompletion(payload: Any) -> dict:  # noqa: N802 - the function name is the activity name
-    if isinstance(payload, str):  # some hosts hand activity input over as JSON text
-        payload = json.loads(payload)
-    return notify(payload)
+    return notify(activity_input(payload))
