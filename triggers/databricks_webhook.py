@@ -31,6 +31,7 @@ from activities.jobs import INSTANCE_TAG
 from orchestrators.create_job_and_run import RUN_FINISHED_EVENT
 from triggers import caller_settings
 from triggers.http_responses import json_response
+from triggers.starter import RUNNING_STATUSES
 from workflow.inputs import InputError, parse_json_body
 
 log = logging.getLogger(__name__)
@@ -42,7 +43,6 @@ REALM = "databricks-notifications"
 MAX_BODY_BYTES = 16 * 1024  # real payloads are a few hundred bytes
 # Notifications that mean the run has ended; others (on_start, duration warnings) need no poll.
 RUN_ENDED_EVENTS = frozenset({"jobs.on_success", "jobs.on_failure"})
-_RUNNING = {"Pending", "Running", "ContinuedAsNew"}
 
 
 def _unauthorized() -> func.HttpResponse:
@@ -185,7 +185,7 @@ async def handle_notification(req: func.HttpRequest, client: df.DurableOrchestra
     runtime = getattr(status, "runtime_status", None)
     if runtime is None:
         return _ignored("no waiting workflow for the job", jobId=note["jobId"])
-    if runtime.value not in _RUNNING:
+    if runtime not in RUNNING_STATUSES:
         return _ignored(f"workflow is {runtime.value}", jobId=note["jobId"])
     custom = status.custom_status if isinstance(status.custom_status, dict) else {}
     if custom.get("runId") is None or str(custom.get("runId")) != str(note["runId"]):
@@ -199,7 +199,7 @@ async def handle_notification(req: func.HttpRequest, client: df.DurableOrchestra
     except Exception as exc:
         # The instance may have ended between the status read and the event (410/404).
         later = await client.get_status(instance_id)
-        if later.runtime_status is None or later.runtime_status.value not in _RUNNING:
+        if later.runtime_status is None or later.runtime_status not in RUNNING_STATUSES:
             return _ignored("workflow ended meanwhile", jobId=note["jobId"])
         log.warning("could not raise %s on %s: %s", RUN_FINISHED_EVENT, instance_id, exc)
         return json_response(503, {"error": "the workflow could not be signalled; try again"}, {"Retry-After": "30"})

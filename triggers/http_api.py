@@ -14,7 +14,7 @@ import azure.durable_functions as df
 import azure.functions as func
 
 from orchestrators.create_job_and_run import CANCEL_EVENT
-from triggers.starter import INSTANCE_ID_PATTERN, derived_instance_id, start_once
+from triggers.starter import INSTANCE_ID_PATTERN, RUNNING_STATUSES, derived_instance_id, start_once
 from workflow import policy
 from triggers.http_responses import json_response
 from workflow.inputs import InputError, orchestration_input, parse_json_body, validate_request
@@ -33,10 +33,6 @@ RETRY_AFTER_SECONDS = 10
 RUN_NOT_SUCCEEDED_STATUS = 424
 MAX_IDEMPOTENCY_KEY_LENGTH = 255
 
-_RUNNING = {
-    df.OrchestrationRuntimeStatus.Pending, df.OrchestrationRuntimeStatus.Running,
-    df.OrchestrationRuntimeStatus.ContinuedAsNew,
-}
 
 
 def _bad(error: InputError) -> func.HttpResponse:
@@ -106,7 +102,7 @@ async def get_workflow_status(req: func.HttpRequest, client: df.DurableOrchestra
     except InputError as error:
         return _bad(error)
     runtime = status.runtime_status
-    if runtime in _RUNNING or runtime == df.OrchestrationRuntimeStatus.Suspended:
+    if runtime in RUNNING_STATUSES or runtime == df.OrchestrationRuntimeStatus.Suspended:
         progress = status.custom_status if isinstance(status.custom_status, dict) else {}
         return _accepted(req, instance_id, {
             "id": instance_id, "runtimeStatus": runtime.value, "customStatus": status.custom_status,
@@ -134,7 +130,7 @@ async def cancel_workflow(req: func.HttpRequest, client: df.DurableOrchestration
     except InputError as error:
         return _bad(error)
     # A suspended workflow takes the event too, and acts on it when it is resumed.
-    if status.runtime_status not in _RUNNING | {df.OrchestrationRuntimeStatus.Suspended}:
+    if status.runtime_status not in RUNNING_STATUSES | {df.OrchestrationRuntimeStatus.Suspended}:
         return json_response(409, {"error": f"workflow is already {status.runtime_status.value}", "field": "instanceId"})
     await client.raise_event(instance_id, CANCEL_EVENT, {"reason": "cancel requested over HTTP"})
     return _accepted(req, instance_id, _links(req, instance_id))

@@ -23,6 +23,11 @@ log = logging.getLogger(__name__)
 INSTANCE_ID_PATTERN = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.:-]{0,63}$")
 
 
+# Instances that are not finished: a start with their id is a duplicate, events still reach them.
+RUNNING_STATUSES = frozenset({df.OrchestrationRuntimeStatus.Pending, df.OrchestrationRuntimeStatus.Running,
+                              df.OrchestrationRuntimeStatus.ContinuedAsNew})
+
+
 def derived_instance_id(source: str, key: str) -> str:
     """A stable instance id for a caller-supplied request identity (event id, message id,
     Idempotency-Key). Hashed so any key yields a valid, bounded id."""
