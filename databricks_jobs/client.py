@@ -240,17 +240,8 @@ class JobsClient:
 
     def get_job(self, job_id: int) -> Dict[str, Any]:
         """GET jobs/get; with 2.2, follows `next_page_token` and merges the paged settings arrays."""
-        pages = self._pages("jobs/get", {"job_id": int(job_id)})
-        job = next(pages)
-        settings = job.setdefault("settings", {})
-        for page in pages:
-            for key in ("tasks", "job_clusters", "parameters", "environments"):
-                more = (page.get("settings") or {}).get(key)
-                if more:
-                    settings.setdefault(key, []).extend(more)
-        for key in ("next_page_token", "prev_page_token", "has_more"):
-            job.pop(key, None)
-        return job
+        return _merged(self._pages("jobs/get", {"job_id": int(job_id)}),
+                       ("tasks", "job_clusters", "parameters", "environments"), section="settings")
 
     def run_now(self, job_id: int, idempotency_token: str,
                 notebook_params: Optional[Mapping[str, str]] = None) -> int:
@@ -264,15 +255,8 @@ class JobsClient:
 
     def get_run(self, run_id: int) -> Dict[str, Any]:
         """GET jobs/runs/get; with 2.2, follows `next_page_token` and merges the paged arrays."""
-        pages = self._pages("jobs/runs/get", {"run_id": int(run_id)})
-        run = next(pages)
-        for page in pages:
-            for key in ("tasks", "iterations", "job_clusters", "job_parameters", "repair_history"):
-                if page.get(key):
-                    run.setdefault(key, []).extend(page[key])
-        for key in ("next_page_token", "prev_page_token", "has_more"):
-            run.pop(key, None)
-        return run
+        return _merged(self._pages("jobs/runs/get", {"run_id": int(run_id)}),
+                       ("tasks", "iterations", "job_clusters", "job_parameters", "repair_history"))
 
     def get_run_output(self, run_id: int) -> Dict[str, Any]:
         """GET jobs/runs/get-output for a TASK run id (a job run id is refused with 400)."""
@@ -334,6 +318,21 @@ class JobsClient:
         log.debug("Databricks %s %s -> %s in %.1f ms", method, path, response.status_code,
                   (time.perf_counter() - started) * 1000)
         return response
+
+
+def _merged(pages: Iterator[Dict[str, Any]], keys: Iterable[str], section: Optional[str] = None) -> Dict[str, Any]:
+    """The first page with the arrays `keys` of later pages appended (2.2 pages them at 100),
+    under `section` of the object when given; paging fields removed."""
+    first = next(pages)
+    target = first.setdefault(section, {}) if section else first
+    for page in pages:
+        source = (page.get(section) or {}) if section else page
+        for key in keys:
+            if source.get(key):
+                target.setdefault(key, []).extend(source[key])
+    for key in ("next_page_token", "prev_page_token", "has_more"):
+        first.pop(key, None)
+    return first
 
 
 _client: ProcessWide[JobsClient] = ProcessWide(
