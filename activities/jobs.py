@@ -182,5 +182,5 @@ def activity_input(request: Any) -> Dict[str, Any]:
 def _required(request: Mapping[str, Any], name: str, activity: str) -> Any:
     value = request.get(name)
     if value is None or value == "":
-        raise ValueError(f"{activity} input is missing '{name}'")
+        raise ValueError(f"Invalid activity input: {activity} input is missing '{name}'")
     return value

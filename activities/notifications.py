@@ -1,10 +1,15 @@
 """Activity `notifyCompletion`: report a finished event- or queue-started workflow.
 
-Input `{"instanceId", "outputs"}` (docs/design.md). Sends one CloudEvent of type
+Input `{"instanceId", "eventId", "outputs"}` (docs/design.md). Sends one CloudEvent of type
 `Databricks.JobRun.Completed` whose `data` is the outputs to the configured completion queue
-and/or Event Grid topic (settings in triggers/caller_settings.py). Activities run at least once, so
-the CloudEvent `id` is the instance id: a consumer that dedupes on `id` sees each workflow end once.
+and/or Event Grid topic (settings in messaging/settings.py). Activities run at least once, so
+the CloudEvent `id` is the workflow run's key (drawn once per workflow run): a consumer that dedupes
+on `id` sees each workflow end once, and an instance id started again after a purge is a new event.
 Keys and connection strings stay in settings; they are never returned, logged or put in events.
+
+Failures state their kind for the orchestrator: `Notification target temporarily unavailable:`
+(throttling, 5xx, network) is retried; `Notification refused:` (4xx, auth) and
+`Configuration error:` are not.
 """
 from __future__ import annotations
 
@@ -17,7 +22,9 @@ import azure.durable_functions as df
 import requests
 
 from activities.jobs import activity_input
-from triggers import caller_settings, storage_queues
+from databricks_jobs.errors import ConfigurationError
+from databricks_jobs.secret_values import scrub
+from messaging import settings as caller_settings, storage_queues
 
 log = logging.getLogger(__name__)
 
@@ -35,13 +42,22 @@ HTTP_TIMEOUT_SECONDS = 30
 _credential = None
 
 
+class NotificationError(Exception):
+    """A completion target failed; the message prefix says whether another attempt can help."""
+
+    def __init__(self, problem: str, *, transient: bool):
+        self.transient = transient
+        kind = "Notification target temporarily unavailable" if transient else "Notification refused"
+        super().__init__(f"{kind}: {problem}")
+
+
 def completion_event(instance_id: str, outputs: Mapping[str, Any], source: str,
-                     now: Optional[datetime] = None) -> dict:
+                     now: Optional[datetime] = None, event_id: Optional[str] = None) -> dict:
     return {
         "specversion": "1.0",
         "type": COMPLETED_EVENT_TYPE,
         "source": source,
-        "id": instance_id,
+        "id": event_id or instance_id,
         "subject": f"workflows/{instance_id}",
         "time": (now or datetime.now(timezone.utc)).isoformat(),
         "datacontenttype": "application/json",
@@ -75,20 +91,48 @@ def publish_to_topic(event: dict, endpoint: str, key: str, *, session: Optional[
     else:
         headers["Authorization"] = f"Bearer {token_provider()}"
     sender = session or requests
-    response = sender.post(endpoint, data=json.dumps([event]), headers=headers, timeout=HTTP_TIMEOUT_SECONDS)
+    try:
+        response = sender.post(endpoint, data=json.dumps([event]), headers=headers, timeout=HTTP_TIMEOUT_SECONDS)
+    except requests.RequestException as exc:
+        # Built from the exception's type only: its text may quote the request, key header included.
+        raise NotificationError(f"Event Grid topic unreachable ({type(exc).__name__})", transient=True) from None
     if response.status_code >= 300:
         # The body is Event Grid's error text; the key is in a header and never echoed.
-        raise RuntimeError(f"Event Grid topic answered {response.status_code}: {response.text[:500]}")
+        transient = response.status_code == 429 or response.status_code >= 500
+        raise NotificationError(f"Event Grid topic answered {response.status_code}: {scrub(response.text[:500])}",
+                                transient=transient)
+
+
+def _send_to_queue(queue: str, text: str, connection: str) -> str:
+    from azure.core.exceptions import ClientAuthenticationError, HttpResponseError, ServiceRequestError
+
+    try:
+        return storage_queues.send_text(queue, text, connection)
+    except storage_queues.QueueConfigurationError as exc:
+        raise ConfigurationError("WORKFLOW_QUEUE_CONNECTION", str(exc)) from None
+    except ClientAuthenticationError as exc:
+        raise NotificationError(f"queue {queue} refused our credentials ({type(exc).__name__})", transient=False) from None
+    except HttpResponseError as exc:
+        status = getattr(exc, "status_code", None) or 0
+        raise NotificationError(f"queue {queue} answered {status or type(exc).__name__}",
+                                transient=status == 429 or status >= 500 or status == 0) from None
+    except ServiceRequestError as exc:
+        raise NotificationError(f"queue {queue} unreachable ({type(exc).__name__})", transient=True) from None
 
 
 def notify(payload: Mapping[str, Any], targets: Optional[caller_settings.CompletionTargets] = None) -> dict:
-    targets = targets or caller_settings.CompletionTargets.from_env()
+    try:
+        targets = targets or caller_settings.CompletionTargets.from_env()
+    except caller_settings.CallerSettingError as exc:
+        setting, _, problem = str(exc).partition(" ")
+        raise ConfigurationError(setting, problem) from None
     instance_id = payload["instanceId"]
-    event = completion_event(instance_id, payload.get("outputs") or {}, targets.source)
+    event = completion_event(instance_id, payload.get("outputs") or {}, targets.source,
+                             event_id=payload.get("eventId"))
     result: dict = {"instanceId": instance_id, "queueMessageId": None, "topic": False}
     if targets.queue:
         queued = fit(event, storage_queues.MAX_MESSAGE_TEXT_BYTES)
-        result["queueMessageId"] = storage_queues.send_text(targets.queue, json.dumps(queued), targets.connection)
+        result["queueMessageId"] = _send_to_queue(targets.queue, json.dumps(queued), targets.connection)
     if targets.topic_endpoint:
         publish_to_topic(fit(event, MAX_TOPIC_EVENT_BYTES), targets.topic_endpoint, targets.topic_key)
         result["topic"] = True

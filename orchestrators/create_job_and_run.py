@@ -5,12 +5,20 @@ createJob -> runJobNow -> pollRun (durable timers, no compute held) -> fetchOutp
 Where the document breaks against real Databricks we follow its intent instead (README,
 "Departures from the Arazzo document"). Deterministic: the only clock is
 `context.current_utc_datetime`; all I/O happens in activities; all policy is in workflow.policy.
+
+Two things reach every step:
+- a cancel (external event `cancel`): every activity and every wait races one cancel waiter; before
+  run-now it prevents the run, afterwards the run is cancelled on Databricks;
+- the deadline: every timer is capped at it and it is checked after every activity, so an outage or
+  a retry wait cannot carry the workflow past it.
+Either way the run's final state is read back after cancelling it, and the workflow ends with the
+caller-facing result state (workflow.policy.RESULT_STATES).
 """
 from __future__ import annotations
 
 import logging
 from datetime import datetime, timedelta
-from typing import Optional
+from typing import Any, Optional
 
 import azure.durable_functions as df
 
@@ -19,212 +27,394 @@ from workflow import policy
 ORCHESTRATOR_NAME = "create_job_and_run"
 CANCEL_EVENT = "cancel"
 RUN_FINISHED_EVENT = "runFinished"
+EVENT_RAISED = 15  # HistoryEventType.EventRaised
 
 ACTIVITY_RETRY = policy.ActivityRetry()
+# Waits after cancelling a run before reading its final state (Databricks cancels asynchronously).
+FINAL_STATE_WAITS = (5, 10, 20, 40, 60)
+# History per execution stays under HISTORY_BUDGET events: each wait costs at most this many
+# (scheduled/created, completed/fired, and the orchestrator started/completed pair around it).
+HISTORY_BUDGET = 100
+EVENTS_PER_WAIT = 4
+# The most one poll can cost (an activity, its retries and their backoff timers, the next timer).
+_POLL_WORST_EVENTS = EVENTS_PER_WAIT * (1 + 2 * (ACTIVITY_RETRY.max_attempts - 1) + 1)
 
 log = logging.getLogger(__name__)
 
 bp = df.Blueprint()
 
 
-def _call(context: df.DurableOrchestrationContext, activity: str, payload: dict):
-    """Call an activity, retrying transient failures on durable timers with exponential backoff."""
-    attempt = 1
-    while True:
-        try:
-            return (yield context.call_activity(activity, payload))
-        except Exception as exc:  # the engine re-raises activity failures as plain Exception
-            if attempt >= ACTIVITY_RETRY.max_attempts or not policy.is_retryable_activity_error(str(exc)):
+class Stopped(Exception):
+    """The workflow must stop now: `result` is policy.CANCELED or policy.TIMEDOUT."""
+
+    def __init__(self, result: str, reason: Any = None):
+        super().__init__(result)
+        self.result = result
+        self.reason = reason
+
+
+class WorkflowFailed(Exception):
+    """A step failed: in a way waiting cannot fix (`kind` PERMANENT), or it kept failing until its
+    attempts ran out (TRANSIENT). The message names the step and the error, never a stack trace."""
+
+    def __init__(self, message: str, kind: str):
+        super().__init__(message)
+        self.kind = kind
+
+
+def _failure(activity: str, exc: Exception) -> WorkflowFailed:
+    text = str(exc)
+    return WorkflowFailed(f"{activity}: {policy.error_message(text)}", policy.failure_kind(text))
+
+
+class _Run:
+    """One execution of the workflow: the context, the carried progress and this execution's waiters."""
+
+    def __init__(self, context: df.DurableOrchestrationContext, envelope: dict):
+        self.context = context
+        self.envelope = envelope
+        self.request, self.options = envelope["request"], envelope["options"]
+        self.progress = envelope.get("progress") or self._new_progress()
+        self.deadline = datetime.fromisoformat(self.progress["deadline"])
+        self.events = 2  # OrchestratorStarted + ExecutionStarted
+        # ONE waiter per event name for the whole execution, raced by every wait. SDK 1.7 hands a
+        # raised event to the newest waiter of its name even when that waiter's task_any is over,
+        # so a fresh waiter per wait would swallow a cancel that arrives while an activity runs.
+        self.cancel = context.wait_for_external_event(CANCEL_EVENT)
+        self.finished = None  # the runFinished waiter, once signals may come (poll_run)
+        self.signal_taken = False
+
+    def _new_progress(self) -> dict:
+        now = self.context.current_utc_datetime
+        return {
+            "startedAt": now.isoformat(),
+            "deadline": (now + timedelta(seconds=self.request["timeoutSeconds"])).isoformat(),
+            "polls": 0, "failedPolls": 0, "jobId": None, "runId": None, "run": None, "signals": False,
+            # Names this workflow run's job, run-now token and completion event; stable on replay.
+            "runKey": self.context.new_uuid(),
+        }
+
+    # -- waiting ------------------------------------------------------------------------------
+
+    def now(self) -> datetime:
+        return self.context.current_utc_datetime
+
+    def cancel_requested(self) -> bool:
+        return self.cancel.is_completed or "cancel" in self.progress
+
+    def check(self) -> None:
+        """Stop if a cancel arrived or the deadline passed (checked between steps)."""
+        if self.cancel_requested():
+            raise Stopped(policy.CANCELED, self.progress.get("cancel") or self.cancel.result)
+        if self.now() >= self.deadline:
+            raise Stopped(policy.TIMEDOUT)
+
+    def race(self, task):
+        """Wait for `task` or a cancel, whichever comes first; the task's value (or its error).
+        A pending runFinished waiter rides along, so the SDK matches a signal that arrives while the
+        task runs to it (waiters only receive events once yielded)."""
+        self.check()
+        watching = [] if self.finished is None or self.finished.is_completed else [self.finished]
+        while True:
+            self.events += EVENTS_PER_WAIT
+            winner = yield self.context.task_any([task, self.cancel] + watching)
+            if winner is task:
+                return (yield task)
+            if winner is self.cancel:
+                raise Stopped(policy.CANCELED, self.cancel.result)
+            watching = []  # the signal came first: keep waiting for the task (take_signal acts on it)
+
+    def sleep(self, seconds: float, *, wake_on_finish: bool = False):
+        """Wait `seconds` (never past the deadline) unless cancelled; a runFinished signal not yet
+        acted on ends the wait early when `wake_on_finish`."""
+        self.check()
+        timer = self.context.create_timer(min(self.now() + timedelta(seconds=seconds), self.deadline))
+        waits = [timer, self.cancel]
+        if wake_on_finish and self.finished is not None and not self.signal_taken:
+            waits.append(self.finished)
+        self.events += EVENTS_PER_WAIT
+        winner = yield self.context.task_any(waits)
+        if winner is not timer:
+            timer.cancel()  # or the instance stays Running until it fires
+        self.check()
+
+    def call(self, activity: str, payload: dict, on_failure=None):
+        """Call an activity, retrying what can heal on durable timers with exponential backoff;
+        what cannot heal raises at once. Interrupted by a cancel or the deadline. `on_failure` sees
+        each failed attempt (e.g. to show it in the custom status while the retries wait)."""
+        attempt = 1
+        while True:
+            try:
+                return (yield from self.race(self.context.call_activity(activity, payload)))
+            except Stopped:
                 raise
-            attempt += 1
-            delay = timedelta(seconds=ACTIVITY_RETRY.delay_before(attempt))
-            yield context.create_timer(context.current_utc_datetime + delay)
+            except Exception as exc:  # the engine re-raises activity failures as plain Exception
+                failure = _failure(activity, exc)
+                if on_failure is not None:
+                    on_failure(failure)
+                if failure.kind == policy.PERMANENT or attempt >= ACTIVITY_RETRY.max_attempts:
+                    raise failure from None
+                attempt += 1
+                yield from self.sleep(ACTIVITY_RETRY.delay_before(attempt))
 
+    def call_after_end(self, activity: str, payload: dict):
+        """An activity after the run has ended (cancel, final state, notify, delete): no longer
+        interrupted by a cancel or the deadline, still retried while it can heal."""
+        attempt = 1
+        while True:
+            try:
+                self.events += EVENTS_PER_WAIT
+                return (yield self.context.call_activity(activity, payload))
+            except Exception as exc:
+                failure = _failure(activity, exc)
+                if failure.kind == policy.PERMANENT or attempt >= ACTIVITY_RETRY.max_attempts:
+                    raise failure from None
+                attempt += 1
+                self.events += EVENTS_PER_WAIT
+                yield self.context.create_timer(self.now() + timedelta(seconds=ACTIVITY_RETRY.delay_before(attempt)))
 
-def _show(context: df.DurableOrchestrationContext, step: str, progress: dict) -> None:
-    elapsed = context.current_utc_datetime - datetime.fromisoformat(progress["startedAt"])
-    context.set_custom_status(policy.progress_status(
-        step=step, run=progress.get("run"), polls=progress["polls"],
-        elapsed_seconds=int(elapsed.total_seconds()), job_id=progress.get("jobId"), run_id=progress.get("runId"),
-        failed_polls=progress.get("failedPolls", 0),
-    ))
+    def show(self, step: str) -> None:
+        p = self.progress
+        elapsed = self.now() - datetime.fromisoformat(p["startedAt"])
+        self.context.set_custom_status(policy.progress_status(
+            step=step, run=p.get("run"), polls=p["polls"], elapsed_seconds=int(elapsed.total_seconds()),
+            job_id=p.get("jobId"), run_id=p.get("runId"), failed_polls=p.get("failedPolls", 0),
+        ))
 
+    # -- the steps ----------------------------------------------------------------------------
 
-def _create_job_and_run_now(context: df.DurableOrchestrationContext, request: dict, progress: dict):
-    _show(context, "createJob", progress)
-    job = yield from _call(context, "createJob", {
-        "instanceId": context.instance_id,
-        "runKey": progress["runKey"],
-        "jobName": request["jobName"],
-        "taskKey": request["taskKey"],
-        "notebookPath": request["notebookPath"],
-        "existingClusterId": request["existingClusterId"],
-        "notebookParams": request.get("notebookParams") or {},
-        "timeoutSeconds": request["timeoutSeconds"],
-    })
-    progress["jobId"], progress["webhooks"] = job["jobId"], bool(job.get("webhooks"))
+    def create_job(self):
+        self.show("createJob")
+        r = self.request
+        job = yield from self.call("createJob", {
+            "instanceId": self.context.instance_id, "runKey": self.progress["runKey"],
+            "jobName": r["jobName"], "taskKey": r["taskKey"], "notebookPath": r["notebookPath"],
+            "existingClusterId": r["existingClusterId"], "notebookParams": r.get("notebookParams") or {},
+            "timeoutSeconds": r["timeoutSeconds"],
+        })
+        self.progress["jobId"] = job["jobId"]
+        self.progress["signals"] = bool(job.get("webhooks"))
 
-    _show(context, "runJobNow", progress)
-    run = yield from _call(context, "runJobNow", {"runKey": progress["runKey"], "jobId": progress["jobId"]})
-    progress["runId"] = run["runId"]
-
-
-def _poll_run(context: df.DurableOrchestrationContext, request: dict, options: dict, progress: dict):
-    """pollRun: returns ("terminal" | "CANCELED" | "TIMEDOUT" | "continue", last run summary)."""
-    ceiling = options["webhookPollIntervalSeconds"] if progress["webhooks"] else request["pollIntervalSeconds"]
-    schedule = policy.poll_schedule(webhooks=progress["webhooks"], max_seconds=ceiling)
-    deadline = datetime.fromisoformat(progress["deadline"])
-    polls_this_execution = 0
-    # ONE waiter per event name for the whole execution, reused by every wait. SDK 1.7 hands a
-    # raised event to the newest waiter of its name even when that waiter's task_any is over, so a
-    # fresh waiter per iteration would swallow a cancel that arrives while a poll runs; and an
-    # event that came before any waiter is re-applied to every later waiter of the name, so
-    # runFinished is waited for at most once per execution (the schedule's timers remain).
-    cancel = context.wait_for_external_event(CANCEL_EVENT)
-    finished = context.wait_for_external_event(RUN_FINISHED_EVENT) if progress["webhooks"] else None
-    while True:
-        polled = yield from _get_run(context, progress, deadline)
-        progress["polls"] += 1
-        polls_this_execution += 1
-        if polled is not None:
-            progress["run"] = polled
-        run = progress["run"]
-        _show(context, "pollRun", progress)
-        if polled is not None and policy.is_terminal(polled):
-            return "terminal", polled
-        if cancel.is_completed:  # raised while the poll ran
-            yield from _cancel_run(context, progress)
-            return policy.CANCELED, run
-
-        now = context.current_utc_datetime
-        if now >= deadline:
-            yield from _cancel_run(context, progress)
-            return policy.TIMEDOUT, run
-
-        # A webhook (runFinished) only makes the next poll early: runs/get stays the source of truth.
-        if finished is not None and finished.is_completed:
-            finished = None  # it came while the poll ran: poll again at once, and only once
-        else:
-            elapsed = (now - datetime.fromisoformat(progress["startedAt"])).total_seconds()
-            delay = timedelta(seconds=schedule.delay_after(progress["polls"], elapsed))
-            timer = context.create_timer(min(now + delay, deadline))
-            waits = [timer, cancel] + ([finished] if finished is not None else [])
-            winner = yield context.task_any(waits)
-            if winner is not timer:
-                timer.cancel()  # or the instance stays Running until it fires
-            if winner is cancel:
-                yield from _cancel_run(context, progress)
-                return policy.CANCELED, run
-            if winner is finished:
-                finished = None  # waited for once per execution; see above
-        if polls_this_execution >= options["pollsPerExecution"]:
-            return "continue", run
-
-
-def _cancel_run(context: df.DurableOrchestrationContext, progress: dict):
-    yield from _call(context, "cancelRun", {"runId": progress["runId"]})
-
-
-def _get_run(context: df.DurableOrchestrationContext, progress: dict, deadline: datetime):
-    """One poll; None when it failed transiently. A long run should outlive a Databricks outage
-    (Databricks advises retrying 5xx for up to 10 minutes), so until the deadline a failed poll
-    just waits for the next one; an error retrying cannot fix (a 4xx) still ends the workflow."""
-    try:
-        return (yield from _call(context, "getJobRun", {"runId": progress["runId"]}))
-    except Exception as exc:
-        if not policy.is_retryable_activity_error(str(exc)) or context.current_utc_datetime >= deadline:
-            raise
-        progress["failedPolls"] = progress.get("failedPolls", 0) + 1
-        return None
-
-
-def _fetch_output(context: df.DurableOrchestrationContext, request: dict, run: dict, result: Optional[str]):
-    """fetchOutput: get-output needs the TASK run id (the job run id is refused for multi-task
-    runs, which is every job made by jobs/create). Failed runs are fetched for error and trace."""
-    task = policy.select_task_run(run, request["taskKey"])
-    if task is None or not task.get("runId"):
-        return None
-    try:
-        return (yield from _call(context, "getJobRunOutput", {"runId": task["runId"]}))
-    except Exception:
-        if policy.is_success(result):
-            raise
-        return None  # the run's own outcome matters more than its missing error text
-
-
-def _new_progress(context: df.DurableOrchestrationContext, request: dict) -> dict:
-    now = context.current_utc_datetime
-    return {
-        "startedAt": now.isoformat(),
-        "deadline": (now + timedelta(seconds=request["timeoutSeconds"])).isoformat(),
-        "polls": 0, "jobId": None, "runId": None, "webhooks": False, "run": None,
-        # Names this workflow run's job and run-now token; deterministic on replay.
-        "runKey": context.new_uuid(),
-    }
-
-
-def _workflow(context: df.DurableOrchestrationContext, envelope: dict, progress: dict):
-    """The steps; returns the outputs, or None after continue_as_new."""
-    request, options = envelope["request"], envelope["options"]
-    if progress["runId"] is None:
-        yield from _create_job_and_run_now(context, request, progress)
-
-    try:
-        outcome, run = yield from _poll_run(context, request, options, progress)
-    except Exception:
-        # Leave nothing running on Databricks when we give up on it.
+    def run_job_now(self):
+        self.show("runJobNow")
+        payload = {"runKey": self.progress["runKey"], "jobId": self.progress["jobId"]}
+        self.check()  # a cancel that came before run-now prevents the run
         try:
-            yield context.call_activity("cancelRun", {"runId": progress["runId"]})
-        except Exception:
-            pass
-        raise
+            run = yield from self.call("runJobNow", payload)
+        except Stopped:
+            # An attempt was sent and may have started the run. The run key is its idempotency
+            # token, so one more call returns that run (or starts it) and it can be cancelled:
+            # nothing is left running that the caller asked to stop.
+            try:
+                run = yield from self.call_after_end("runJobNow", payload)
+                self.progress["runId"] = run["runId"]
+            except WorkflowFailed:
+                pass  # Databricks refused run-now: there is no run to stop
+            raise
+        self.progress["runId"] = run["runId"]
 
-    if outcome == "continue":
-        # Bounded history: a fresh execution of the same instance carries the progress on.
-        context.continue_as_new({**envelope, "progress": progress})
+    def poll_run(self):
+        """pollRun: the terminal run summary, or None when this execution should continue as new.
+
+        Every poll but the workflow's first comes after a wait on the poll schedule, cut short by a
+        `runFinished` signal (a Databricks webhook, or the workspace run watcher) when one may come.
+        A signal is confirmed with runs/get, the source of truth; if the run has not really ended
+        (BLOCKED, WAITING_FOR_RETRY) the execution continues as new, so a fresh waiter catches the
+        next signal and no poll follows another back to back."""
+        p = self.progress
+        ceiling = self.options["webhookPollIntervalSeconds"] if p["signals"] else self.request["pollIntervalSeconds"]
+        schedule = policy.poll_schedule(webhooks=p["signals"], max_seconds=ceiling)
+        if p["signals"] and self.finished is None:
+            self.finished = self.context.wait_for_external_event(RUN_FINISHED_EVENT)
+        self.show("pollRun")
+        polls_here = 0
+        while True:
+            signalled = False
+            if p["polls"] > 0:
+                if polls_here >= self.options["pollsPerExecution"] or \
+                        self.events + _POLL_WORST_EVENTS > HISTORY_BUDGET:
+                    return None
+                signalled = self.take_signal()
+                if not signalled:
+                    elapsed = (self.now() - datetime.fromisoformat(p["startedAt"])).total_seconds()
+                    yield from self.sleep(schedule.delay_after(p["polls"], elapsed), wake_on_finish=True)
+                    signalled = self.take_signal()
+            run = yield from self.get_run()
+            polls_here += 1
+            self.show("pollRun")
+            if run is not None and policy.is_terminal(run):
+                return run
+            if signalled:
+                return None
+
+    def take_signal(self) -> bool:
+        """True once per execution if a runFinished signal is waiting to be acted on."""
+        if self.progress.pop("signalPending", False):
+            return True
+        if self.finished is not None and self.finished.is_completed and not self.signal_taken:
+            self.signal_taken = True
+            return True
+        return False
+
+    def get_run(self):
+        """One poll; None when Databricks did not answer. A long run should outlive an outage
+        (Databricks advises retrying 5xx for up to 10 minutes), so until the deadline a failed poll
+        just waits for the next one; an error waiting cannot fix ends the workflow."""
+        p = self.progress
+
+        def count(failure: WorkflowFailed) -> None:
+            if failure.kind == policy.TRANSIENT:
+                p["failedPolls"] = p.get("failedPolls", 0) + 1  # shown while the retries wait
+                self.show("pollRun")
+
+        p["polls"] += 1
+        try:
+            run = yield from self.call("getJobRun", {"runId": p["runId"]}, on_failure=count)
+        except WorkflowFailed as failure:
+            if failure.kind == policy.PERMANENT:
+                raise
+            return None
+        p["run"] = run
+        return run
+
+    def fetch_output(self, run: dict):
+        """fetchOutput: get-output needs the TASK run id (the job run id is refused for multi-task
+        runs, which is every job made by jobs/create). Failed runs are fetched for error and trace.
+        The run has ended, so its outcome stands whatever happens here: a cancel has nothing left
+        to stop, and output that cannot be fetched is reported as `outputError`."""
+        task = policy.select_task_run(run, self.request["taskKey"])
+        if task is None or not task.get("runId"):
+            return None
+        self.show("fetchOutput")
+        try:
+            return (yield from self.call_after_end("getJobRunOutput", {"runId": task["runId"]}))
+        except WorkflowFailed as failure:
+            return {"outputError": str(failure)}
+
+    def stop_run(self, stop: Stopped) -> dict:
+        """Cancel the run (if there is one) and read back its final state."""
+        p = self.progress
+        if p.get("runId") is None:
+            return {}
+        self.show("cancelRun")
+        try:
+            yield from self.call_after_end("cancelRun", {"runId": p["runId"]})
+        except WorkflowFailed:
+            pass  # still read its state: it may have ended on its own
+        run = p.get("run") or {}
+        for wait in FINAL_STATE_WAITS:
+            try:
+                run = yield from self.call_after_end("getJobRun", {"runId": p["runId"]})
+            except WorkflowFailed:
+                break  # keep the last state we know
+            p["run"] = run
+            if policy.is_terminal(run):
+                break
+            self.events += EVENTS_PER_WAIT
+            yield self.context.create_timer(self.now() + timedelta(seconds=wait))
+        return run
+
+    # -- continue_as_new ----------------------------------------------------------------------
+
+    def carry_unconsumed_events(self) -> None:
+        """An event delivered in the same batch as the completion that ends this execution is in its
+        history but was never handed to our waiter, and continue_as_new would drop it (Python has
+        no preserveUnprocessedEvents). History is replayed identically, so reading it is
+        deterministic: carry such a cancel, or a runFinished signal not acted on, into the next
+        execution's input."""
+        raised = [e for e in self.context.histories if getattr(e, "event_type", None) == EVENT_RAISED]
+        cancels = [e for e in raised if getattr(e, "Name", None) == CANCEL_EVENT]
+        if cancels and "cancel" not in self.progress:
+            self.progress["cancel"] = _event_input(cancels[0])
+        signals = sum(1 for e in raised if getattr(e, "Name", None) == RUN_FINISHED_EVENT)
+        if signals > (1 if self.signal_taken else 0):
+            self.progress["signalPending"] = True
+
+    def continue_as_new(self) -> None:
+        self.carry_unconsumed_events()
+        self.context.continue_as_new({**self.envelope, "progress": self.progress})
+
+
+def _event_input(event) -> Any:
+    import json
+    raw = getattr(event, "Input", None)
+    try:
+        return json.loads(raw) if isinstance(raw, str) else raw
+    except ValueError:
         return None
 
-    result = policy.result_state(run) if outcome == "terminal" else outcome
-    task_output = None
-    if outcome == "terminal":
-        _show(context, "fetchOutput", progress)
-        task_output = yield from _fetch_output(context, request, run, result)
-    outputs = policy.outputs(job_id=progress["jobId"], run_id=progress["runId"], result=result,
-                             run=run, task_output=task_output)
-    if request.get("deleteJobOnCompletion"):
-        _show(context, "deleteJob", progress)
+
+def _workflow(run: _Run):
+    """The steps; the outputs, or None after continue_as_new."""
+    p = run.progress
+    try:
+        run.check()
+        if p["runId"] is None:
+            if p["jobId"] is None:
+                yield from run.create_job()
+            yield from run.run_job_now()
+        final = yield from run.poll_run()
+        if final is None:
+            run.continue_as_new()
+            return None
+        result = policy.result_state(final)
+    except Stopped as stop:
+        final = yield from run.stop_run(stop)
+        own = policy.result_state(final)
+        flag = "cancelRequested" if stop.result == policy.CANCELED else "deadlineExceeded"
+        if own is None or own == policy.CANCELED:
+            outputs = policy.outputs(job_id=p["jobId"], run_id=p["runId"], result=stop.result, run=final)
+            outputs[flag] = True
+            return outputs
+        # The run ended on its own before the cancel took effect: report it as it ended.
+        result = own
+    task_output = yield from run.fetch_output(final)
+    outputs = policy.outputs(job_id=p["jobId"], run_id=p["runId"], result=result, run=final, task_output=task_output)
+    if run.request.get("deleteJobOnCompletion"):
+        run.show("deleteJob")
         try:
-            yield from _call(context, "deleteJob", {"jobId": progress["jobId"]})
+            yield from run.call_after_end("deleteJob", {"jobId": p["jobId"]})
             outputs["jobDeleted"] = True
-        except Exception:
+        except WorkflowFailed:
             outputs["jobDeleted"] = False  # the run's outcome stands; a leftover job is only clutter
     return outputs
 
 
+def _notify(run: _Run, outputs: dict):
+    """Event- and queue-started workflows have no caller polling them: report the end. A failed
+    notification never changes the run's outcome; it is reported beside it."""
+    run.show("notifyCompletion")
+    try:
+        yield from run.call_after_end("notifyCompletion", {
+            "instanceId": run.context.instance_id, "eventId": run.progress["runKey"], "outputs": outputs})
+        return None
+    except WorkflowFailed as failure:
+        return str(failure)
+
+
 @bp.orchestration_trigger(context_name="context", orchestration=ORCHESTRATOR_NAME)
 def create_job_and_run(context: df.DurableOrchestrationContext):
-    envelope = context.get_input()
-    notify = envelope["options"].get("notify")
-    progress = envelope.get("progress") or _new_progress(context, envelope["request"])
+    run = _Run(context, context.get_input())
+    notify = run.options.get("notify")
+    p = run.progress
     try:
-        outputs = yield from _workflow(context, envelope, progress)
-    except Exception as exc:
+        outputs = yield from _workflow(run)
+    except WorkflowFailed as failure:
         if notify:
             # A caller that started us by event or message learns of a failed workflow too.
-            failure = policy.failure_outputs(job_id=progress["jobId"], run_id=progress["runId"], error=str(exc))
-            try:
-                yield from _call(context, "notifyCompletion", {"instanceId": context.instance_id, "outputs": failure})
-            except Exception:
-                pass  # the workflow's own failure is what its status reports
+            yield from _notify(run, policy.failure_outputs(job_id=p["jobId"], run_id=p["runId"], error=str(failure)))
+        if not context.is_replaying:
+            log.warning("workflow %s failed: %s", context.instance_id, failure)
         raise
     if outputs is None:
         return None  # continued as new
     if notify:
-        # Event- and queue-started workflows have no caller polling them: report the end.
-        _show(context, "notifyCompletion", progress)
-        yield from _call(context, "notifyCompletion", {"instanceId": context.instance_id, "outputs": outputs})
-    _show(context, "done", progress)
+        error = yield from _notify(run, outputs)
+        if error:
+            outputs["notificationFailed"] = True
+            outputs["notificationError"] = policy.error_message(error)
+    run.show("done")
     if not context.is_replaying:  # once per workflow, not once per replay
-        log.info("workflow %s: job %s run %s ended %s after %s polls", context.instance_id, progress["jobId"],
-                 progress["runId"], outputs["resultState"], progress["polls"])
+        log.info("workflow %s: job %s run %s ended %s after %s polls", context.instance_id, p["jobId"],
+                 p["runId"], outputs["resultState"], p["polls"])
     return outputs

@@ -12,7 +12,7 @@ START, END = "<!-- settings-table:start -->", "<!-- settings-table:end -->"
 
 def all_settings() -> list[tuple[str, str, str]]:
     from databricks_jobs.settings import SETTINGS as DATABRICKS
-    from triggers.caller_settings import SETTINGS as CALLERS
+    from messaging.settings import SETTINGS as CALLERS
     from workflow.settings import SETTINGS as WORKFLOW
 
     rows = [(s[0], s[1], s[2]) for s in (*DATABRICKS, *WORKFLOW, *CALLERS)]

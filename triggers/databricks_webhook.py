@@ -28,8 +28,9 @@ import azure.durable_functions as df
 import azure.functions as func
 
 from activities.jobs import INSTANCE_TAG
+from databricks_jobs.errors import ConfigurationError
 from orchestrators.create_job_and_run import RUN_FINISHED_EVENT
-from triggers import caller_settings
+from messaging import settings as caller_settings
 from triggers.http_responses import json_response
 from triggers.starter import RUNNING_STATUSES
 from workflow.inputs import InputError, parse_json_body
@@ -54,7 +55,13 @@ def authenticated(authorization: Optional[str], env: Optional[Mapping[str, str]]
     """True when the header carries the configured Basic credentials. Both parts are compared in
     constant time and always both, so timing reveals neither which part nor how much matched."""
     username = caller_settings.get("DATABRICKS_WEBHOOK_USERNAME", env)
-    password = caller_settings.get("DATABRICKS_WEBHOOK_PASSWORD", env)
+    try:
+        password = caller_settings.secret("DATABRICKS_WEBHOOK_PASSWORD", env)
+    except ConfigurationError as exc:
+        # e.g. the literal @Microsoft.KeyVault(...) text App Service leaves when it cannot resolve
+        # the reference: refusing every call beats accepting that text as the password.
+        log.error("Databricks notification refused: %s", exc)
+        return False
     if not username or not password:
         log.warning("Databricks notification refused: DATABRICKS_WEBHOOK_USERNAME/PASSWORD are not set")
         return False

@@ -25,7 +25,7 @@ from typing import Any, Optional, Union
 import azure.durable_functions as df
 import azure.functions as func
 
-from triggers import caller_settings, storage_queues
+from messaging import settings as caller_settings, storage_queues
 from triggers.starter import StartResult, derived_instance_id, start_once
 from workflow.inputs import InputError, orchestration_input, validate_request
 from workflow.settings import WorkflowSettings

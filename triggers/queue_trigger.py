@@ -18,7 +18,7 @@ from typing import Optional
 import azure.durable_functions as df
 import azure.functions as func
 
-from triggers import caller_settings
+from messaging import settings as caller_settings
 from triggers.starter import INSTANCE_ID_PATTERN, StartResult, derived_instance_id, start_once
 from workflow.inputs import InputError, WorkflowRequest, orchestration_input, parse_json_body, validate_request
 from workflow.settings import WorkflowSettings

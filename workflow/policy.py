@@ -15,10 +15,6 @@ TERMINAL_LIFE_CYCLE_STATES = frozenset({"TERMINATED", "SKIPPED", "INTERNAL_ERROR
 # Jobs API 2.2 `status.state`: only TERMINATED is terminal.
 TERMINAL_STATUS_STATES = frozenset({"TERMINATED"})
 
-SUCCESS = "SUCCESS"
-CANCELED = "CANCELED"
-TIMEDOUT = "TIMEDOUT"
-
 MAX_IDEMPOTENCY_TOKEN_LENGTH = 64
 
 
@@ -30,23 +26,62 @@ def is_terminal(run: Mapping[str, Any]) -> bool:
     return status.get("state") in TERMINAL_STATUS_STATES
 
 
-def result_state(run: Mapping[str, Any]) -> Optional[str]:
-    """The outcome of a terminal run, never None for one.
+# The result states a caller can see, one vocabulary for every way a workflow ends (a Logic App
+# writes its conditions on these). Databricks' own detail is reported beside it, never instead.
+SUCCESS = "SUCCESS"
+SUCCESS_WITH_FAILURES = "SUCCESS_WITH_FAILURES"  # the job succeeded; some non-leaf tasks failed
+FAILED = "FAILED"
+TIMEDOUT = "TIMEDOUT"  # the workflow's deadline, or the job's own timeout
+CANCELED = "CANCELED"  # cancelled through the app, or by someone on Databricks
+SKIPPED = "SKIPPED"  # Databricks did not run it (concurrency limit, excluded, disabled)
+RESULT_STATES = (SUCCESS, SUCCESS_WITH_FAILURES, FAILED, TIMEDOUT, CANCELED, SKIPPED)
+SUCCESS_STATES = frozenset({SUCCESS, SUCCESS_WITH_FAILURES})
 
-    `result_state` is absent for some terminal runs (SKIPPED, INTERNAL_ERROR); then the
-    2.2 termination code or the life-cycle state itself names the outcome."""
-    if run.get("resultState"):
-        return run["resultState"]
+# Databricks `state.result_state` -> ours. Anything not listed is a failure: an unknown outcome is
+# never reported as a success.
+_RESULT_STATE_OF = {
+    "SUCCESS": SUCCESS, "SUCCESS_WITH_FAILURES": SUCCESS_WITH_FAILURES,
+    "FAILED": FAILED, "UPSTREAM_FAILED": FAILED,
+    "TIMEDOUT": TIMEDOUT,
+    "CANCELED": CANCELED, "UPSTREAM_CANCELED": CANCELED,
+    "MAXIMUM_CONCURRENT_RUNS_REACHED": SKIPPED, "EXCLUDED": SKIPPED, "DISABLED": SKIPPED,
+}
+# 2.2 `status.termination_details.code` -> ours, for terminal runs that carry no result_state.
+_TERMINATION_CODE_OF = {
+    "SUCCESS": SUCCESS, "SUCCESS_WITH_FAILURES": SUCCESS_WITH_FAILURES,
+    "USER_CANCELED": CANCELED, "CANCELED": CANCELED, "CLUSTER_TERMINATED_BY_USER": CANCELED,
+    "SKIPPED": SKIPPED, "MAX_CONCURRENT_RUNS_EXCEEDED": SKIPPED, "DISABLED": SKIPPED,
+    "MAX_JOB_QUEUE_SIZE_EXCEEDED": SKIPPED,
+}
+
+
+def termination_code(run: Mapping[str, Any]) -> Optional[str]:
+    return ((run.get("status") or {}).get("termination_details") or {}).get("code")
+
+
+def databricks_result_state(run: Mapping[str, Any]) -> Optional[str]:
+    """Databricks' own name for a terminal run's outcome: `result_state`, else the 2.2 termination
+    code, else the life-cycle state (SKIPPED, INTERNAL_ERROR carry no result_state)."""
     if not is_terminal(run):
         return None
-    code = ((run.get("status") or {}).get("termination_details") or {}).get("code")
-    if run.get("lifeCycleState") in ("SKIPPED", "INTERNAL_ERROR"):
-        return run["lifeCycleState"]
-    return code or run.get("lifeCycleState") or "UNKNOWN"
+    return run.get("resultState") or termination_code(run) or run.get("lifeCycleState") or "UNKNOWN"
+
+
+def result_state(run: Mapping[str, Any]) -> Optional[str]:
+    """The caller-facing outcome (one of RESULT_STATES) of a terminal run; None while it runs."""
+    if not is_terminal(run):
+        return None
+    if run.get("lifeCycleState") == "SKIPPED":
+        return SKIPPED
+    if run.get("lifeCycleState") == "INTERNAL_ERROR":
+        return FAILED
+    if run.get("resultState"):
+        return _RESULT_STATE_OF.get(run["resultState"], FAILED)
+    return _TERMINATION_CODE_OF.get(termination_code(run) or "", FAILED)
 
 
 def is_success(state: Optional[str]) -> bool:
-    return state == SUCCESS
+    return state in SUCCESS_STATES
 
 
 def select_task_run(run: Mapping[str, Any], task_key: str) -> Optional[Mapping[str, Any]]:
@@ -102,22 +137,52 @@ def run_idempotency_token(key: str) -> str:
     return hashlib.sha256(key.encode("utf-8")).hexdigest()
 
 
-# `str(DatabricksApiError)` starts with this (docs/design.md); the orchestrator only sees text.
-_API_ERROR = re.compile(r"Databricks API error (\d{3}) ([A-Z_]*)")
-# Throttling and server-side failures are worth another activity attempt; a 4xx will not change.
+# How an activity failure reads when it reaches the orchestrator. Durable Functions Python carries
+# only text across the activity boundary (the host's "Activity function 'X' failed: <Type>: <message>"
+# layout), so every error our activities raise states its kind in a fixed message prefix
+# (databricks_jobs.errors, activities.notifications); the orchestrator classifies by that kind and,
+# for Databricks, by HTTP status and error code. An error of no known kind is NOT retried: retrying
+# cannot fix a bug or a misconfiguration, and waiting it out would only hide it.
+TRANSIENT = "transient"
+PERMANENT = "permanent"
+
+_API_ERROR = re.compile(r"Databricks API error (\d{1,3}) ([A-Z_]*)")
+# Throttling and server-side failures are worth another attempt; other 4xx will not change.
 _RETRYABLE_ERROR_CODES = frozenset({"COULD_NOT_ACQUIRE_LOCK", "TEMPORARILY_UNAVAILABLE", "REQUEST_LIMIT_EXCEEDED"})
+_TRANSIENT_KINDS = (
+    "Credential temporarily unavailable:",      # token endpoint or Key Vault throttled / down
+    "Notification target temporarily unavailable:",
+    # The Functions host's own FunctionTimeoutException ("Timeout value of 00:05:00 was exceeded by
+    # function: Functions.getJobRun"): the activity ran too long this time.
+    "Timeout value of ",
+)
+_PERMANENT_KINDS = ("Configuration error:", "Credential error:", "Notification refused:", "Invalid activity input:")
+_KIND_PREFIXES = ("Databricks API error ",) + _TRANSIENT_KINDS + _PERMANENT_KINDS
+MAX_ERROR_CHARS = 2000
 
 
-def is_retryable_activity_error(message: str) -> bool:
-    """Whether an activity failure (as text) is worth retrying from the orchestrator.
+def failure_kind(text: str) -> str:
+    """TRANSIENT or PERMANENT for an activity failure's text (see the note above)."""
+    text = text or ""
+    match = _API_ERROR.search(text)
+    if match:
+        status, code = int(match.group(1)), match.group(2)
+        # status 0: a transport failure that outlived the client's own retries.
+        transient = status == 0 or status == 429 or status >= 500 or code in _RETRYABLE_ERROR_CODES
+        return TRANSIENT if transient else PERMANENT
+    if any(kind in text for kind in _TRANSIENT_KINDS):
+        return TRANSIENT
+    return PERMANENT
 
-    Errors that are not Databricks API errors (a worker crash, a timeout, a network error that
-    outlived the client's own retries) are retried; Databricks 4xx are not, except throttling."""
-    match = _API_ERROR.search(message or "")
-    if not match:
-        return True
-    status, code = int(match.group(1)), match.group(2)
-    return status >= 500 or status == 429 or code in _RETRYABLE_ERROR_CODES
+
+def error_message(text: str, limit: int = MAX_ERROR_CHARS) -> str:
+    """The error itself out of an activity failure's text: from the first known kind prefix (or the
+    start) to the end of that line, without the host's wrapping or a stack trace, at most `limit`."""
+    text = (text or "").strip()
+    starts = [i for i in (text.find(p) for p in _KIND_PREFIXES) if i >= 0]
+    line = text[min(starts):] if starts else text
+    line = line.split("\n", 1)[0].strip()
+    return line if len(line) <= limit else line[: limit - 3] + "..."
 
 
 @dataclass(frozen=True)
@@ -142,7 +207,8 @@ def outputs(
     run: Optional[Mapping[str, Any]] = None,
     task_output: Optional[Mapping[str, Any]] = None,
 ) -> dict:
-    """The workflow outputs: the Arazzo names first, then what an operator needs to act."""
+    """The workflow outputs: the Arazzo names first, then what an operator needs to act.
+    `resultState` is one of RESULT_STATES; `databricksResultState` is Databricks' own detail."""
     run = run or {}
     task_output = task_output or {}
     out: dict = {
@@ -151,6 +217,7 @@ def outputs(
         "resultState": result,
         "notebookResult": task_output.get("notebookResult"),
         "lifeCycleState": run.get("lifeCycleState"),
+        "databricksResultState": databricks_result_state(run),
         "stateMessage": run.get("stateMessage"),
         "runPageUrl": run.get("runPageUrl"),
     }
@@ -160,6 +227,8 @@ def outputs(
         for key in ("error", "errorTrace"):
             if task_output.get(key):
                 out[key] = task_output[key]
+    if task_output.get("outputError"):
+        out["outputError"] = task_output["outputError"]
     return out
 
 
@@ -191,7 +260,7 @@ def progress_status(
 
 
 __all__: Sequence[str] = [
-    "ActivityRetry", "PollSchedule", "failure_outputs", "TERMINAL_LIFE_CYCLE_STATES", "is_retryable_activity_error", "poll_schedule",
+    "ActivityRetry", "PollSchedule", "failure_outputs", "TERMINAL_LIFE_CYCLE_STATES", "failure_kind", "error_message", "poll_schedule",
     "is_success", "is_terminal", "outputs", "progress_status", "result_state", "status_retry_after",
     "run_idempotency_token", "select_task_run",
 ]

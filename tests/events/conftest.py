@@ -19,7 +19,8 @@ from typing import List, Optional
 import pytest
 
 from events_support import FakeDurableClient
-from triggers import caller_settings, databricks_webhook, storage_queues
+from messaging import settings as caller_settings, storage_queues
+from triggers import databricks_webhook
 
 ROOT = Path(__file__).resolve().parents[2]
 AZURITE_DIR = ROOT / ".tools" / "azurite"

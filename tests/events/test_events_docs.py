@@ -2,7 +2,7 @@
 import re
 from pathlib import Path
 
-from triggers.caller_settings import SETTINGS
+from messaging.settings import SETTINGS
 
 DOC = Path(__file__).resolve().parents[2] / "docs" / "callers.md"
 

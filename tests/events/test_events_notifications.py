@@ -3,11 +3,12 @@ import json
 import logging
 
 import pytest
+import requests
 import responses
 
 from activities import notifications
 from activities.notifications import COMPLETED_EVENT_TYPE, notifyCompletion
-from triggers import caller_settings
+from messaging import settings as caller_settings
 
 OUTPUTS = {"jobId": 11, "runId": 22, "resultState": "SUCCESS", "notebookResult": "42", "lifeCycleState": "TERMINATED",
            "stateMessage": "", "runPageUrl": "https://adb.example/#job/11/run/22"}
@@ -90,9 +91,32 @@ def test_topic_refusal_fails_the_activity_without_echoing_the_key(monkeypatch):
     monkeypatch.setenv("WORKFLOW_COMPLETION_TOPIC_ENDPOINT", TOPIC)
     monkeypatch.setenv("WORKFLOW_COMPLETION_TOPIC_KEY", TOPIC_KEY)
     responses.post(TOPIC, status=401, body="Unauthorized: invalid key")
-    with pytest.raises(RuntimeError) as raised:
+    with pytest.raises(notifications.NotificationError) as raised:
         call({"instanceId": "i", "outputs": OUTPUTS})
-    assert "401" in str(raised.value) and TOPIC_KEY not in str(raised.value)
+    # A refusal is not worth retrying; the text says so for the orchestrator, and never holds the key.
+    assert str(raised.value).startswith("Notification refused: Event Grid topic answered 401")
+    assert TOPIC_KEY not in str(raised.value)
+
+
+@responses.activate
+@pytest.mark.parametrize("answer", [{"status": 503}, {"status": 429}, {"body": requests.ConnectionError("refused")}])
+def test_a_topic_that_is_down_or_throttling_is_worth_another_attempt(monkeypatch, answer):
+    from workflow.policy import failure_kind
+
+    monkeypatch.setenv("WORKFLOW_COMPLETION_TOPIC_ENDPOINT", TOPIC)
+    monkeypatch.setenv("WORKFLOW_COMPLETION_TOPIC_KEY", TOPIC_KEY)
+    responses.post(TOPIC, **answer)
+    with pytest.raises(notifications.NotificationError) as raised:
+        call({"instanceId": "i", "outputs": OUTPUTS})
+    assert failure_kind(str(raised.value)) == "transient" and TOPIC_KEY not in str(raised.value)
+
+
+def test_the_event_id_names_the_workflow_run_not_the_instance(storage, monkeypatch):
+    queue = storage.queue_name("completions")
+    monkeypatch.setenv("WORKFLOW_COMPLETION_QUEUE", queue)
+    call({"instanceId": "queue-1", "eventId": "run-key-1", "outputs": OUTPUTS})
+    call({"instanceId": "queue-1", "eventId": "run-key-2", "outputs": OUTPUTS})  # the id started again
+    assert [json.loads(t)["id"] for t in storage.drain(queue)] == ["run-key-1", "run-key-2"]
 
 
 def test_no_target_is_a_logged_no_op(caplog):
@@ -102,6 +126,19 @@ def test_no_target_is_a_logged_no_op(caplog):
 
 
 def test_plain_http_topic_endpoints_are_refused(monkeypatch):
+    from databricks_jobs.errors import ConfigurationError
+
     monkeypatch.setenv("WORKFLOW_COMPLETION_TOPIC_ENDPOINT", "http://topic.example/api/events")
-    with pytest.raises(caller_settings.CallerSettingError, match="WORKFLOW_COMPLETION_TOPIC_ENDPOINT"):
+    with pytest.raises(ConfigurationError, match="^Configuration error: WORKFLOW_COMPLETION_TOPIC_ENDPOINT"):
         call({"instanceId": "i", "outputs": OUTPUTS})
+
+
+def test_an_unresolved_key_vault_reference_is_refused_as_the_topic_key(monkeypatch):
+    from databricks_jobs.errors import ConfigurationError
+
+    monkeypatch.setenv("WORKFLOW_COMPLETION_TOPIC_ENDPOINT", TOPIC)
+    reference = "@Microsoft.KeyVault(SecretUri=https://v.vault.azure.net/secrets/topic-key/)"
+    monkeypatch.setenv("WORKFLOW_COMPLETION_TOPIC_KEY", reference)
+    with pytest.raises(ConfigurationError) as raised:
+        call({"instanceId": "i", "outputs": OUTPUTS})
+    assert str(raised.value).startswith("Configuration error: WORKFLOW_COMPLETION_TOPIC_KEY: is an unresolved Key Vault")

@@ -17,7 +17,8 @@ import pytest
 from azure.core.exceptions import ResourceExistsError
 
 from events_support import VALID_INPUT
-from triggers import queue_trigger, storage_queues
+from messaging import storage_queues
+from triggers import queue_trigger
 from triggers.starter import derived_instance_id
 
 ROOT = Path(__file__).resolve().parents[2]

@@ -184,3 +184,16 @@ def test_databricks_unreachable_is_503_with_retry_after(client, monkeypatch):
     monkeypatch.setattr(databricks_webhook, "fetch_job", down)
     response, body = post(client, payload())
     assert response.status_code == 503 and response.headers["Retry-After"] == "30" and client.events == []
+
+
+@pytest.mark.parametrize("password", [
+    "@Microsoft.KeyVault(SecretUri=https://v.vault.azure.net/secrets/webhook/)",  # App Service could not resolve it
+    "two words",
+])
+def test_an_unusable_password_setting_refuses_every_call_even_one_that_sends_that_text(
+        monkeypatch, password, caplog, client, jobs):
+    monkeypatch.setenv("DATABRICKS_WEBHOOK_PASSWORD", password)
+    client.set_running(INSTANCE, runId=RUN_ID)
+    response, _ = post(client, payload(), authorization=basic(password=password))
+    assert response.status_code == 401 and client.events == []
+    assert "DATABRICKS_WEBHOOK_PASSWORD" in caplog.text and password not in caplog.text

@@ -64,15 +64,24 @@ def test_failed_run_ends_with_error_and_trace(run_workflow):
 
 def test_skipped_run_is_terminal_and_fetches_no_output(run_workflow, emulator):
     out = run_workflow(notebookPath="/Workspace/Users/me/skip_me")["output"]
-    assert out["lifeCycleState"] == "SKIPPED"
-    assert out["resultState"] == "MAXIMUM_CONCURRENT_RUNS_REACHED"
+    # One caller-facing vocabulary; Databricks' own detail beside it.
+    assert (out["resultState"], out["lifeCycleState"], out["databricksResultState"]) == \
+        ("SKIPPED", "SKIPPED", "MAXIMUM_CONCURRENT_RUNS_REACHED")
     assert "notebookResult" in out and out["notebookResult"] is None
 
 
-def test_internal_error_is_terminal(run_workflow):
+def test_internal_error_is_a_failure_with_the_databricks_detail_beside_it(run_workflow):
     out = run_workflow(notebookPath="/Workspace/Users/me/crash_it")["output"]
-    assert out["lifeCycleState"] == "INTERNAL_ERROR"
-    assert out["resultState"] != "SUCCESS"
+    assert (out["resultState"], out["lifeCycleState"], out["databricksResultState"]) == \
+        ("FAILED", "INTERNAL_ERROR", "FAILED")
+
+
+@pytest.mark.parametrize("notebook", ["load", "fail_load", "skip_me", "crash_it", "timeout_load", "slow_load"])
+def test_every_result_state_a_caller_sees_is_in_the_documented_list(run_workflow, notebook):
+    from workflow.policy import RESULT_STATES
+
+    out = run_workflow(notebookPath=f"/Workspace/Users/me/{notebook}", timeoutSeconds=600)["output"]
+    assert out["resultState"] in RESULT_STATES
 
 
 def test_queued_and_blocked_runs_keep_polling_until_they_finish(run_workflow, host, emulator):
@@ -105,8 +114,9 @@ def test_deadline_cancels_the_run_and_ends_timedout(run_workflow, emulator, cloc
     emulator.scenario = Scenario(rules=[("*", Behavior(phases=(("RUNNING", 7200),)))])
     started = clock.now()
     out = run_workflow(timeoutSeconds=600)["output"]
-    assert out["resultState"] == "TIMEDOUT"
-    assert out["lifeCycleState"] == "RUNNING"
+    assert out["resultState"] == "TIMEDOUT" and out["deadlineExceeded"] is True
+    # The run's state AFTER cancelling it, not the last poll's.
+    assert (out["lifeCycleState"], out["databricksResultState"]) == ("TERMINATED", "CANCELED")
     assert 600 <= clock.now() - started < 700
     assert len(_requests(emulator, "/runs/cancel")) == 1
 
@@ -165,22 +175,36 @@ def test_a_databricks_outage_while_polling_does_not_end_the_workflow(run_workflo
     emulator.faults.script(*["503"] * 6, path="*/runs/get")
     status = run_workflow()
     assert status["runtimeStatus"] == "Completed" and status["output"]["resultState"] == "SUCCESS"
-    assert status["customStatus"]["failedPolls"] == 1
+    assert status["customStatus"]["failedPolls"] == 6  # every unanswered attempt is counted
     assert not _requests(emulator, "/runs/cancel")
 
 
-def test_polls_failing_until_the_deadline_fail_the_workflow_and_cancel_the_run(run_workflow, emulator, monkeypatch):
+def test_polls_failing_until_the_deadline_end_timedout_with_the_run_cancelled(host, clock, emulator, monkeypatch):
     import databricks_jobs
     from jobs_emulator import Faults
 
     monkeypatch.setenv("DATABRICKS_RETRY_MAX_SECONDS", "0.5")
     databricks_jobs.reset_all()
+    emulator.scenario = Scenario(rules=[("*", Behavior(phases=(("RUNNING", 7200),)))])
     emulator.faults = Faults(rate=1.0, kinds=("503",), paths=["*/runs/get"], retry_after=1)
-    status = run_workflow(timeoutSeconds=600)
-    assert status["runtimeStatus"] == "Failed"
-    assert "Databricks API error 503" in json.dumps(status["output"])
+    request = validate_request(dict(REQUEST, timeoutSeconds=60), WorkflowSettings())
+    iid = host.start_new(ORCHESTRATOR_NAME, None, orchestration_input(request, WorkflowSettings()))
+    started = clock.now()
+    host.run_until_idle()
+    clock.advance(35)  # inside the first poll's retry waits
+    host.run_until_idle()
+    waiting = host.get_status(iid)["customStatus"]
+    assert waiting["runId"] and waiting["step"] == "pollRun" and waiting["failedPolls"] >= 1
+    status = host.run_until_complete(iid)
+    out = status["output"]
+    assert status["runtimeStatus"] == "Completed" and out["resultState"] == "TIMEDOUT"
+    assert status["customStatus"]["failedPolls"] >= 1
+    # The retry waits were cut at the deadline, not carried past it.
+    assert clock.now() - started < 60 + 5 * 60
     assert len(_requests(emulator, "/runs/cancel")) == 1  # nothing left running on Databricks
-    assert len(_requests(emulator, "/runs/get")) < 200  # on the poll schedule, not a tight loop
+    emulator.faults = Faults()
+    clock.advance(5)
+    assert emulator.run(out["runId"])["state"]["result_state"] == "CANCELED"
 
 
 def test_an_error_retrying_cannot_fix_ends_the_workflow_at_once(host, clock, emulator):
@@ -284,7 +308,10 @@ def _start_notifying(host, **overrides):
 
 def test_an_event_started_workflow_reports_its_outputs_when_it_ends(host, sent_notifications):
     status = _start_notifying(host)
-    assert sent_notifications == [{"instanceId": status["instanceId"], "outputs": status["output"]}]
+    [sent] = sent_notifications
+    assert sent["instanceId"] == status["instanceId"] and sent["outputs"] == status["output"]
+    # The CloudEvent id names this workflow RUN: an instance id can start again after a purge.
+    assert sent["eventId"] and sent["eventId"] != status["instanceId"]
 
 
 def test_an_event_started_workflow_reports_its_failure_too(host, sent_notifications, monkeypatch):

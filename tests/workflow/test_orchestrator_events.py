@@ -86,7 +86,8 @@ class Episodes:
         return new
 
     def pending(self, function_name: str) -> int:
-        for action, tid in zip(_flatten(self.state["actions"]), self.ids):
+        """The NEWEST pending call (an activity interrupted by a cancel stays pending forever)."""
+        for action, tid in reversed(list(zip(_flatten(self.state["actions"]), self.ids))):
             if action.get("functionName") == function_name and tid is not None:
                 done = any(e.get("TaskScheduledId") == tid for e in self.history)
                 if not done:
@@ -128,27 +129,57 @@ def _start(webhooks: bool = False) -> Episodes:
 
 
 def _names(actions) -> list:
-    return [a.get("functionName") or {5: "timer", 6: "wait:" + str(a.get("externalEventName"))}.get(a["actionType"])
-            for a in actions]
+    """What the actions schedule; event waiters (first yielded once per execution) are left out."""
+    return [a.get("functionName") or {5: "timer"}.get(a["actionType"]) for a in actions if a["actionType"] != 6]
 
 
-def test_cancel_raised_while_a_later_poll_runs_still_cancels_the_run():
+def _final_state_after_cancel(ep, after):
+    assert _names(after) == ["cancelRun"], _names(after)
+    after = ep.complete("cancelRun", {"runId": 2, "canceled": True})
+    assert _names(after) == ["getJobRun"]      # the run's final state is read back
+    ep.complete("getJobRun", {**RUNNING, "lifeCycleState": "TERMINATED", "resultState": "CANCELED"})
+    assert ep.state["isDone"]
+    out = ep.state["output"]
+    assert (out["resultState"], out["lifeCycleState"], out["databricksResultState"]) == \
+        ("CANCELED", "TERMINATED", "CANCELED")
+    assert out["cancelRequested"] is True
+    return out
+
+
+def test_cancel_raised_while_a_poll_runs_cancels_the_run_at_once():
     ep = _start()
     ep.complete("getJobRun", RUNNING)       # poll 1, then wait on timer 1 / cancel
     ep.fire_timer()                         # timer 1 wins: poll 2 is scheduled
-    assert ep.raise_event(CANCEL_EVENT, {"reason": "http"}) == []   # arrives mid-poll
-    after = ep.complete("getJobRun", RUNNING)
-    assert "cancelRun" in _names(after), _names(after)
-    assert "timer" not in _names(after)     # no new wait: the cancel was already there
-    ep.complete("cancelRun", {"runId": 2, "canceled": True})
-    assert ep.state["isDone"] and ep.state["output"]["resultState"] == "CANCELED"
+    after = ep.raise_event(CANCEL_EVENT, {"reason": "http"})   # arrives mid-poll
+    _final_state_after_cancel(ep, after)
 
 
 def test_cancel_raised_during_the_first_poll_cancels_the_run():
     ep = _start()
-    assert ep.raise_event(CANCEL_EVENT) == []  # no waiter exists yet: the SDK defers it
-    after = ep.complete("getJobRun", RUNNING)
-    assert "cancelRun" in _names(after), _names(after)
+    _final_state_after_cancel(ep, ep.raise_event(CANCEL_EVENT))
+
+
+def test_cancel_during_create_job_prevents_the_run():
+    settings = WorkflowSettings()
+    ep = Episodes(orchestration_input(validate_request(dict(REQUEST), settings), settings))
+    assert _names(ep.run()) == ["createJob"]
+    after = ep.raise_event(CANCEL_EVENT, {"reason": "changed my mind"})
+    assert after == [] and ep.state["isDone"]
+    out = ep.state["output"]
+    assert out["resultState"] == "CANCELED" and out["runId"] is None and out["cancelRequested"] is True
+    assert "runJobNow" not in _names(_flatten(ep.state["actions"]))
+
+
+def test_cancel_during_run_now_cancels_the_run_it_started():
+    settings = WorkflowSettings()
+    ep = Episodes(orchestration_input(validate_request(dict(REQUEST), settings), settings))
+    ep.run()
+    ep.complete("createJob", {"jobId": 1, "created": True})
+    after = ep.raise_event(CANCEL_EVENT)       # run-now is in flight
+    # The run key is run-now's idempotency token: asking again returns the run, which is cancelled.
+    assert _names(after) == ["runJobNow"]
+    after = ep.complete("runJobNow", {"runId": 2})
+    _final_state_after_cancel(ep, after)
 
 
 def test_cancel_while_waiting_still_wins_over_the_timer_and_cancels_it():
@@ -162,19 +193,55 @@ def test_cancel_while_waiting_still_wins_over_the_timer_and_cancels_it():
     assert timers[-1]["isCanceled"] is True  # or the instance would stay Running until it fires
 
 
-def test_an_early_run_finished_event_does_not_turn_later_waits_into_a_busy_loop():
-    # The webhook arrives while the first poll of an execution runs (no waiter yet), and runs/get
-    # still says RUNNING for a moment after. The next poll comes at once; after that the
-    # orchestrator must wait on a timer again, not poll back to back.
+def test_a_cancel_in_the_same_batch_as_continue_as_new_reaches_the_next_execution():
+    settings = WorkflowSettings(polls_per_execution=2)
+    ep = Episodes(orchestration_input(validate_request(dict(REQUEST), settings), settings))
+    ep.run()
+    ep.complete("createJob", {"jobId": 1, "created": True})
+    ep.complete("runJobNow", {"runId": 2})
+    ep.complete("getJobRun", RUNNING)
+    ep.fire_timer()
+    # Poll 2 completes and the cancel arrives in the SAME episode: poll 2 is this execution's last.
+    tid = ep.pending("getJobRun")
+    ep.now += timedelta(seconds=1)
+    ep.history += [ep._ev(12), ep._ev(5, TaskScheduledId=tid, Result=json.dumps(RUNNING)),
+                   ep._ev(15, Name=CANCEL_EVENT, Input=json.dumps({"reason": "batch"}))]
+    ep.run()
+    assert ep.state["isDone"]
+    [can] = [a for a in _flatten(ep.state["actions"]) if a["actionType"] == 4]
+    carried = json.loads(can["input"])["progress"]
+    assert carried["cancel"] == {"reason": "batch"}
+    # The next execution acts on it before anything else.
+    nxt = Episodes(json.loads(can["input"]))
+    assert _names(nxt.run()) == ["cancelRun"]
+
+
+def test_a_run_finished_signal_makes_the_next_poll_early_and_is_confirmed_with_runs_get():
+    ep = _start(webhooks=True)
+    ep.complete("getJobRun", RUNNING)
+    after = ep.raise_event(RUN_FINISHED_EVENT, {"runId": 2})   # while waiting
+    assert _names(after) == ["getJobRun"]
+    timers = [a for a in _flatten(ep.state["actions"]) if a["actionType"] == 5]
+    assert timers[-1]["isCanceled"] is True
+    after = ep.complete("getJobRun", {**RUNNING, "lifeCycleState": "TERMINATED", "resultState": "SUCCESS"})
+    assert _names(after) == ["getJobRunOutput"]
+
+
+def test_a_signal_for_a_run_that_has_not_ended_starts_a_fresh_execution_not_a_busy_loop():
+    # The webhook arrives while the first poll runs, and runs/get still says the run is going (it
+    # is BLOCKED, or waiting for a retry). The next poll comes at once to confirm; after that the
+    # workflow continues as new, so a fresh waiter catches the next signal, and the new execution
+    # starts with a wait, not a poll.
     ep = _start(webhooks=True)
     assert ep.raise_event(RUN_FINISHED_EVENT, {"runId": 2}) == []
     after = ep.complete("getJobRun", RUNNING)
-    assert "getJobRun" in _names(after)      # the webhook made the poll early
-    after = ep.complete("getJobRun", {**RUNNING, "lifeCycleState": "TERMINATING"})
-    assert "getJobRun" not in _names(after), _names(after)
-    assert ep.pending_timer()                # waiting for the schedule's next poll
-    after = ep.fire_timer()
-    assert "getJobRun" in _names(after)
+    assert _names(after) == ["getJobRun"]      # the signal made the poll early
+    ep.complete("getJobRun", {**RUNNING, "lifeCycleState": "BLOCKED"})
+    assert ep.state["isDone"]
+    [can] = [a for a in _flatten(ep.state["actions"]) if a["actionType"] == 4]
+    nxt = Episodes(json.loads(can["input"]))
+    first = nxt.run()
+    assert "getJobRun" not in _names(first) and "timer" in _names(first)
 
 
 def test_run_finished_raised_mid_poll_makes_the_next_poll_early():

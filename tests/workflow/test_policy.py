@@ -17,16 +17,32 @@ def test_jobs_2_2_status_terminated_is_terminal_even_without_life_cycle_state():
     assert not policy.is_terminal({"status": {"state": "WAITING"}})
 
 
-@pytest.mark.parametrize("run, expected", [
-    ({"lifeCycleState": "RUNNING"}, None),
-    ({"lifeCycleState": "TERMINATED", "resultState": "FAILED"}, "FAILED"),
-    ({"lifeCycleState": "SKIPPED"}, "SKIPPED"),
-    ({"lifeCycleState": "INTERNAL_ERROR"}, "INTERNAL_ERROR"),
-    ({"lifeCycleState": "SKIPPED", "resultState": "MAXIMUM_CONCURRENT_RUNS_REACHED"}, "MAXIMUM_CONCURRENT_RUNS_REACHED"),
-    ({"status": {"state": "TERMINATED", "termination_details": {"code": "USER_CANCELED"}}}, "USER_CANCELED"),
+@pytest.mark.parametrize("run, ours, theirs", [
+    ({"lifeCycleState": "RUNNING"}, None, None),
+    ({"lifeCycleState": "TERMINATED", "resultState": "SUCCESS"}, "SUCCESS", "SUCCESS"),
+    ({"lifeCycleState": "TERMINATED", "resultState": "SUCCESS_WITH_FAILURES"}, "SUCCESS_WITH_FAILURES",
+     "SUCCESS_WITH_FAILURES"),
+    ({"lifeCycleState": "TERMINATED", "resultState": "FAILED"}, "FAILED", "FAILED"),
+    ({"lifeCycleState": "TERMINATED", "resultState": "UPSTREAM_FAILED"}, "FAILED", "UPSTREAM_FAILED"),
+    ({"lifeCycleState": "TERMINATED", "resultState": "TIMEDOUT"}, "TIMEDOUT", "TIMEDOUT"),
+    ({"lifeCycleState": "TERMINATED", "resultState": "CANCELED"}, "CANCELED", "CANCELED"),
+    ({"lifeCycleState": "TERMINATED", "resultState": "EXCLUDED"}, "SKIPPED", "EXCLUDED"),
+    ({"lifeCycleState": "TERMINATED", "resultState": "A_STATE_ADDED_LATER"}, "FAILED", "A_STATE_ADDED_LATER"),
+    ({"lifeCycleState": "SKIPPED"}, "SKIPPED", "SKIPPED"),
+    ({"lifeCycleState": "INTERNAL_ERROR"}, "FAILED", "INTERNAL_ERROR"),
+    ({"lifeCycleState": "SKIPPED", "resultState": "MAXIMUM_CONCURRENT_RUNS_REACHED"}, "SKIPPED",
+     "MAXIMUM_CONCURRENT_RUNS_REACHED"),
+    ({"status": {"state": "TERMINATED", "termination_details": {"code": "USER_CANCELED"}}}, "CANCELED", "USER_CANCELED"),
+    ({"status": {"state": "TERMINATED", "termination_details": {"code": "DRIVER_ERROR"}}}, "FAILED", "DRIVER_ERROR"),
 ])
-def test_result_state_names_every_terminal_outcome(run, expected):
-    assert policy.result_state(run) == expected
+def test_every_terminal_outcome_maps_to_one_documented_result_state(run, ours, theirs):
+    assert policy.result_state(run) == ours
+    assert policy.databricks_result_state(run) == theirs
+    assert ours is None or ours in policy.RESULT_STATES
+
+
+def test_an_unknown_outcome_is_never_a_success():
+    assert not policy.is_success(policy.result_state({"lifeCycleState": "TERMINATED", "resultState": "NEW"}))
 
 
 def test_select_task_run_takes_the_latest_attempt_of_the_named_task():
@@ -73,16 +89,34 @@ def test_idempotency_token_is_stable_and_fits_databricks_limit():
     assert token != policy.run_idempotency_token("y" * 200)
 
 
-@pytest.mark.parametrize("message, retryable", [
-    ("Activity function 'getJobRun' failed: Databricks API error 503 TEMPORARILY_UNAVAILABLE: busy", True),
-    ("Activity function 'getJobRun' failed: Databricks API error 429 REQUEST_LIMIT_EXCEEDED: slow down", True),
-    ("Activity function 'createJob' failed: Databricks API error 403 PERMISSION_DENIED: no", False),
-    ("Activity function 'createJob' failed: Databricks API error 400 INVALID_PARAMETER_VALUE: bad", False),
-    ("Activity function 'createJob' failed: Databricks API error 400 COULD_NOT_ACQUIRE_LOCK: try again", True),
-    ("Activity function 'createJob' failed: ConnectionError: refused", True),
+@pytest.mark.parametrize("message, kind", [
+    ("Activity function 'getJobRun' failed: DatabricksApiError: Databricks API error 503 TEMPORARILY_UNAVAILABLE: busy",
+     "transient"),
+    ("Activity function 'getJobRun' failed: Databricks API error 429 REQUEST_LIMIT_EXCEEDED: slow down", "transient"),
+    ("Activity function 'getJobRun' failed: Databricks API error 0 TRANSPORT_ERROR: connection reset", "transient"),
+    ("Activity function 'createJob' failed: Databricks API error 403 PERMISSION_DENIED: no", "permanent"),
+    ("Activity function 'createJob' failed: Databricks API error 400 INVALID_PARAMETER_VALUE: bad", "permanent"),
+    ("Activity function 'createJob' failed: Databricks API error 400 COULD_NOT_ACQUIRE_LOCK: try again", "transient"),
+    ("Activity function 'createJob' failed: ConfigurationError: Configuration error: DATABRICKS_AUTH: unknown auth "
+     "mode 'bogus'", "permanent"),
+    ("Activity function 'createJob' failed: CredentialError: Credential error: DATABRICKS_KEY_VAULT_SECRET_NAME: "
+     "Key Vault refused access (403)", "permanent"),
+    ("Activity function 'createJob' failed: CredentialError: Credential temporarily unavailable: DATABRICKS_AUTH: "
+     "token endpoint answered 503", "transient"),
+    ("Timeout value of 00:05:00 was exceeded by function: Functions.getJobRun", "transient"),
+    # No known kind: a bug or something unforeseen. Retrying would only hide it.
+    ("Activity function 'createJob' failed: KeyError: 'job_id'", "permanent"),
+    ("Activity function 'createJob' failed: ConnectionError: refused", "permanent"),
 ])
-def test_activity_errors_are_retried_only_when_another_attempt_can_help(message, retryable):
-    assert policy.is_retryable_activity_error(message) is retryable
+def test_activity_failures_are_classified_by_their_kind_and_code(message, kind):
+    assert policy.failure_kind(message) == kind
+
+
+def test_the_error_message_drops_the_host_wrapping_and_the_trace_and_is_bounded():
+    text = ("Activity function 'createJob' failed: ConfigurationError: Configuration error: DATABRICKS_AUTH: "
+            "unknown auth mode 'bogus' \n Traceback (most recent call last):\n  File \"/home/site/x.py\"")
+    assert policy.error_message(text) == "Configuration error: DATABRICKS_AUTH: unknown auth mode 'bogus'"
+    assert len(policy.error_message("x" * 10_000)) == policy.MAX_ERROR_CHARS
 
 
 def test_activity_retry_backs_off_exponentially():
@@ -95,7 +129,8 @@ def test_outputs_keep_arazzo_names_and_add_error_only_when_not_successful():
     ok = policy.outputs(job_id=1, run_id=2, result="SUCCESS", run=run,
                         task_output={"notebookResult": "42", "error": "ignored"})
     assert ok == {"jobId": 1, "runId": 2, "resultState": "SUCCESS", "notebookResult": "42",
-                  "lifeCycleState": "TERMINATED", "stateMessage": "", "runPageUrl": "https://x/run/1"}
+                  "lifeCycleState": "TERMINATED", "databricksResultState": "TERMINATED", "stateMessage": "",
+                  "runPageUrl": "https://x/run/1"}
     failed = policy.outputs(job_id=1, run_id=2, result="FAILED", run=run,
                             task_output={"error": "boom", "errorTrace": "Traceback"})
     assert failed["error"] == "boom" and failed["errorTrace"] == "Traceback"

@@ -56,6 +56,15 @@ def get(name: str, env: Optional[Mapping[str, str]] = None) -> str:
     return DEFAULTS[name] if value is None else value.strip()
 
 
+def secret(name: str, env: Optional[Mapping[str, str]] = None) -> str:
+    """A secret setting (webhook password, topic key), cleaned like the Databricks credentials:
+    `ConfigurationError` naming the setting for an unresolved Key Vault reference or a value with
+    whitespace inside; the value itself is never shown."""
+    from databricks_jobs.secret_values import clean_secret
+
+    return clean_secret(name, get(name, env)) or ""
+
+
 @dataclass(frozen=True)
 class BlobWorkflow:
     """How a `Microsoft.Storage.BlobCreated` event becomes a workflow request."""
@@ -120,7 +129,7 @@ class CompletionTargets:
         return cls(
             queue=get("WORKFLOW_COMPLETION_QUEUE", env),
             topic_endpoint=endpoint,
-            topic_key=get("WORKFLOW_COMPLETION_TOPIC_KEY", env),
+            topic_key=secret("WORKFLOW_COMPLETION_TOPIC_KEY", env),
             source=get("WORKFLOW_COMPLETION_EVENT_SOURCE", env) or DEFAULTS["WORKFLOW_COMPLETION_EVENT_SOURCE"],
             connection=get("WORKFLOW_QUEUE_CONNECTION", env) or DEFAULTS["WORKFLOW_QUEUE_CONNECTION"],
         )
