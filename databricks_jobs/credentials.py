@@ -7,16 +7,34 @@ Three sources, chosen by `DATABRICKS_AUTH`:
 - a PAT from `DATABRICKS_TOKEN` (local development, or an App Service Key Vault reference that the
   platform has already resolved into the value).
 
-Every provider is thread-safe and never logs a token."""
+Every value is cleaned where it is read (`secret_values.clean_secret`: surrounding whitespace is
+stripped, inner whitespace or control characters refused), so a pasted newline never reaches a
+request header. Every provider is thread-safe and never logs a token.
+
+Failures become `CredentialError`, classified by exception TYPE and HTTP STATUS, never by message:
+- permanent, naming the setting to fix: no managed identity in this environment
+  (CredentialUnavailableError) -> DATABRICKS_AUTH; an identity endpoint refusing the configured
+  client id (400/404) -> DATABRICKS_MANAGED_IDENTITY_CLIENT_ID; Key Vault 401/403, an unresolvable
+  vault host or a vault URL Key Vault refuses -> DATABRICKS_KEY_VAULT_URL; Key Vault 404 ->
+  DATABRICKS_KEY_VAULT_SECRET_NAME;
+- transient: the token endpoint or Key Vault answering 408/429/5xx, timeouts, refused or dropped
+  connections (after azure-core's own few retries).
+azure-identity reports an App Service identity endpoint's 5xx as "unavailable", the same type as
+"no identity here"; the transports below remember the last status each thread saw, which is what
+tells the two apart. Messages are scrubbed and never chain the original exception."""
 from __future__ import annotations
 
 import logging
 import threading
 import time
-from typing import Any, Callable, Dict, Optional, Protocol, Tuple
+from typing import Any, Callable, Dict, Iterable, Optional, Protocol, Tuple
+from urllib.parse import urlsplit
 
-from .errors import ConfigurationError
+from azure.core.pipeline.transport import RequestsTransport
+
+from .errors import ConfigurationError, CredentialError
 from .process_wide import ProcessWide
+from .secret_values import clean_secret, scrub, scrubbed_logger
 from .settings import (
     AUTH_DEFAULT_AZURE_CREDENTIAL,
     AUTH_KEY_VAULT,
@@ -26,7 +44,7 @@ from .settings import (
     get_settings,
 )
 
-log = logging.getLogger(__name__)
+log = scrubbed_logger(__name__)
 
 # Entra ID application id of Azure Databricks (same for every workspace).
 DATABRICKS_SCOPE = "2ff814a6-3304-4ab8-85cb-cd0e6f879c1d/.default"
@@ -38,6 +56,15 @@ MANAGEMENT_TOKEN_HEADER = "X-Databricks-Azure-SP-Management-Token"
 
 # Refresh Entra tokens this long before they expire, so a token never expires mid-request.
 ENTRA_REFRESH_LEAD_SECONDS = 300.0
+# azure-core retries token and Key Vault requests itself (429, 5xx, connection errors); a few
+# tries, then the activity fails transiently and the orchestrator's own retry takes over.
+AZURE_RETRY_TOTAL = 3
+# The Azure Instance Metadata Service: a probe that gets no answer means "no IMDS here", which
+# azure-identity reports as CredentialUnavailableError; it is not an outage.
+IMDS_HOST = "169.254.169.254"
+
+_TRANSIENT_STATUSES = frozenset({408, 429, 500, 502, 503, 504})
+_MAX_DETAIL_CHARS = 400
 
 
 class TokenProvider(Protocol):
@@ -49,6 +76,39 @@ class TokenProvider(Protocol):
 
     def extra_headers(self) -> Dict[str, str]:
         """Headers to send with every request besides Authorization."""
+
+
+class ObservedTransport(RequestsTransport):
+    """azure-core's requests transport that remembers, per thread, the last HTTP status or transport
+    error it saw, and waits between azure-core's retries through an injectable `sleep_func`."""
+
+    def __init__(self, sleep_func: Callable[[float], None] = time.sleep, **kwargs: Any):
+        super().__init__(**kwargs)
+        self._sleep_func = sleep_func
+        self._seen = threading.local()
+
+    def forget(self) -> None:
+        self._seen.status = None
+        self._seen.error_type = None
+
+    def last(self) -> Tuple[Optional[int], Optional[str]]:
+        """(last status, last transport error type) of this thread since `forget()`."""
+        return getattr(self._seen, "status", None), getattr(self._seen, "error_type", None)
+
+    def send(self, request: Any, **kwargs: Any) -> Any:
+        observed = urlsplit(str(request.url)).hostname != IMDS_HOST
+        try:
+            response = super().send(request, **kwargs)
+        except Exception as exc:
+            if observed:
+                self._seen.status, self._seen.error_type = None, type(exc).__name__
+            raise
+        if observed:
+            self._seen.status, self._seen.error_type = response.status_code, None
+        return response
+
+    def sleep(self, duration: float) -> None:
+        self._sleep_func(duration)
 
 
 class _CachedSecret:
@@ -77,6 +137,104 @@ class _CachedSecret:
         with self._lock:
             self._entry = None
 
+    def __repr__(self) -> str:
+        return f"{type(self).__name__}(cached={self._entry is not None})"
+
+
+# -- failure classification ---------------------------------------------------------------------
+
+def _detail(exc: BaseException, status: Optional[int] = None) -> str:
+    """`Type (HTTP n): message` of a third-party exception, scrubbed and clipped."""
+    message = " ".join(str(getattr(exc, "message", None) or exc).split())
+    if len(message) > _MAX_DETAIL_CHARS:
+        message = message[:_MAX_DETAIL_CHARS] + "..."
+    where = f" (HTTP {status})" if status else ""
+    return scrub(f"{type(exc).__name__}{where}: {message}" if message else f"{type(exc).__name__}{where}")
+
+
+def _causes(exc: BaseException) -> Iterable[BaseException]:
+    """`exc` and what it wraps (azure-core's inner_exception, requests' args, urllib3's reason)."""
+    pending, seen = [exc], set()
+    while pending and len(seen) < 20:
+        current = pending.pop()
+        if id(current) in seen:
+            continue
+        seen.add(id(current))
+        yield current
+        for attribute in ("inner_exception", "reason", "__cause__", "__context__"):
+            inner = getattr(current, attribute, None)
+            if isinstance(inner, BaseException):
+                pending.append(inner)
+        pending.extend(arg for arg in getattr(current, "args", ()) if isinstance(arg, BaseException))
+
+
+def _is_transport_error(exc: BaseException) -> bool:
+    from azure.core.exceptions import ServiceRequestError, ServiceResponseError
+
+    return isinstance(exc, (ServiceRequestError, ServiceResponseError))
+
+
+def _status_of(exc: BaseException) -> Optional[int]:
+    status = getattr(exc, "status_code", None)
+    return status if isinstance(status, int) else None
+
+
+def _identity(client_id: Optional[str]) -> str:
+    return f"the user-assigned identity {client_id}" if client_id else "the app's system-assigned identity"
+
+
+def entra_failure(exc: BaseException, *, client_id: Optional[str], status: Optional[int] = None,
+                  transport_error: Optional[str] = None) -> CredentialError:
+    """The CredentialError for a failed azure-identity `get_token`. `status` / `transport_error`:
+    what the identity endpoint last answered in this attempt (ObservedTransport), if anything."""
+    from azure.identity import CredentialUnavailableError
+
+    status = status or _status_of(exc)
+    if _is_transport_error(exc) or status in _TRANSIENT_STATUSES or (
+            transport_error and not isinstance(exc, CredentialUnavailableError)):
+        what = f"HTTP {status}" if status else (transport_error or type(exc).__name__)
+        return CredentialError("DATABRICKS_AUTH", f"the token service for {_identity(client_id)} failed ({what}); "
+                                                  "it may answer later", transient=True)
+    if client_id and status in (400, 404):
+        return CredentialError(
+            "DATABRICKS_MANAGED_IDENTITY_CLIENT_ID",
+            f"the identity endpoint does not know client id {client_id} (HTTP {status}): assign that user-assigned "
+            "identity to the Function App, or correct the setting")
+    if isinstance(exc, CredentialUnavailableError):
+        return CredentialError(
+            "DATABRICKS_AUTH",
+            f"no managed identity is available in this environment ({_detail(exc, status)}); enable the Function "
+            "App's identity, or choose another DATABRICKS_AUTH mode")
+    return CredentialError("DATABRICKS_AUTH", f"no Entra ID token for {_identity(client_id)} ({_detail(exc, status)})")
+
+
+def key_vault_failure(exc: BaseException, *, secret_name: str, client_id: Optional[str]) -> CredentialError:
+    """The CredentialError for a failed `SecretClient.get_secret` (Key Vault itself answered or
+    could not be reached; identity failures go through `entra_failure`)."""
+    import urllib3.exceptions
+
+    status = _status_of(exc)
+    if status == 404:
+        return CredentialError("DATABRICKS_KEY_VAULT_SECRET_NAME",
+                               f"the vault has no secret named {secret_name!r} ({_detail(exc, status)})")
+    if status in (401, 403):
+        return CredentialError(
+            "DATABRICKS_KEY_VAULT_URL",
+            f"{_identity(client_id)} may not read secrets in this vault ({_detail(exc, status)}); grant it the role "
+            "Key Vault Secrets User on the vault, or point the setting at the right vault")
+    if status in _TRANSIENT_STATUSES:
+        return CredentialError("DATABRICKS_KEY_VAULT_URL", f"Key Vault failed (HTTP {status}); it may answer later",
+                               transient=True)
+    if _is_transport_error(exc):
+        if any(isinstance(cause, urllib3.exceptions.NameResolutionError) for cause in _causes(exc)):
+            return CredentialError("DATABRICKS_KEY_VAULT_URL", "the vault's host name does not resolve; check the "
+                                                               "vault name in the URL")
+        return CredentialError("DATABRICKS_KEY_VAULT_URL", f"Key Vault could not be reached ({type(exc).__name__}); "
+                                                           "it may answer later", transient=True)
+    return CredentialError("DATABRICKS_KEY_VAULT_URL", f"reading secret {secret_name!r} failed ({_detail(exc, status)})")
+
+
+# -- providers -----------------------------------------------------------------------------------
 
 class EntraTokenProvider:
     """Entra ID tokens from an azure-core `TokenCredential` (managed identity or DefaultAzureCredential)."""
@@ -87,21 +245,42 @@ class EntraTokenProvider:
         workspace_resource_id: Optional[str] = None,
         refresh_lead_seconds: float = ENTRA_REFRESH_LEAD_SECONDS,
         clock: Callable[[], float] = time.time,  # epoch seconds, the scale of AccessToken.expires_on
+        *,
+        client_id: Optional[str] = None,
+        transport: Optional[ObservedTransport] = None,
     ):
         self._credential = credential
         self._workspace_resource_id = workspace_resource_id
         self._refresh_lead = refresh_lead_seconds
         self._clock = clock
+        self._client_id = client_id
+        self._transport = transport
         self._databricks = _CachedSecret(lambda: self._fetch(DATABRICKS_SCOPE), clock)
         self._management = _CachedSecret(lambda: self._fetch(MANAGEMENT_SCOPE), clock)
 
     def _fetch(self, scope: str) -> Tuple[str, float]:
-        access = self._credential.get_token(scope)
+        if self._transport is not None:
+            self._transport.forget()
+        failure: Optional[CredentialError] = None
+        try:
+            access = self._credential.get_token(scope)
+        except Exception as exc:  # classified below by type and status; raised outside, unchained
+            status, transport_error = self._transport.last() if self._transport is not None else (None, None)
+            failure = entra_failure(exc, client_id=self._client_id, status=status, transport_error=transport_error)
+        if failure is not None:
+            raise failure
+        try:
+            token = clean_secret("DATABRICKS_AUTH", access.token)
+        except ConfigurationError:
+            token = None
+        if not token:
+            raise CredentialError("DATABRICKS_AUTH", "the token service returned an empty token, or one with "
+                                                     "whitespace or control characters inside it (not shown)")
         now = self._clock()
         # A short-lived token (under twice the lead) is refreshed at half its life instead.
         lead = min(self._refresh_lead, max(access.expires_on - now, 0) / 2)
         log.debug("Obtained an Entra ID token for %s, expires_on=%s", scope, access.expires_on)
-        return access.token, access.expires_on - lead
+        return token, access.expires_on - lead
 
     def token(self) -> str:
         return self._databricks.get()
@@ -120,6 +299,9 @@ class EntraTokenProvider:
             MANAGEMENT_TOKEN_HEADER: self._management.get(),
         }
 
+    def __repr__(self) -> str:
+        return f"EntraTokenProvider(credential={type(self._credential).__name__}, token=***)"
+
 
 class KeyVaultPatProvider:
     """A PAT read from a Key Vault secret and reused for `ttl_seconds`.
@@ -127,19 +309,47 @@ class KeyVaultPatProvider:
     `invalidate()` (after a 401) re-reads the secret, which picks up a rotated PAT."""
 
     def __init__(self, secret_client: Any, secret_name: str, ttl_seconds: float,
-                 clock: Callable[[], float] = time.monotonic):
+                 clock: Callable[[], float] = time.monotonic, *, client_id: Optional[str] = None,
+                 identity_transport: Optional[ObservedTransport] = None):
         self._secret_client = secret_client
         self._secret_name = secret_name
         self._ttl = ttl_seconds
         self._clock = clock
+        self._client_id = client_id
+        self._identity_transport = identity_transport
         self._pat = _CachedSecret(self._fetch, clock)
 
     def _fetch(self) -> Tuple[str, float]:
-        secret = self._secret_client.get_secret(self._secret_name)
-        if not secret.value:
-            raise ConfigurationError("DATABRICKS_KEY_VAULT_SECRET_NAME", f"secret {self._secret_name!r} is empty")
+        from azure.core.exceptions import ClientAuthenticationError
+        from azure.identity import CredentialUnavailableError
+
+        if self._identity_transport is not None:
+            self._identity_transport.forget()
+        failure: Optional[Exception] = None
+        try:
+            secret = self._secret_client.get_secret(self._secret_name)
+        except Exception as exc:  # classified below by type and status; raised outside, unchained
+            status, transport_error = (self._identity_transport.last() if self._identity_transport is not None
+                                       else (None, None))
+            identity_failed = isinstance(exc, CredentialUnavailableError) or (
+                isinstance(exc, ClientAuthenticationError) and _status_of(exc) is None) or (
+                transport_error is not None or (status is not None and status >= 400))
+            failure = (entra_failure(exc, client_id=self._client_id, status=status, transport_error=transport_error)
+                       if identity_failed else
+                       key_vault_failure(exc, secret_name=self._secret_name, client_id=self._client_id))
+        if failure is not None:
+            raise failure
+        setting = "DATABRICKS_KEY_VAULT_SECRET_NAME"
+        try:
+            value = clean_secret(setting, secret.value)
+        except ConfigurationError as error:
+            failure = ConfigurationError(setting, f"the value of Key Vault secret {self._secret_name!r} {error.problem}")
+        if failure is not None:
+            raise failure
+        if not value:
+            raise ConfigurationError(setting, f"Key Vault secret {self._secret_name!r} is empty")
         log.debug("Read the Databricks PAT from Key Vault secret %s", self._secret_name)
-        return secret.value, self._clock() + self._ttl
+        return value, self._clock() + self._ttl
 
     def token(self) -> str:
         return self._pat.get()
@@ -150,12 +360,18 @@ class KeyVaultPatProvider:
     def extra_headers(self) -> Dict[str, str]:
         return {}
 
+    def __repr__(self) -> str:
+        return f"KeyVaultPatProvider(secret_name={self._secret_name!r}, token=***)"
+
 
 class StaticTokenProvider:
-    """A PAT given in configuration; nothing to refresh."""
+    """A PAT given in configuration; nothing to refresh. Cleaned like every other source."""
 
-    def __init__(self, token: str):
-        self._token = token
+    def __init__(self, token: str, setting: str = "DATABRICKS_TOKEN"):
+        cleaned = clean_secret(setting, token)
+        if not cleaned:
+            raise ConfigurationError(setting, "is empty")
+        self._token = cleaned
 
     def token(self) -> str:
         return self._token
@@ -170,29 +386,39 @@ class StaticTokenProvider:
         return "StaticTokenProvider(token=***)"
 
 
-def azure_credential(settings: Settings) -> Any:
-    """The azure-identity credential for Entra ID and Key Vault access."""
+def azure_credential(settings: Settings, **kwargs: Any) -> Any:
+    """The azure-identity credential for Entra ID and Key Vault access; `kwargs` go to azure-core
+    (transport, retry and timeout options)."""
     from azure.identity import DefaultAzureCredential, ManagedIdentityCredential
 
     if settings.auth == AUTH_DEFAULT_AZURE_CREDENTIAL:
         if settings.managed_identity_client_id:
-            return DefaultAzureCredential(managed_identity_client_id=settings.managed_identity_client_id)
-        return DefaultAzureCredential()
+            return DefaultAzureCredential(managed_identity_client_id=settings.managed_identity_client_id, **kwargs)
+        return DefaultAzureCredential(**kwargs)
     if settings.managed_identity_client_id:
-        return ManagedIdentityCredential(client_id=settings.managed_identity_client_id)
-    return ManagedIdentityCredential()
+        return ManagedIdentityCredential(client_id=settings.managed_identity_client_id, **kwargs)
+    return ManagedIdentityCredential(**kwargs)
 
 
-def build_token_provider(settings: Settings) -> TokenProvider:
+def build_token_provider(settings: Settings, *, sleep_func: Callable[[float], None] = time.sleep) -> TokenProvider:
+    """The provider for `settings.auth`. `sleep_func` receives azure-core's retry waits (tests)."""
+    if settings.auth == AUTH_PAT:
+        return StaticTokenProvider(settings.token or "")
+    timeouts = {"connection_timeout": settings.http_timeout_seconds, "read_timeout": settings.http_timeout_seconds}
+    identity_transport = ObservedTransport(sleep_func=sleep_func, **timeouts)
+    credential = azure_credential(settings, transport=identity_transport, retry_total=AZURE_RETRY_TOTAL)
     if settings.auth in (AUTH_MANAGED_IDENTITY, AUTH_DEFAULT_AZURE_CREDENTIAL):
-        return EntraTokenProvider(azure_credential(settings), settings.azure_workspace_resource_id)
+        return EntraTokenProvider(credential, settings.azure_workspace_resource_id,
+                                  client_id=settings.managed_identity_client_id, transport=identity_transport)
     if settings.auth == AUTH_KEY_VAULT:
         from azure.keyvault.secrets import SecretClient
 
-        client = SecretClient(vault_url=settings.key_vault_url, credential=azure_credential(settings))
-        return KeyVaultPatProvider(client, settings.key_vault_secret_name, settings.key_vault_cache_seconds)
-    if settings.auth == AUTH_PAT:
-        return StaticTokenProvider(settings.token)
+        vault_transport = ObservedTransport(sleep_func=sleep_func, **timeouts)
+        client = SecretClient(vault_url=settings.key_vault_url, credential=credential, transport=vault_transport,
+                              retry_total=AZURE_RETRY_TOTAL)
+        return KeyVaultPatProvider(client, settings.key_vault_secret_name, settings.key_vault_cache_seconds,
+                                   client_id=settings.managed_identity_client_id,
+                                   identity_transport=identity_transport)
     raise AssertionError(f"unhandled auth mode {settings.auth}")  # Settings validated it
 
 

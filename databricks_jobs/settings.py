@@ -2,17 +2,26 @@
 
 Read at first use (`get_settings()`), never at import, so a bad value fails the first activity
 with a `ConfigurationError` that names the setting instead of failing the worker's indexing.
-`SETTINGS` is the one list of names, defaults and meanings; documentation is checked against it."""
+`check_configuration()` runs the same validation without caching and without any network call,
+for the start route to refuse work (503, naming the setting) that could only fail later.
+`SETTINGS` is the one list of names, defaults and meanings; documentation is checked against it.
+
+Every value is stripped; blank means the default. A value that is still an App Service Key Vault
+reference (`@Microsoft.KeyVault(...)`, left in place when the platform cannot resolve it) is refused
+for every setting, and `DATABRICKS_TOKEN` goes through `secret_values.clean_secret`."""
 from __future__ import annotations
 
 import ipaddress
+import math
 import os
+import re
 from dataclasses import dataclass, field
 from typing import Mapping, NamedTuple, Optional
 from urllib.parse import urlsplit
 
 from .errors import ConfigurationError
 from .process_wide import ProcessWide
+from .secret_values import KEY_VAULT_REFERENCE_PREFIX, clean_secret
 
 AUTH_MANAGED_IDENTITY = "managed_identity"
 AUTH_DEFAULT_AZURE_CREDENTIAL = "default_azure_credential"
@@ -23,8 +32,16 @@ ENTRA_AUTH_MODES = (AUTH_MANAGED_IDENTITY, AUTH_DEFAULT_AZURE_CREDENTIAL)
 
 JOBS_API_VERSIONS = ("2.1", "2.2")
 
-# App Service leaves this literal in place when it cannot resolve a Key Vault reference.
-KEY_VAULT_REFERENCE_PREFIX = "@Microsoft.KeyVault("
+# Entra ID client ids are GUIDs.
+_GUID = re.compile(r"[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}")
+# Key Vault object names: 1-127 characters, alphanumerics and dashes
+# (https://learn.microsoft.com/azure/key-vault/general/about-keys-secrets-certificates#objects-identifiers-and-versioning).
+_KEY_VAULT_SECRET_NAME = re.compile(r"[0-9A-Za-z-]{1,127}")
+_WORKSPACE_RESOURCE_ID = re.compile(
+    r"/subscriptions/[^/\s]+/resourceGroups/[^/\s]+/providers/Microsoft\.Databricks/workspaces/[^/\s]+",
+    re.IGNORECASE)
+# Identifiers sent in request bodies: printable ASCII, no spaces.
+_PLAIN_IDENTIFIER = re.compile(r"[\x21-\x7e]{1,256}")
 
 
 class Setting(NamedTuple):
@@ -88,13 +105,19 @@ class Settings:
 
     @classmethod
     def from_env(cls, environ: Optional[Mapping[str, str]] = None) -> "Settings":
+        """Settings read and validated from `environ` (default: the process environment).
+
+        Raises `ConfigurationError` naming the first setting that is missing or invalid. No network."""
         env = os.environ if environ is None else environ
 
         def get(name: str) -> Optional[str]:
             value = env.get(name)
             if value is None or not value.strip():
                 return _DEFAULTS[name]
-            return value.strip()
+            value = value.strip()
+            if value.lower().startswith(KEY_VAULT_REFERENCE_PREFIX.lower()):
+                clean_secret(name, value)  # raises the unresolved-reference error, naming the setting
+            return value
 
         auth = (get("DATABRICKS_AUTH") or "").lower()
         if auth not in AUTH_MODES:
@@ -104,17 +127,45 @@ class Settings:
         if version not in JOBS_API_VERSIONS:
             raise ConfigurationError("DATABRICKS_JOBS_API_VERSION", f"{version!r} is not one of {', '.join(JOBS_API_VERSIONS)}")
 
+        host = validate_host(get("DATABRICKS_HOST"))
+        client_id = get("DATABRICKS_MANAGED_IDENTITY_CLIENT_ID")
+        if client_id is not None and not _GUID.fullmatch(client_id):
+            raise ConfigurationError("DATABRICKS_MANAGED_IDENTITY_CLIENT_ID",
+                                     "must be the client id (a GUID) of a user-assigned managed identity")
+        key_vault_url = get("DATABRICKS_KEY_VAULT_URL")
+        if key_vault_url is not None:
+            key_vault_url = validate_key_vault_url(key_vault_url)
+        secret_name = get("DATABRICKS_KEY_VAULT_SECRET_NAME")
+        if secret_name is not None and not _KEY_VAULT_SECRET_NAME.fullmatch(secret_name):
+            raise ConfigurationError("DATABRICKS_KEY_VAULT_SECRET_NAME",
+                                     "must be a Key Vault secret name: 1-127 letters, digits and dashes")
+        resource_id = get("DATABRICKS_AZURE_WORKSPACE_RESOURCE_ID")
+        if resource_id is not None and not _WORKSPACE_RESOURCE_ID.fullmatch(resource_id):
+            raise ConfigurationError(
+                "DATABRICKS_AZURE_WORKSPACE_RESOURCE_ID",
+                "must be the workspace's ARM resource id, /subscriptions/<id>/resourceGroups/<group>/providers/"
+                "Microsoft.Databricks/workspaces/<name>")
+        destination = get("DATABRICKS_NOTIFICATION_DESTINATION_ID")
+        if destination is not None and not _PLAIN_IDENTIFIER.fullmatch(destination):
+            raise ConfigurationError("DATABRICKS_NOTIFICATION_DESTINATION_ID",
+                                     "must be a notification destination id: printable characters without spaces")
+        # An unresolved Key Vault reference fails in every mode (get() refuses it: the platform could
+        # not read a secret someone configured); the value itself is cleaned and kept only in the
+        # mode that sends it, so no other mode holds a PAT in memory or fails on one it never sends.
+        token = get("DATABRICKS_TOKEN")
+        token = clean_secret("DATABRICKS_TOKEN", token) if auth == AUTH_PAT else None
+
         settings = cls(
-            host=validate_host(get("DATABRICKS_HOST")),
+            host=host,
             jobs_api_version=version,
             auth=auth,
-            managed_identity_client_id=get("DATABRICKS_MANAGED_IDENTITY_CLIENT_ID"),
-            key_vault_url=get("DATABRICKS_KEY_VAULT_URL"),
-            key_vault_secret_name=get("DATABRICKS_KEY_VAULT_SECRET_NAME"),
+            managed_identity_client_id=client_id,
+            key_vault_url=key_vault_url,
+            key_vault_secret_name=secret_name,
             key_vault_cache_seconds=_positive_number("DATABRICKS_KEY_VAULT_CACHE_SECONDS", get("DATABRICKS_KEY_VAULT_CACHE_SECONDS")),
-            token=get("DATABRICKS_TOKEN"),
-            azure_workspace_resource_id=get("DATABRICKS_AZURE_WORKSPACE_RESOURCE_ID"),
-            notification_destination_id=get("DATABRICKS_NOTIFICATION_DESTINATION_ID"),
+            token=token,
+            azure_workspace_resource_id=resource_id,
+            notification_destination_id=destination,
             http_timeout_seconds=_positive_number("DATABRICKS_HTTP_TIMEOUT_SECONDS", get("DATABRICKS_HTTP_TIMEOUT_SECONDS")),
             retry_max_seconds=_positive_number("DATABRICKS_RETRY_MAX_SECONDS", get("DATABRICKS_RETRY_MAX_SECONDS")),
         )
@@ -122,20 +173,12 @@ class Settings:
         return settings
 
     def _check_auth(self) -> None:
-        if self.auth == AUTH_PAT:
-            if not self.token:
-                raise ConfigurationError("DATABRICKS_TOKEN", "is required when DATABRICKS_AUTH=pat")
-            if self.token.startswith(KEY_VAULT_REFERENCE_PREFIX):
-                raise ConfigurationError(
-                    "DATABRICKS_TOKEN",
-                    "is an unresolved Key Vault reference; give the app's identity 'get' permission on the "
-                    "secret and check the reference syntax",
-                )
+        """What each auth mode needs besides well-formed values."""
+        if self.auth == AUTH_PAT and not self.token:
+            raise ConfigurationError("DATABRICKS_TOKEN", "is required when DATABRICKS_AUTH=pat")
         if self.auth == AUTH_KEY_VAULT:
             if not self.key_vault_url:
                 raise ConfigurationError("DATABRICKS_KEY_VAULT_URL", "is required when DATABRICKS_AUTH=key_vault")
-            if urlsplit(self.key_vault_url).scheme != "https":
-                raise ConfigurationError("DATABRICKS_KEY_VAULT_URL", "must be an https URL")
             if not self.key_vault_secret_name:
                 raise ConfigurationError("DATABRICKS_KEY_VAULT_SECRET_NAME", "is required when DATABRICKS_AUTH=key_vault")
         if self.azure_workspace_resource_id and self.auth not in ENTRA_AUTH_MODES:
@@ -144,6 +187,16 @@ class Settings:
                 "DATABRICKS_AZURE_WORKSPACE_RESOURCE_ID",
                 f"needs DATABRICKS_AUTH={' or '.join(ENTRA_AUTH_MODES)}, not {self.auth}",
             )
+
+
+def check_configuration(environ: Optional[Mapping[str, str]] = None) -> Settings:
+    """Validate every `DATABRICKS_*` setting and what the auth mode needs, without any network call
+    and without caching; the settings on success, else `ConfigurationError` naming the setting.
+
+    For the start route: a workflow that could only fail on its first activity is refused at once
+    (503 naming the setting). Credentials themselves (is the identity enabled, may it read the
+    vault) can only be proven by fetching a token; those failures come as `CredentialError`."""
+    return Settings.from_env(environ)
 
 
 def _is_loopback(hostname: str) -> bool:
@@ -160,6 +213,7 @@ def validate_host(value: Optional[str]) -> str:
     name = "DATABRICKS_HOST"
     if not value:
         raise ConfigurationError(name, "is required, e.g. https://adb-1234567890123456.7.azuredatabricks.net")
+    value = value.strip()
     if "://" not in value:
         value = "https://" + value
     try:
@@ -174,7 +228,28 @@ def validate_host(value: Optional[str]) -> str:
         raise ConfigurationError(name, f"must use https ({value!r}): only a loopback host may use http, so a token is never sent in clear")
     if parts.username or parts.password or parts.query or parts.fragment or parts.path.strip("/"):
         raise ConfigurationError(name, f"must be the workspace base URL only, without path, query or credentials ({parts.scheme}://{parts.hostname}...)")
+    if any(ch.isspace() for ch in value):
+        raise ConfigurationError(name, "must not contain spaces")
     return f"{parts.scheme}://{parts.netloc}"
+
+
+def validate_key_vault_url(value: str) -> str:
+    """The vault URL as `https://<host>[:port]`; anything else names DATABRICKS_KEY_VAULT_URL."""
+    name = "DATABRICKS_KEY_VAULT_URL"
+    try:
+        parts = urlsplit(value)
+        hostname = parts.hostname
+        parts.port
+    except ValueError:
+        raise ConfigurationError(name, "is not a valid URL, e.g. https://my-vault.vault.azure.net") from None
+    if parts.scheme != "https" or not hostname:
+        raise ConfigurationError(name, "must be an https URL, e.g. https://my-vault.vault.azure.net")
+    if parts.username or parts.password or parts.query or parts.fragment or parts.path.strip("/") \
+            or any(ch.isspace() for ch in value):
+        raise ConfigurationError(
+            name, f"must be the vault URL only (https://{hostname}), without path, query or spaces; "
+                  "the secret is named by DATABRICKS_KEY_VAULT_SECRET_NAME")
+    return f"https://{parts.netloc}"
 
 
 def _positive_number(name: str, value: Optional[str]) -> float:
@@ -182,8 +257,8 @@ def _positive_number(name: str, value: Optional[str]) -> float:
         number = float(value)  # type: ignore[arg-type]
     except (TypeError, ValueError):
         raise ConfigurationError(name, f"{value!r} is not a number") from None
-    if not number > 0:
-        raise ConfigurationError(name, f"must be greater than 0, got {value!r}")
+    if not (number > 0 and math.isfinite(number)):
+        raise ConfigurationError(name, f"must be a finite number greater than 0, got {value!r}")
     return number
 
 

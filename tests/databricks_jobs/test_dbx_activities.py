@@ -211,7 +211,7 @@ def test_missing_input_is_named(pat_env, activity, request_):
 ])
 def test_bad_configuration_fails_the_first_activity_call_naming_the_setting(configure, env, setting):
     configure(**{"host": HOST, "auth": "pat", "token": "dapi-x", **env})
-    with pytest.raises(ConfigurationError, match=f"^{setting}"):
+    with pytest.raises(ConfigurationError, match=f"^Configuration error: {setting}: "):
         getJobRun({"runId": 1})
 
 

@@ -128,12 +128,23 @@ def test_idempotent_posts_are_retried_on_5xx_with_the_same_body(client, mocked, 
     assert len(bodies) == 3 and len(set(bodies)) == 1
 
 
-def test_retries_stop_at_the_attempt_limit_and_report_the_last_error(client, mocked):
+def test_retries_stop_at_the_attempt_limit_and_report_the_last_error(stub_tokens, sleeps, mocked):
+    client = JobsClient(HOST, stub_tokens, retry_max_seconds=1000, sleep_func=sleeps, clock=sleeps.clock)
     mocked.get(API + "/runs/get", status=503, json=error("TEMPORARILY_UNAVAILABLE", "still busy"))
     with pytest.raises(DatabricksApiError) as raised:
         client.get_run(1)
     assert (raised.value.status, raised.value.error_code) == (503, "TEMPORARILY_UNAVAILABLE")
     assert len(mocked.calls) == 11  # the first attempt and 10 retries
+    assert len(sleeps.sleeps) == 9  # urllib3 retries the first failure at once
+
+
+def test_retries_stop_at_the_time_budget_before_the_attempt_limit(client, mocked, sleeps):
+    mocked.get(API + "/runs/get", status=503, json=error("TEMPORARILY_UNAVAILABLE", "still busy"))
+    with pytest.raises(DatabricksApiError, match="^Databricks API error 503 TEMPORARILY_UNAVAILABLE"):
+        client.get_run(1)
+    # 0.5 s x 2^n waits capped at 30 s: the next one would pass the default 120 s budget.
+    assert sum(sleeps.sleeps) <= 120 < sum(sleeps.sleeps) + 30
+    assert len(mocked.calls) == len(sleeps.sleeps) + 2 < 11  # the first retry is immediate
 
 
 def test_retry_after_beyond_the_time_budget_gives_up_at_once(stub_tokens, sleeps, mocked):

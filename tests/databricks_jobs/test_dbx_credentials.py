@@ -247,7 +247,8 @@ def test_no_token_appears_in_logs_or_activity_outputs(identity_endpoint, databri
 
 @pytest.mark.parametrize("env, provider_type, credential_type", [
     ({"auth": "managed_identity"}, EntraTokenProvider, "ManagedIdentityCredential"),
-    ({"auth": "default_azure_credential", "managed_identity_client_id": "abc"}, EntraTokenProvider, "DefaultAzureCredential"),
+    ({"auth": "default_azure_credential", "managed_identity_client_id": "11111111-2222-3333-4444-555555555555"},
+     EntraTokenProvider, "DefaultAzureCredential"),
     ({"auth": "key_vault", "key_vault_url": VAULT, "key_vault_secret_name": "pat"}, KeyVaultPatProvider, None),
     ({"auth": "pat", "token": "dapi-local"}, StaticTokenProvider, None),
 ])

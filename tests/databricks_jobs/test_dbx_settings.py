@@ -45,7 +45,7 @@ def test_read_at_first_use_not_at_import(monkeypatch):
 
 
 def test_missing_host_fails_at_first_use_naming_the_setting():
-    with pytest.raises(ConfigurationError, match="^DATABRICKS_HOST"):
+    with pytest.raises(ConfigurationError, match="^Configuration error: DATABRICKS_HOST: is required"):
         get_settings()
 
 
@@ -75,7 +75,7 @@ def test_bad_configuration_names_the_setting(values, setting):
     with pytest.raises(ConfigurationError) as raised:
         settings(**values)
     assert raised.value.setting == setting
-    assert str(raised.value).startswith(setting)
+    assert str(raised.value).startswith(f"Configuration error: {setting}: ")
 
 
 @pytest.mark.parametrize("host, normalised", [
