@@ -557,3 +557,27 @@ def test_deploy_doc_names_the_secrets_and_variables_the_template_uses():
     assert looked_up and looked_up <= outputs, sorted(looked_up - outputs)
     named = set(re.findall(r"`((?:AZURE|MANAGED|FUNCTION|DATABRICKS_NOTIFICATIONS)_[A-Z_]+)`", doc))
     assert not named - variables - outputs - set(app_settings()), sorted(named - variables - outputs - set(app_settings()))
+
+
+# ---------------------------------------------------------------------------------------------
+# A real Bicep grammar, where installed
+
+
+@pytest.mark.parametrize("path", sorted(INFRA.rglob("*.bicep")), ids=lambda p: p.name)
+def test_templates_parse_with_a_bicep_grammar_that_agrees_with_the_reader(path):
+    """pycep-parser (PyPI, pure Python) parses Bicep with a Lark grammar: no compiler or type
+    check, but it rejects malformed templates, and its view of parameters and settings must match
+    the text reader's above. Skipped until it is in requirements-dev.txt."""
+    pycep = pytest.importorskip("pycep")
+    parsed = pycep.BicepParser().parse(file_path=path)
+    reader = Bicep(path)
+    params = reader.params()
+    assert set(parsed["parameters"]) == set(params)
+    for name, param in parsed["parameters"].items():
+        allowed = [d["argument"] for d in param["decorators"] if d["type"] == "allowed"]
+        assert (allowed[0] if allowed else None) == params[name]["allowed"], name
+        if isinstance(param.get("default"), str):
+            assert param["default"] == bicep_literal(params[name]["default"]), name
+    if path == MAIN:
+        parsed_settings = {**parsed["variables"]["hostSettings"]["value"], **parsed["variables"]["appSettings"]["value"]}
+        assert set(parsed_settings) == set(app_settings())
