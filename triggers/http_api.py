@@ -13,12 +13,15 @@ from urllib.parse import urlencode, urlsplit
 import azure.durable_functions as df
 import azure.functions as func
 
+from databricks_jobs.errors import ConfigurationError
+from databricks_jobs.settings import check_configuration
 from orchestrators.create_job_and_run import CANCEL_EVENT
+from triggers.http_responses import json_response, method_not_allowed, ROUTE_METHODS
 from triggers.starter import INSTANCE_ID_PATTERN, RUNNING_STATUSES, derived_instance_id, start_once
 from workflow import policy
-from triggers.http_responses import json_response
-from workflow.inputs import InputError, orchestration_input, parse_json_body, validate_request
-from workflow.settings import WorkflowSettings
+from workflow.inputs import (InputError, orchestration_input, parse_json_body, require_json_content_type,
+                             validate_request)
+from workflow.settings import WorkflowSettingError, WorkflowSettings
 
 log = logging.getLogger(__name__)
 
@@ -37,6 +40,13 @@ MAX_IDEMPOTENCY_KEY_LENGTH = 255
 
 def _bad(error: InputError) -> func.HttpResponse:
     return json_response(error.status, error.to_dict())
+
+
+def _misconfigured(error: Exception) -> func.HttpResponse:
+    """The app cannot run a workflow until a setting is fixed: 503 naming it, nothing started."""
+    setting = getattr(error, "setting", None)
+    log.error("refusing to start a workflow: %s", error)
+    return json_response(503, {"error": str(error), "setting": setting}, {"Retry-After": "300"})
 
 
 def _api_url(req: func.HttpRequest, path: str) -> str:
@@ -72,11 +82,19 @@ async def _existing_instance(req: func.HttpRequest, client: df.DurableOrchestrat
     return instance_id, status
 
 
-@bp.route(route=START_ROUTE, methods=["POST"])
+@bp.route(route=START_ROUTE, methods=ROUTE_METHODS)
 @bp.durable_client_input(client_name="client")
 async def start_workflow(req: func.HttpRequest, client: df.DurableOrchestrationClient) -> func.HttpResponse:
-    settings = WorkflowSettings.from_env()
+    if req.method.upper() != "POST":
+        return method_not_allowed("POST")
     try:
+        # A workflow that could only fail on its first activity is refused now, naming the setting.
+        settings = WorkflowSettings.from_env()
+        check_configuration()
+    except (WorkflowSettingError, ConfigurationError) as error:
+        return _misconfigured(error)
+    try:
+        require_json_content_type(req.headers.get("Content-Type"))
         request = validate_request(parse_json_body(req.get_body(), settings.max_body_bytes), settings)
         key = req.headers.get("Idempotency-Key")
         if key is not None and not (0 < len(key) <= MAX_IDEMPOTENCY_KEY_LENGTH and key.isprintable()):
@@ -87,6 +105,11 @@ async def start_workflow(req: func.HttpRequest, client: df.DurableOrchestrationC
 
     instance_id = derived_instance_id("http", key) if key else None
     result = await start_once(client, orchestration_input(request, settings), instance_id)
+    if result.different_request:
+        # The common idempotency-key convention: a key names one request; reusing it for another
+        # is the caller's mistake, not a replay.
+        return json_response(422, {"error": "'Idempotency-Key' was already used for a different request",
+                                   "field": "Idempotency-Key"})
     log.info("workflow %s %s", result.instance_id, "started" if result.started else "already existed")
     response = _accepted(req, result.instance_id, _links(req, result.instance_id))
     if not result.started:
@@ -94,9 +117,11 @@ async def start_workflow(req: func.HttpRequest, client: df.DurableOrchestrationC
     return response
 
 
-@bp.route(route=STATUS_ROUTE, methods=["GET"])
+@bp.route(route=STATUS_ROUTE, methods=ROUTE_METHODS)
 @bp.durable_client_input(client_name="client")
 async def get_workflow_status(req: func.HttpRequest, client: df.DurableOrchestrationClient) -> func.HttpResponse:
+    if req.method.upper() != "GET":
+        return method_not_allowed("GET")
     try:
         instance_id, status = await _existing_instance(req, client)
     except InputError as error:
@@ -117,20 +142,40 @@ async def get_workflow_status(req: func.HttpRequest, client: df.DurableOrchestra
         return json_response(410, {"id": instance_id, "runtimeStatus": runtime.value, "error": "workflow was terminated",
                            "reason": status.output})
     # Failed: the orchestration itself gave up (e.g. Databricks refused a call); 502 says the
-    # fault is upstream of us, not in the caller's request.
+    # fault is upstream of us, not in the caller's request. The caller gets the error itself,
+    # bounded; a stack trace (server paths and all) stays in the logs.
+    log.warning("workflow %s failed: %s", instance_id, status.output)
     return json_response(502, {"id": instance_id, "runtimeStatus": runtime.value, "error": "workflow failed",
-                       "detail": status.output, "customStatus": status.custom_status})
+                               "detail": policy.failure_detail(status.output), "customStatus": status.custom_status})
 
 
-@bp.route(route=CANCEL_ROUTE, methods=["POST"])
+_CANCELLABLE = RUNNING_STATUSES | {df.OrchestrationRuntimeStatus.Suspended}
+
+
+@bp.route(route=CANCEL_ROUTE, methods=ROUTE_METHODS)
 @bp.durable_client_input(client_name="client")
 async def cancel_workflow(req: func.HttpRequest, client: df.DurableOrchestrationClient) -> func.HttpResponse:
+    if req.method.upper() != "POST":
+        return method_not_allowed("POST")
     try:
         instance_id, status = await _existing_instance(req, client)
     except InputError as error:
         return _bad(error)
     # A suspended workflow takes the event too, and acts on it when it is resumed.
-    if status.runtime_status not in RUNNING_STATUSES | {df.OrchestrationRuntimeStatus.Suspended}:
-        return json_response(409, {"error": f"workflow is already {status.runtime_status.value}", "field": "instanceId"})
-    await client.raise_event(instance_id, CANCEL_EVENT, {"reason": "cancel requested over HTTP"})
+    if status.runtime_status not in _CANCELLABLE:
+        return _already_finished(status)
+    try:
+        await client.raise_event(instance_id, CANCEL_EVENT, {"reason": "cancel requested over HTTP"})
+    except Exception as exc:
+        # It may have ended between the status read and the event (the extension answers 410).
+        status = await client.get_status(instance_id)
+        if status.runtime_status not in _CANCELLABLE:
+            return _already_finished(status)
+        log.warning("could not raise cancel on %s: %s", instance_id, exc)
+        return json_response(503, {"error": "the cancel could not be delivered; try again", "field": None},
+                             {"Retry-After": "5"})
     return _accepted(req, instance_id, _links(req, instance_id))
+
+
+def _already_finished(status) -> func.HttpResponse:
+    return json_response(409, {"error": f"workflow is already {status.runtime_status.value}", "field": "instanceId"})

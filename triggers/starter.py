@@ -6,6 +6,7 @@ from the caller's own request identity; a second delivery finds the instance and
 from __future__ import annotations
 
 import hashlib
+import json
 import logging
 import re
 from dataclasses import dataclass
@@ -39,18 +40,31 @@ def derived_instance_id(source: str, key: str) -> str:
 class StartResult:
     instance_id: str
     started: bool  # False: an instance with this id already existed, nothing new was started
+    different_request: bool = False  # that instance was started for a different request
+
+
+def _request_hash_of(stored_input) -> Optional[str]:
+    if isinstance(stored_input, str):  # the extension returns the stored input as JSON text
+        try:
+            stored_input = json.loads(stored_input)
+        except ValueError:
+            return None
+    return stored_input.get("requestHash") if isinstance(stored_input, dict) else None
 
 
 async def start_once(client: df.DurableOrchestrationClient, orchestration_input: dict,
                      instance_id: Optional[str] = None) -> StartResult:
-    """Start the workflow unless an instance with `instance_id` already exists."""
+    """Start the workflow unless an instance with `instance_id` already exists. A repeat whose
+    request differs from the one that started the instance is reported, not replayed."""
     if instance_id is None:
         new_id = await client.start_new(ORCHESTRATOR_NAME, None, orchestration_input)
         return StartResult(new_id, True)
-    status = await client.get_status(instance_id)
+    status = await client.get_status(instance_id, show_input=True)
     if status.runtime_status is not None:
         log.info("duplicate start for instance %s ignored (%s)", instance_id, status.runtime_status.value)
-        return StartResult(instance_id, False)
+        theirs = _request_hash_of(getattr(status, "input_", None))
+        different = theirs is not None and theirs != orchestration_input.get("requestHash")
+        return StartResult(instance_id, False, different)
     try:
         await client.start_new(ORCHESTRATOR_NAME, instance_id, orchestration_input)
     except Exception:

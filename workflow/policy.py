@@ -4,6 +4,7 @@ passes everything in, so this module is deterministic and unit-testable on its o
 from __future__ import annotations
 
 import hashlib
+import json
 import re
 from dataclasses import dataclass
 from typing import Any, Mapping, Optional, Sequence
@@ -182,6 +183,18 @@ def error_message(text: str, limit: int = MAX_ERROR_CHARS) -> str:
     starts = [i for i in (text.find(p) for p in _KIND_PREFIXES) if i >= 0]
     line = text[min(starts):] if starts else text
     line = line.split("\n", 1)[0].strip()
+    return line if len(line) <= limit else line[: limit - 3] + "..."
+
+
+_HOST_WRAPPERS = re.compile(r"^(?:Orchestrator function '[^']*' failed: |Activity function '[^']*' failed: |"
+                            r"(?:Exception|WorkflowFailed|[A-Za-z_.]+Error): )+")
+
+
+def failure_detail(output: Any, limit: int = MAX_ERROR_CHARS) -> str:
+    """What a caller is told about a failed workflow: its error without the host's wrapping, any
+    stack trace or serialized state (they stay in the logs), at most `limit` characters."""
+    text = output if isinstance(output, str) else ("" if output is None else json.dumps(output))
+    line = _HOST_WRAPPERS.sub("", text.strip()).split("\n", 1)[0].split("$OutOfProcData$", 1)[0].strip()
     return line if len(line) <= limit else line[: limit - 3] + "..."
 
 

@@ -2,6 +2,7 @@
 Read by entry points, never by the orchestrator: they are resolved into its input."""
 from __future__ import annotations
 
+import json
 import os
 from dataclasses import dataclass
 from typing import Mapping, Optional
@@ -31,8 +32,33 @@ SETTINGS: tuple[tuple[str, str, str], ...] = (
 )
 
 
+# Valid ranges of the integer settings: checked here, shown in the README table.
+RANGES: dict[str, tuple[int, int]] = {
+    "WORKFLOW_DEFAULT_TIMEOUT_SECONDS": (60, 2592000),
+    "WORKFLOW_POLL_INTERVAL_SECONDS": (5, 3600),
+    "WORKFLOW_WEBHOOK_POLL_INTERVAL_SECONDS": (5, 86400),
+    "WORKFLOW_POLLS_PER_EXECUTION": (2, 10000),
+    "WORKFLOW_MAX_BODY_BYTES": (1024, 10485760),
+    "WORKFLOW_HISTORY_RETENTION_DAYS": (0, 3650),
+}
+
+
+def _with_range(name: str, meaning: str) -> str:
+    if name in RANGES:
+        low, high = RANGES[name]
+        return f"{meaning} Integer, {low}..{high}."
+    return meaning
+
+
+SETTINGS = tuple((name, default, _with_range(name, meaning)) for name, default, meaning in SETTINGS)
+
+
 class WorkflowSettingError(ValueError):
-    pass
+    """A WORKFLOW_* setting is invalid; the message names it and what it accepts."""
+
+    def __init__(self, setting: str, problem: str):
+        self.setting = setting
+        super().__init__(f"Configuration error: {setting}: {problem}")
 
 
 DEFAULTS = {name: default for name, default, _ in SETTINGS}
@@ -44,21 +70,24 @@ def raw_setting(env: Mapping[str, str], name: str) -> str:
     return (env.get(name) or "").strip() or DEFAULTS[name]
 
 
-def int_setting(env: Mapping[str, str], name: str, low: int, high: int) -> int:
+def int_setting(env: Mapping[str, str], name: str, low: Optional[int] = None, high: Optional[int] = None) -> int:
+    """An integer setting within its range (RANGES unless given)."""
+    if low is None or high is None:
+        low, high = RANGES[name]
     raw = raw_setting(env, name)
     try:
         value = int(raw)
     except ValueError:
-        raise WorkflowSettingError(f"setting {name}={raw!r} is not an integer") from None
+        raise WorkflowSettingError(name, f"must be an integer from {low} to {high} (got {json.dumps(raw)})") from None
     if not low <= value <= high:
-        raise WorkflowSettingError(f"setting {name}={value} is outside {low}..{high}")
+        raise WorkflowSettingError(name, f"must be an integer from {low} to {high} (got {value})")
     return value
 
 
 def _bool(env: Mapping[str, str], name: str) -> bool:
     raw = raw_setting(env, name).lower()
     if raw not in _TRUE | _FALSE:
-        raise WorkflowSettingError(f"setting {name}={raw!r} is not true or false")
+        raise WorkflowSettingError(name, f"must be true or false (got {json.dumps(raw)})")
     return raw in _TRUE
 
 
@@ -75,10 +104,10 @@ class WorkflowSettings:
     def from_env(cls, env: Optional[Mapping[str, str]] = None) -> "WorkflowSettings":
         env = os.environ if env is None else env
         return cls(
-            default_timeout_seconds=int_setting(env, "WORKFLOW_DEFAULT_TIMEOUT_SECONDS", 60, 2592000),
-            poll_interval_seconds=int_setting(env, "WORKFLOW_POLL_INTERVAL_SECONDS", 5, 3600),
-            webhook_poll_interval_seconds=int_setting(env, "WORKFLOW_WEBHOOK_POLL_INTERVAL_SECONDS", 5, 86400),
-            polls_per_execution=int_setting(env, "WORKFLOW_POLLS_PER_EXECUTION", 2, 10000),
-            max_body_bytes=int_setting(env, "WORKFLOW_MAX_BODY_BYTES", 1024, 10485760),
+            default_timeout_seconds=int_setting(env, "WORKFLOW_DEFAULT_TIMEOUT_SECONDS"),
+            poll_interval_seconds=int_setting(env, "WORKFLOW_POLL_INTERVAL_SECONDS"),
+            webhook_poll_interval_seconds=int_setting(env, "WORKFLOW_WEBHOOK_POLL_INTERVAL_SECONDS"),
+            polls_per_execution=int_setting(env, "WORKFLOW_POLLS_PER_EXECUTION"),
+            max_body_bytes=int_setting(env, "WORKFLOW_MAX_BODY_BYTES"),
             delete_job_on_completion=_bool(env, "WORKFLOW_DELETE_JOB_ON_COMPLETION"),
         )

@@ -42,6 +42,10 @@ def clean_settings(monkeypatch):
         monkeypatch.delenv(name, raising=False)
     for name in ("AzureWebJobsStorage", "AzureWebJobsStorage__queueServiceUri", "AzureWebJobsStorage__accountName"):
         monkeypatch.delenv(name, raising=False)
+    # A configured app (the start route refuses to start workflows on a misconfigured one).
+    monkeypatch.setenv("DATABRICKS_HOST", "https://adb-1234567890123456.7.azuredatabricks.net")
+    for name in ("DATABRICKS_AUTH", "DATABRICKS_TOKEN", "DATABRICKS_JOBS_API_VERSION"):
+        monkeypatch.delenv(name, raising=False)
     storage_queues.reset_cache()
     databricks_webhook.job_instances.clear()
     yield

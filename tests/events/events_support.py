@@ -39,7 +39,7 @@ class FakeDurableClient:
             return SimpleNamespace(runtime_status=None, custom_status=None, output=None, created_time=None,
                                    last_updated_time=None)
         return SimpleNamespace(runtime_status=df.OrchestrationRuntimeStatus(inst["status"]),
-                               custom_status=inst["custom"], output=inst["output"],
+                               custom_status=inst["custom"], output=inst["output"], input_=inst["input"],
                                created_time=datetime(2026, 1, 2, tzinfo=timezone.utc),
                                last_updated_time=datetime(2026, 1, 2, 0, 1, tzinfo=timezone.utc))
 

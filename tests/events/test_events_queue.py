@@ -50,7 +50,7 @@ def test_caller_instance_id_dedupes_a_resent_request(client):
     (b"", None, "empty"),
     (json.dumps(["a"]), None, "JSON object"),
     (json.dumps({k: v for k, v in VALID_INPUT.items() if k != "jobName"}), "jobName", "'jobName' is required"),
-    (json.dumps({**VALID_INPUT, "notebookParams": {"a": 1}}), "notebookParams.a", "not of type"),
+    (json.dumps({**VALID_INPUT, "notebookParams": {"a": 1}}), "notebookParams.a", "must be a string, not an integer"),
     (json.dumps({**VALID_INPUT, "instanceId": "has space"}), "instanceId", "instanceId"),
     (json.dumps({**VALID_INPUT, "instanceId": 7}), "instanceId", "instanceId"),
     # Over 64 characters it could no longer be the run-now idempotency token and job tag itself.

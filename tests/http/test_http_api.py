@@ -226,3 +226,98 @@ def test_a_suspended_workflow_can_be_cancelled():
     client = _StubClient(df.OrchestrationRuntimeStatus.Suspended)
     response = _call(cancel_workflow, client, "POST", "workflows/abc123/cancel")
     assert response.status_code == 202 and client.raised == [("abc123", "cancel")]
+
+
+MORE_BAD_REQUESTS = [
+    ("deeply nested", b"[" * 5000 + b"]" * 5000, {}, 400, None),
+    ("nested past the limit", b'{"jobName": ' + b"[" * 40 + b"]" * 40 + b"}", {}, 400, None),
+    ("duplicate key", b'{"jobName": "a", "jobName": "b"}', {}, 400, "jobName"),
+    ("boolean as integer", json.dumps(dict(VALID, timeoutSeconds=True)).encode(), {}, 400, "timeoutSeconds"),
+    ("text/plain", json.dumps(VALID).encode(), {"Content-Type": "text/plain"}, 415, "Content-Type"),
+    ("form", b"jobName=x", {"Content-Type": "application/x-www-form-urlencoded"}, 415, "Content-Type"),
+]
+
+
+@pytest.mark.parametrize("name, raw, headers, code, field", MORE_BAD_REQUESTS, ids=[b[0] for b in MORE_BAD_REQUESTS])
+def test_hostile_and_mistyped_bodies_get_a_4xx_in_json_terms(stack, name, raw, headers, code, field):
+    response = requests.post(stack.base_url + START, data=raw,
+                             headers={"Content-Type": "application/json", **headers}, timeout=10)
+    assert response.status_code == code, response.text
+    body = response.json()
+    assert body["field"] == field and body["error"]
+    assert "True" not in body["error"] and "Traceback" not in response.text
+    assert stack.host.instance_ids() == []
+
+
+def test_a_body_without_a_content_type_gets_415(stack):
+    response = requests.post(stack.base_url + START, data=json.dumps(VALID), timeout=10)
+    assert response.status_code == 415 and response.json()["field"] == "Content-Type"
+
+
+@pytest.mark.parametrize("method, path, allow", [
+    ("GET", START, "POST"), ("DELETE", START, "POST"), ("PUT", "/api/workflows/abc", "GET"),
+    ("POST", "/api/workflows/abc", "GET"), ("GET", "/api/workflows/abc/cancel", "POST"),
+])
+def test_a_wrong_method_gets_405_with_allow(stack, method, path, allow):
+    response = requests.request(method, stack.base_url + path, timeout=10)
+    assert response.status_code == 405 and response.headers["Allow"] == allow
+    assert response.json()["error"]
+
+
+def test_an_idempotency_key_reused_for_a_different_request_gets_422(stack):
+    first = start(stack, headers={"Idempotency-Key": "order-7"})
+    again = start(stack, dict(VALID, jobName="another-job"), headers={"Idempotency-Key": "order-7"})
+    assert first.status_code == 202 and again.status_code == 422
+    assert again.json()["field"] == "Idempotency-Key"
+    assert stack.host.instance_ids() == [first.json()["id"]]
+    assert start(stack, headers={"Idempotency-Key": "order-7"}).status_code == 202  # the same request replays
+
+
+@pytest.mark.parametrize("name, value, fragment", [
+    ("WORKFLOW_POLL_INTERVAL_SECONDS", "abc", "must be an integer from 5 to 3600"),
+    ("WORKFLOW_MAX_BODY_BYTES", "-5", "must be an integer from 1024 to 10485760"),
+    ("DATABRICKS_AUTH", "bogus", "unknown auth mode"),
+    ("DATABRICKS_JOBS_API_VERSION", "3.0", "3.0"),
+    ("DATABRICKS_HOST", "http://adb-1.azuredatabricks.net", "https"),
+])
+def test_a_misconfigured_app_answers_503_naming_the_setting_and_starts_nothing(stack, monkeypatch, name, value,
+                                                                               fragment):
+    monkeypatch.setenv(name, value)
+    response = start(stack)
+    assert response.status_code == 503, response.text
+    body = response.json()
+    assert body["setting"] == name and fragment in body["error"] and body["error"].startswith("Configuration error")
+    assert response.headers["Retry-After"]
+    assert stack.host.instance_ids() == []
+
+
+def test_pat_auth_without_a_token_is_refused_at_the_start(stack, monkeypatch):
+    monkeypatch.delenv("DATABRICKS_TOKEN")
+    response = start(stack)
+    assert response.status_code == 503 and response.json()["setting"] == "DATABRICKS_TOKEN"
+
+
+def test_a_failed_workflow_tells_the_caller_the_error_not_a_stack_trace(stack, monkeypatch):
+    monkeypatch.setenv("DATABRICKS_TOKEN", "dapi-wrong")
+    databricks_jobs.reset_all()
+    instance_id = start(stack).json()["id"]
+    stack.host.run_until_complete(instance_id)
+    detail = status_of(stack, instance_id).json()["detail"]
+    assert "Databricks API error 401" in detail
+    assert "Traceback" not in detail and ".py" not in detail and "\n" not in detail and len(detail) <= 2000
+
+
+def test_cancels_sent_at_the_same_moment_each_answer_202_or_409(stack):
+    from concurrent.futures import ThreadPoolExecutor
+
+    stack.emulator.scenario = Scenario(rules=[("*", Behavior(phases=(("RUNNING", 3600),)))])
+    instance_id = start(stack).json()["id"]
+    stack.host.run_until_idle()
+    url = f"{stack.base_url}/api/workflows/{instance_id}/cancel"
+    with ThreadPoolExecutor(max_workers=12) as pool:
+        # The workflow acts on the first cancels and ends while later ones are still arriving.
+        pending = [pool.submit(lambda: requests.post(url, timeout=10).status_code) for _ in range(48)]
+        stack.host.run_until_complete(instance_id)
+        answers = [f.result() for f in pending]
+    assert set(answers) <= {202, 409} and 202 in answers, answers
+    assert status_of(stack, instance_id).json()["resultState"] == "CANCELED"

@@ -38,23 +38,24 @@ def test_orchestration_input_carries_options_the_orchestrator_must_not_read_itse
 BAD = [
     ({k: v for k, v in VALID.items() if k != "jobName"}, "jobName", "required"),
     ({k: v for k, v in VALID.items() if k != "existingClusterId"}, "existingClusterId", "required"),
-    ({**VALID, "token": "dapi123"}, "token", "not a known input field"),
-    ({**VALID, "jobName": 5}, "jobName", "not of type"),
-    ({**VALID, "jobName": ""}, "jobName", "invalid"),
+    ({**VALID, "token": "dapi123"}, "token", "not a known field"),
+    ({**VALID, "jobName": 5}, "jobName", "must be a string, not an integer"),
+    ({**VALID, "jobName": ""}, "jobName", "must be at least 1 characters long"),
     ({**VALID, "notebookPath": "Users/me/nb"}, "notebookPath", "starts with '/'"),
     ({**VALID, "notebookPath": "/Users/../etc"}, "notebookPath", "invalid"),
     ({**VALID, "notebookPath": "/Users//nb"}, "notebookPath", "invalid"),
     ({**VALID, "notebookPath": "/Users/nb/"}, "notebookPath", "invalid"),
     ({**VALID, "notebookPath": "/Users/n\nb"}, "notebookPath", "invalid"),
     ({**VALID, "taskKey": "has space"}, "taskKey", "invalid"),
-    ({**VALID, "notebookParams": {"a": 1}}, "notebookParams.a", "not of type"),
-    ({**VALID, "notebookParams": ["a"]}, "notebookParams", "not of type"),
+    ({**VALID, "notebookParams": {"a": 1}}, "notebookParams.a", "must be a string, not an integer"),
+    ({**VALID, "notebookParams": ["a"]}, "notebookParams", "must be an object, not an array"),
     ({**VALID, "notebookParams": {f"k{i}": "v" * 100 for i in range(99)}}, "notebookParams", "10000 bytes"),
-    ({**VALID, "timeoutSeconds": 10}, "timeoutSeconds", "minimum"),
-    ({**VALID, "timeoutSeconds": "60"}, "timeoutSeconds", "not of type"),
-    ({**VALID, "pollIntervalSeconds": 1.5}, "pollIntervalSeconds", "not of type"),
-    ({**VALID, "deleteJobOnCompletion": "yes"}, "deleteJobOnCompletion", "not of type"),
-    (["not", "an", "object"], None, "not of type 'object'"),
+    ({**VALID, "timeoutSeconds": 10}, "timeoutSeconds", "must be at least 60 (got 10)"),
+    ({**VALID, "timeoutSeconds": "60"}, "timeoutSeconds", "must be an integer, not a string"),
+    ({**VALID, "timeoutSeconds": True}, "timeoutSeconds", "must be an integer, not a boolean"),
+    ({**VALID, "pollIntervalSeconds": 1.5}, "pollIntervalSeconds", "must be an integer, not a number"),
+    ({**VALID, "deleteJobOnCompletion": "yes"}, "deleteJobOnCompletion", "must be a boolean, not a string"),
+    (["not", "an", "object"], None, "the request must be an object, not an array"),
 ]
 
 
@@ -65,6 +66,35 @@ def test_bad_input_names_the_field(body, field, fragment):
     assert caught.value.field == field
     assert fragment in caught.value.message
     assert caught.value.status == 400
+    # JSON terms only: no Python reprs such as True, None or 'a' quoting.
+    assert not any(word in caught.value.message for word in ("True", "False", "None", "is not of type"))
+
+
+@pytest.mark.parametrize("raw, fragment", [
+    (b'{"jobName": "a", "jobName": "b"}', 'the key "jobName" twice'),
+    (b"[" * 5000 + b"]" * 5000, "nested more than"),
+    (b"[" * 100_000, "nested more than"),       # deeper than Python's own recursion limit
+    (b'{"a": ' + b"[" * 33 + b"1" + b"]" * 33 + b"}", "nested more than"),   # just past the limit
+])
+def test_hostile_json_gets_a_clear_400(raw, fragment):
+    with pytest.raises(InputError) as caught:
+        parse_json_body(raw, 10_000_000)
+    assert caught.value.status == 400 and fragment in caught.value.message
+
+
+@pytest.mark.parametrize("content_type, ok", [
+    ("application/json", True), ("application/json; charset=utf-8", True), ("application/cloudevents+json", True),
+    ("text/plain", False), ("application/x-www-form-urlencoded", False), (None, False), ("", False),
+])
+def test_only_json_content_is_accepted(content_type, ok):
+    from workflow.inputs import require_json_content_type
+
+    if ok:
+        require_json_content_type(content_type)
+    else:
+        with pytest.raises(InputError) as caught:
+            require_json_content_type(content_type)
+        assert caught.value.status == 415 and caught.value.field == "Content-Type"
 
 
 @pytest.mark.parametrize("raw, status, fragment", [
