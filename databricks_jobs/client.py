@@ -242,6 +242,18 @@ def _transport_cause(exc: requests.RequestException) -> Exception:
     return exc  # neither connect nor read: Retry counts it as "other" and does not retry
 
 
+# requests' refusals to send a request it considers malformed (before any network traffic).
+_LOCAL_REFUSALS = (requests.exceptions.InvalidHeader, requests.exceptions.InvalidURL,
+                   requests.exceptions.MissingSchema, requests.exceptions.InvalidSchema)
+
+
+def _local_refusal(exc: Exception) -> Exception:
+    if isinstance(exc, requests.exceptions.InvalidHeader):
+        return CredentialError("DATABRICKS_AUTH", "requests refused a header built from the credentials "
+                                                  "(InvalidHeader); the value is not shown")
+    return ConfigurationError("DATABRICKS_HOST", f"requests refused the request URL ({type(exc).__name__})")
+
+
 def _error_type(exc: BaseException, cause: BaseException) -> str:
     return type(exc).__name__ if cause is exc else f"{type(exc).__name__} ({type(cause).__name__})"
 
@@ -561,15 +573,21 @@ class JobsClient:
             cause: Optional[Exception] = None
             error_type: Optional[str] = None
             started = time.perf_counter()
+            refusal: Optional[Exception] = None
             try:
                 response = self._session.request(
                     method, url, params=_query(params or {}), json=body, headers=headers,
                     timeout=self._timeout, allow_redirects=False,  # a redirect would mean a login page, not the API
                 )
+            except _LOCAL_REFUSALS as exc:
+                # requests refused to send at all: retrying cannot help, and the text quotes the value.
+                refusal = _local_refusal(exc)
             except requests.RequestException as exc:
                 # Only the exception's TYPE is kept: its text may quote headers or URLs.
                 cause = _transport_cause(exc)
                 error_type = _error_type(exc, cause)
+            if refusal is not None:
+                raise refusal  # outside the except block: nothing chains the third-party text
             elapsed = time.perf_counter() - started
 
             status = response.status_code if response is not None else None

@@ -175,6 +175,8 @@ class IdentityEndpoint:
         self.url = server.base_url + "/msi/token"
         self.lifetime_seconds = 3600
         self.issued: List[str] = []
+        # How the endpoint sends each token; a test plants whitespace around or inside it.
+        self.wrap_token: Callable[[str], str] = lambda token: token
 
     def answer(self, request: Recorded) -> Action:
         if request["headers"].get("x-identity-header") != self.SECRET:
@@ -183,7 +185,7 @@ class IdentityEndpoint:
         token = f"mi-token-{len(self.issued) + 1}-{resource.replace('/', '_')}-eyJ0eXAiOiJKV1Qi"
         self.issued.append(token)
         return (200, {}, {
-            "access_token": token,
+            "access_token": self.wrap_token(token),
             "expires_on": str(int(time.time()) + self.lifetime_seconds),
             "resource": resource,
             "token_type": "Bearer",

@@ -3,7 +3,7 @@ import dataclasses
 import pytest
 
 from databricks_jobs import ConfigurationError
-from databricks_jobs.settings import SETTINGS, Settings, get_settings
+from databricks_jobs.settings import SETTINGS, Settings, check_configuration, get_settings
 
 HOST = "https://adb-1234567890123456.7.azuredatabricks.net"
 
@@ -97,3 +97,104 @@ def test_auth_mode_is_case_insensitive_and_the_pat_is_never_printed():
     assert dataclasses.is_dataclass(s)
     with pytest.raises(dataclasses.FrozenInstanceError):
         s.host = "https://elsewhere"  # type: ignore[misc]
+
+
+# -- check_configuration: every setting, every auth-mode requirement, no network (issue 7 §2) -------
+
+GUID = "11111111-2222-3333-4444-555555555555"
+VAULT = "https://my-vault.vault.azure.net"
+KV_REFERENCE = "@Microsoft.KeyVault(SecretUri=https://my-vault.vault.azure.net/secrets/dbx/)"
+PAT = "dapi0123456789abcdef0123456789abcdef"
+
+
+def env(**values):
+    return {"DATABRICKS_HOST": HOST, **{"DATABRICKS_" + k.upper(): v for k, v in values.items()}}
+
+
+@pytest.fixture
+def no_network(monkeypatch):
+    """Any socket use fails the test: check_configuration must decide from the values alone."""
+    import socket
+
+    def refuse(*args, **kwargs):
+        raise AssertionError("check_configuration opened a socket")
+
+    monkeypatch.setattr(socket, "socket", refuse)
+    monkeypatch.setattr(socket, "create_connection", refuse)
+    monkeypatch.setattr(socket, "getaddrinfo", refuse)
+
+
+@pytest.mark.parametrize("values, setting", [
+    ({"auth": "bogus"}, "DATABRICKS_AUTH"),
+    ({"auth": "pat"}, "DATABRICKS_TOKEN"),
+    ({"auth": "pat", "token": "   "}, "DATABRICKS_TOKEN"),
+    ({"auth": "pat", "token": KV_REFERENCE}, "DATABRICKS_TOKEN"),
+    ({"auth": "pat", "token": "dapi0123 456789"}, "DATABRICKS_TOKEN"),
+    ({"auth": "pat", "token": "dapi0123\n456789"}, "DATABRICKS_TOKEN"),
+    ({"host": "http://adb-1.azuredatabricks.net"}, "DATABRICKS_HOST"),
+    ({"host": KV_REFERENCE}, "DATABRICKS_HOST"),
+    ({"jobs_api_version": "3.0"}, "DATABRICKS_JOBS_API_VERSION"),
+    ({"http_timeout_seconds": "0"}, "DATABRICKS_HTTP_TIMEOUT_SECONDS"),
+    ({"http_timeout_seconds": "-5"}, "DATABRICKS_HTTP_TIMEOUT_SECONDS"),
+    ({"http_timeout_seconds": "inf"}, "DATABRICKS_HTTP_TIMEOUT_SECONDS"),
+    ({"retry_max_seconds": "nan"}, "DATABRICKS_RETRY_MAX_SECONDS"),
+    ({"key_vault_cache_seconds": "-1"}, "DATABRICKS_KEY_VAULT_CACHE_SECONDS"),
+    ({"managed_identity_client_id": "my-identity"}, "DATABRICKS_MANAGED_IDENTITY_CLIENT_ID"),
+    ({"managed_identity_client_id": KV_REFERENCE}, "DATABRICKS_MANAGED_IDENTITY_CLIENT_ID"),
+    ({"auth": "key_vault", "key_vault_url": VAULT + "/secrets/dbx", "key_vault_secret_name": "dbx"},
+     "DATABRICKS_KEY_VAULT_URL"),
+    ({"auth": "key_vault", "key_vault_url": "my-vault", "key_vault_secret_name": "dbx"}, "DATABRICKS_KEY_VAULT_URL"),
+    ({"auth": "key_vault", "key_vault_url": VAULT, "key_vault_secret_name": "dbx pat"}, "DATABRICKS_KEY_VAULT_SECRET_NAME"),
+    ({"auth": "key_vault", "key_vault_url": VAULT, "key_vault_secret_name": "dbx_pat"}, "DATABRICKS_KEY_VAULT_SECRET_NAME"),
+    ({"azure_workspace_resource_id": "/subscriptions/s/resourceGroups/rg/providers/Microsoft.Storage/storageAccounts/a"},
+     "DATABRICKS_AZURE_WORKSPACE_RESOURCE_ID"),
+    ({"notification_destination_id": "dest 1"}, "DATABRICKS_NOTIFICATION_DESTINATION_ID"),
+    ({"notification_destination_id": KV_REFERENCE}, "DATABRICKS_NOTIFICATION_DESTINATION_ID"),
+    ({"auth": "managed_identity", "token": KV_REFERENCE}, "DATABRICKS_TOKEN"),  # a broken reference anywhere
+])
+def test_check_configuration_refuses_each_bad_setting_by_name(no_network, values, setting):
+    with pytest.raises(ConfigurationError) as raised:
+        check_configuration(env(**values))
+    assert raised.value.setting == setting
+    assert str(raised.value).startswith(f"Configuration error: {setting}: ")
+
+
+def test_check_configuration_never_echoes_a_token(no_network):
+    for token in ("dapi0123 456789abcdef", "dapi0123\r\n456789abcdef"):
+        with pytest.raises(ConfigurationError) as raised:
+            check_configuration(env(auth="pat", token=token))
+        assert "dapi0123" not in str(raised.value) and "456789" not in repr(raised.value)
+
+
+@pytest.mark.parametrize("values", [
+    {},
+    {"auth": "pat", "token": f"  {PAT}\n"},
+    {"auth": "managed_identity", "managed_identity_client_id": GUID,
+     "azure_workspace_resource_id": "/subscriptions/0000/resourceGroups/rg/providers/Microsoft.Databricks/workspaces/ws"},
+    {"auth": "default_azure_credential"},
+    {"auth": "key_vault", "key_vault_url": VAULT + "/", "key_vault_secret_name": "dbx-pat"},
+    {"host": "http://127.0.0.1:8000", "auth": "pat", "token": "dev"},
+    {"jobs_api_version": " 2.2 ", "http_timeout_seconds": "2.5", "notification_destination_id": "dest-0001"},
+])
+def test_check_configuration_accepts_good_settings_without_network(no_network, values):
+    settings = check_configuration(env(**values))
+    assert settings == Settings.from_env(env(**values))
+
+
+def test_the_pat_is_stripped_and_kept_only_in_pat_mode():
+    assert check_configuration(env(auth="pat", token=f" {PAT}\r\n")).token == PAT
+    # Another mode neither keeps it nor fails on a leftover value it never sends.
+    assert check_configuration(env(auth="managed_identity", token="left over")).token is None
+
+
+def test_the_key_vault_url_is_normalised():
+    assert check_configuration(env(auth="key_vault", key_vault_url=VAULT + "/", key_vault_secret_name="p")).key_vault_url == VAULT
+
+
+def test_check_configuration_reads_the_process_environment_by_default(monkeypatch):
+    monkeypatch.setenv("DATABRICKS_HOST", HOST)
+    monkeypatch.setenv("DATABRICKS_AUTH", "bogus")
+    with pytest.raises(ConfigurationError, match="^Configuration error: DATABRICKS_AUTH: "):
+        check_configuration()
+    monkeypatch.setenv("DATABRICKS_AUTH", "managed_identity")
+    assert check_configuration().auth == "managed_identity"
