@@ -46,6 +46,13 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--destination", action="append", type=_destination, default=[],
                    help="webhook notification destination ID=URL (https://user:pass@host/path for Basic auth)")
     p.add_argument("--workspace-id", type=int, default=1234567890123456)
+    p.add_argument("--max-jobs", type=int, default=10_000,
+                   help="saved-jobs quota; jobs/create beyond it answers 400 QUOTA_EXCEEDED")
+    p.add_argument("--job-creation-rate-limit", type=int, default=10_000,
+                   help="jobs/create + runs/submit calls allowed per window (400 INVALID_STATE beyond)")
+    p.add_argument("--job-creation-rate-window", type=float, default=3600.0, help="the rate window in seconds")
+    p.add_argument("--keep-runs-of-deleted-jobs", action="store_true",
+                   help="keep a deleted job's runs readable and running (default: hidden and cancelled)")
     return p
 
 
@@ -68,8 +75,15 @@ def main(argv: list[str] | None = None) -> int:
     except ValueError as exc:
         print(f"jobs_emulator: {exc}", file=sys.stderr)
         return 2
-    emulator = JobsEmulator(scenario=scenario, faults=faults, tokens=args.tokens,
-                            notification_destinations=dict(args.destination), workspace_id=args.workspace_id)
+    try:
+        emulator = JobsEmulator(scenario=scenario, faults=faults, tokens=args.tokens,
+                                notification_destinations=dict(args.destination), workspace_id=args.workspace_id,
+                                max_jobs=args.max_jobs, job_creation_rate_limit=args.job_creation_rate_limit,
+                                job_creation_rate_window=args.job_creation_rate_window,
+                                keep_runs_of_deleted_jobs=args.keep_runs_of_deleted_jobs)
+    except ValueError as exc:
+        print(f"jobs_emulator: {exc}", file=sys.stderr)
+        return 2
     stop = threading.Event()
 
     def on_signal(signum, frame):

@@ -1,105 +1,47 @@
-"""Jobs, runs and their lazily computed state; no HTTP here.
+"""Jobs and runs of one emulated workspace, and the Jobs API operations on them; no HTTP here.
 
-A run stores only when it was created, how long it waits in the queue, its :class:`Behavior`
-and, if cancelled, when. Its state at any instant is derived from those, so a virtual clock may
-jump hours between two requests and the answer is still exact.
+Runs are planned once (see :mod:`.runs`) and read at the clock's current time, so lookups stay
+O(1) and state is computed lazily even with thousands of concurrent runs.
 """
 
 from __future__ import annotations
 
-import base64
+import bisect
 import copy
 import itertools
-import json
 import threading
-from dataclasses import dataclass, field
+from collections import defaultdict, deque
+from dataclasses import dataclass
 from typing import Any, Callable
 
-from .scenario import DEFAULT_RESULT, Behavior, Scenario
+from . import validation as check
+from . import views
+from .errors import ApiError, invalid, invalid_state
+from .runs import (CANCELED, MAX_RUN_JOB_DEPTH, SUCCESS_RESULTS, TIMED_OUT, Attempt, Outcome,  # noqa: F401
+                   Round, Run, classify, outcome_of)
+from .scenario import Scenario
+from .views import PAGE_SIZE_22, decode_token, encode_token  # noqa: F401  (re-exported names)
 
 MULTI_TASK_OUTPUT_MESSAGE = (
     "Retrieving the output of runs with multiple tasks is not supported. "
     "Please retrieve the output of each individual task run instead."
 )
-PAGE_SIZE_22 = 100  # 2.2 returns at most 100 array elements per response
-SUCCESS_RESULTS = frozenset({"SUCCESS", "SUCCESS_WITH_FAILURES"})
 # Real ids are 13-16 digit integers; distinct ranges make a job id passed as a run id fail loudly.
 # Both stay below 2**53 so JavaScript clients and JSON tools keep them exact.
 JOB_ID_BASE = 481_000_000_000_000
 RUN_ID_BASE = 790_000_000_000_000
-
-_V2_STATE = {"WAITING_FOR_RETRY": "WAITING", "SKIPPED": "TERMINATED", "INTERNAL_ERROR": "TERMINATED"}
-_WAITING_STATES = frozenset({"QUEUED", "BLOCKED"})
-
-
-class ApiError(Exception):
-    """An error response in the Databricks shape."""
-
-    def __init__(self, status: int, error_code: str, message: str, headers: dict | None = None):
-        super().__init__(f"{status} {error_code}: {message}")
-        self.status = status
-        self.error_code = error_code
-        self.message = message
-        self.headers = headers or {}
-
-
-def invalid(message: str) -> ApiError:
-    return ApiError(400, "INVALID_PARAMETER_VALUE", message)
-
-
-@dataclass(frozen=True)
-class Outcome:
-    life_cycle_state: str
-    result_state: str | None
-    state_message: str
-    user_cancelled_or_timedout: bool
-    termination_code: str
-    termination_type: str
-    error: str | None = None
-    error_trace: str | None = None
-    notebook_result: Any = None
-    truncated: bool = False
-
-
-def outcome_of(b: Behavior) -> Outcome:
-    code, kind = b.termination_code, b.termination_type
-    if code is None:
-        code, kind = _termination_for(b.final_state, b.result_state)
-    return Outcome(
-        life_cycle_state=b.final_state,
-        result_state=b.result_state,
-        state_message=b.state_message,
-        user_cancelled_or_timedout=b.result_state in ("CANCELED", "TIMEDOUT"),
-        termination_code=code,
-        termination_type=kind or "SUCCESS",
-        error=b.error,
-        error_trace=b.error_trace,
-        notebook_result=b.notebook_result,
-        truncated=b.truncated,
-    )
-
-
-def _termination_for(final_state: str, result_state: str | None) -> tuple[str, str]:
-    # Codes and types as documented for the 2.2 `status.termination_details` (SDK TerminationCodeCode).
-    if final_state == "INTERNAL_ERROR":
-        return "INTERNAL_ERROR", "INTERNAL_ERROR"
-    if final_state == "SKIPPED":
-        if result_state == "MAXIMUM_CONCURRENT_RUNS_REACHED":
-            return "MAX_CONCURRENT_RUNS_EXCEEDED", "CLIENT_ERROR"
-        return "SKIPPED", "SUCCESS"
-    return {
-        "SUCCESS": ("SUCCESS", "SUCCESS"),
-        "SUCCESS_WITH_FAILURES": ("SUCCESS_WITH_FAILURES", "SUCCESS"),
-        "FAILED": ("RUN_EXECUTION_ERROR", "CLIENT_ERROR"),
-        "TIMEDOUT": ("CANCELED", "CLIENT_ERROR"),
-        "CANCELED": ("USER_CANCELED", "SUCCESS"),
-        "DISABLED": ("DISABLED", "CLIENT_ERROR"),
-    }.get(result_state or "", ("SUCCESS", "SUCCESS"))
-
-
-CANCELED = Outcome("TERMINATED", "CANCELED", "Run cancelled.", True, "USER_CANCELED", "SUCCESS")
-TIMED_OUT = Outcome("TERMINATED", "TIMEDOUT", "Run timed out.", True, "CANCELED", "CLIENT_ERROR",
-                    error="Run timed out.")
+# runs/list: "greater than 0 and less than 25 ... If a request specifies a limit of 0, the service
+# instead uses the maximum limit" (SDK list_runs). The service once accepted 26 ("Invalid limit 27 -
+# it has to be no more than 26.", databricks/databricks-cli#464); the documented 25 is enforced.
+RUNS_LIST_MAX = 25
+RUNS_LIST_DEFAULT = 20
+ACTIVE_STATES = frozenset({"QUEUED", "PENDING", "RUNNING", "TERMINATING"})  # active_only, as documented
+TERMINAL_STATES = frozenset({"TERMINATED", "SKIPPED", "INTERNAL_ERROR"})
+# run-now and repair "task parameters" (deprecated): they cannot be mixed with job parameters.
+TASK_PARAMETER_FIELDS = ("notebook_params", "python_params", "python_named_params", "jar_params",
+                         "spark_submit_params", "sql_params", "dbt_commands")
+MERGED_ARRAYS = {"tasks": "task_key", "job_clusters": "job_cluster_key", "environments": "environment_key",
+                 "parameters": "name"}
 
 
 @dataclass
@@ -108,139 +50,6 @@ class Job:
     settings: dict
     created_time: float
     creator: str
-
-
-@dataclass
-class TaskRun:
-    run_id: int
-    task: dict  # the task settings, notebook base_parameters already merged with run-now params
-
-
-@dataclass
-class Run:
-    run_id: int
-    job_id: int
-    job_name: str
-    created_at: float
-    queue_until: float  # waiting for a concurrency slot (QUEUED) until then
-    behavior: Behavior
-    tasks: list[TaskRun]
-    timeout_seconds: float = 0.0
-    cancel_seconds: float = 0.5
-    canceled_at: float | None = None
-    skipped_outcome: Outcome | None = None  # set when skipped for concurrency at run-now
-    overriding_parameters: dict | None = None
-    notifications: dict = field(default_factory=dict)  # webhook_notifications snapshot
-    notification_settings: dict = field(default_factory=dict)
-    idempotency_token: str | None = None
-    api_version: str = "2.1"
-    notified: set = field(default_factory=set)
-    _timeline: tuple | None = None
-
-    # -- timeline ---------------------------------------------------------------------------
-    def invalidate(self) -> None:
-        self._timeline = None
-
-    def timeline(self) -> tuple[list[tuple[str, float, float]], float, Outcome]:
-        """(segments [(state, start, end)], end time, final outcome)."""
-        if self._timeline is None:
-            self._timeline = self._compute_timeline()
-        return self._timeline
-
-    def _compute_timeline(self):
-        if self.skipped_outcome is not None:
-            return [], self.created_at, self.skipped_outcome
-        segments = []
-        if self.queue_until > self.created_at:
-            segments.append(("QUEUED", self.created_at, self.queue_until))
-        t = self.queue_until
-        for state, duration in self.behavior.phases:
-            segments.append((state, t, t + duration))
-            t += duration
-        outcome = outcome_of(self.behavior)
-        if self.timeout_seconds > 0 and t > self.queue_until + self.timeout_seconds \
-                and outcome.life_cycle_state == "TERMINATED":
-            t = self.queue_until + self.timeout_seconds
-            segments = _cut(segments, t)
-            outcome = TIMED_OUT
-        if self.canceled_at is not None and self.canceled_at < t:
-            c = self.canceled_at
-            started = c >= self.queue_until and not any(s == "QUEUED" and a <= c < b for s, a, b in segments)
-            segments = _cut(segments, c)
-            t = c
-            if started and self.cancel_seconds > 0:
-                segments.append(("TERMINATING", c, c + self.cancel_seconds))
-                t = c + self.cancel_seconds
-            outcome = CANCELED
-        return [s for s in segments if s[2] > s[1]], t, outcome
-
-    @property
-    def end_time(self) -> float:
-        return self.timeline()[1]
-
-    def is_terminal(self, now: float) -> bool:
-        return now >= self.end_time
-
-    def state_at(self, now: float) -> tuple[str, Outcome | None]:
-        """(life_cycle_state, outcome if terminal)."""
-        segments, end, outcome = self.timeline()
-        if now >= end:
-            return outcome.life_cycle_state, outcome
-        for state, start, stop in segments:
-            if start <= now < stop:
-                return state, None
-        return (segments[0][0] if segments else "PENDING"), None
-
-    def started_at(self) -> float | None:
-        """When the run left the queue and any BLOCKED phase: the task start time."""
-        for state, start, _ in self.timeline()[0]:
-            if state not in _WAITING_STATES:
-                return start
-        return None
-
-    def time_in(self, states: frozenset | set, now: float) -> float:
-        return sum(max(0.0, min(b, now) - a) for s, a, b in self.timeline()[0] if s in states and a < now)
-
-    def events(self) -> list[tuple[float, str]]:
-        """Webhook events the timeline implies: [(time, event_type)]."""
-        segments, end, outcome = self.timeline()
-        out = []
-        running = next((a for s, a, _ in segments if s == "RUNNING"), None)
-        if running is not None:
-            out.append((running, "jobs.on_start"))
-        if outcome.result_state in SUCCESS_RESULTS:
-            out.append((end, "jobs.on_success"))
-        else:
-            settings = self.notification_settings or {}
-            quiet = (outcome.life_cycle_state == "SKIPPED" and settings.get("no_alert_for_skipped_runs")) or (
-                outcome.result_state == "CANCELED" and settings.get("no_alert_for_canceled_runs"))
-            if not quiet:
-                out.append((end, "jobs.on_failure"))
-        return out
-
-
-def _cut(segments, t):
-    return [(s, a, min(b, t)) for s, a, b in segments if a < t]
-
-
-def _ms(seconds: float) -> int:
-    return int(round(seconds * 1000))
-
-
-def encode_token(offset: int, *extra: Any) -> str:
-    raw = json.dumps([offset, *extra], separators=(",", ":")).encode()
-    return base64.urlsafe_b64encode(raw).decode().rstrip("=")
-
-
-def decode_token(token: str) -> list:
-    try:
-        padded = token + "=" * (-len(token) % 4)
-        value = json.loads(base64.urlsafe_b64decode(padded.encode()))
-        if not isinstance(value, list) or not value or not isinstance(value[0], int) or value[0] < 0:
-            raise ValueError
-        return value
-    except Exception:  # any garbage token is the caller's error
-        raise invalid(f"Invalid page token: {token}") from None
 
 
 def _as_int(value: Any, name: str) -> int:
@@ -260,66 +69,117 @@ def _as_bool(value: Any) -> bool:
     return bool(value)
 
 
+def _as_map(value: Any, name: str) -> dict:
+    if value is None:
+        return {}
+    if not isinstance(value, dict):
+        raise ApiError(400, "MALFORMED_REQUEST", f"Could not parse request object: Expected object for field {name}")
+    return {str(k): v for k, v in value.items()}
+
+
 class Store:
     """All jobs and runs of one emulated workspace. Thread-safe; every public method locks."""
 
     def __init__(self, clock: Callable[[], float], scenario: Scenario, *, base_url: Callable[[], str],
-                 workspace_id: int, user_name: str, cancel_seconds: float):
+                 workspace_id: int, user_name: str, cancel_seconds: float, max_jobs: int = 10_000,
+                 job_creation_rate_limit: int = 10_000, job_creation_rate_window: float = 3600.0,
+                 keep_runs_of_deleted_jobs: bool = False):
         self.clock = clock
         self.scenario = scenario
         self._base_url = base_url
         self.workspace_id = workspace_id
         self.user_name = user_name
         self.cancel_seconds = cancel_seconds
+        self.max_jobs = max_jobs
+        self.job_creation_rate_limit = job_creation_rate_limit
+        self.job_creation_rate_window = job_creation_rate_window
+        self.keep_runs_of_deleted_jobs = keep_runs_of_deleted_jobs
         self.lock = threading.RLock()
-        self.jobs: dict[int, Job] = {}
+        self.jobs: dict[int, Job] = {}  # saved jobs (jobs/create)
+        self.hidden_jobs: dict[int, Job] = {}  # the unsaved jobs behind runs/submit runs
         self.deleted_jobs: set[int] = set()
-        self.runs: dict[int, Run] = {}          # job runs by run id
-        self.task_runs: dict[int, tuple[Run, TaskRun]] = {}
+        self.runs: dict[int, Run] = {}  # job runs by run id (including submit and run_job_task runs)
+        self.runs_by_job: dict[int, list[Run]] = defaultdict(list)
+        self.task_runs: dict[int, tuple[Run, int, str, int]] = {}  # task run id -> (run, round, key, attempt)
         self.idempotency: dict[str, int] = {}
         self.watched: dict[int, Run] = {}  # runs whose job has webhook notifications still to send
+        self._order: list[tuple[float, int]] = []  # (created_at, run_id), sorted: runs/list order
+        self._maybe_active: dict[int, Run] = {}  # runs not yet seen terminal: active_only scans these
+        self._creations: deque = deque()  # times of job creations inside the rate window
         self._job_ids = itertools.count(JOB_ID_BASE + 1)
         self._run_ids = itertools.count(RUN_ID_BASE + 1)
 
-    # -- jobs -------------------------------------------------------------------------------
+    # -- planner host ---------------------------------------------------------------------------
+    def now(self) -> float:
+        return self.clock()
+
+    def task_run_id(self, run: Run, round_index: int, key: str, number: int) -> int:
+        slot = (round_index, key, number)
+        rid = run.ids.get(slot)
+        if rid is None:
+            rid = next(self._run_ids)
+            run.ids[slot] = rid
+            self.task_runs[rid] = (run, round_index, key, number)
+        return rid
+
+    def spawn_child(self, parent: Run, slot: tuple, start: float, task: dict, parent_task_run_id: int) -> Run | None:
+        """The job run a run_job_task starts at `start` (created once, then moved if the plan moves)."""
+        child = parent.children.get(slot)
+        if child is not None:
+            if child.created_at != start and child.created_at > self.clock():
+                self._unlist(child)
+                child.created_at = child.queue_until = start
+                child.invalidate()
+                self._list(child)
+            return child
+        job = self.jobs.get(int(task["run_job_task"]["job_id"]))
+        if job is None or parent.depth >= MAX_RUN_JOB_DEPTH:
+            return None
+        settings = job.settings
+        defined = {p["name"] for p in settings.get("parameters") or []}
+        pushed = {k: v for k, v in (task.get("_job_parameter_values") or {}).items() if k in defined}
+        pushed.update(task["run_job_task"].get("job_parameters") or {})
+        values = {p["name"]: str(p.get("default", "")) for p in settings.get("parameters") or []}
+        values.update({k: v for k, v in pushed.items() if k in defined})
+        child = self._new_run(job.job_id, settings, start, parent.api_version, values=values,
+                              overriding={"job_parameters": pushed} if pushed else None,
+                              notebook_params=task["run_job_task"].get("notebook_params") or {},
+                              trigger="RUN_JOB_TASK", trigger_info={"run_id": parent_task_run_id},
+                              depth=parent.depth + 1)
+        parent.children[slot] = child
+        self._register(child)
+        return child
+
+    # -- jobs -------------------------------------------------------------------------------------
+    def _job_exists(self, job_id: int) -> bool:
+        return job_id in self.jobs
+
     def create_job(self, body: dict, version: str) -> dict:
-        if not isinstance(body, dict):
-            raise ApiError(400, "MALFORMED_REQUEST", "Invalid JSON given in the body of the request - expected a map")
-        settings = copy.deepcopy(body)
-        settings.pop("access_control_list", None)  # write-only
-        name = settings.setdefault("name", "Untitled")
-        if not isinstance(name, str) or len(name.encode()) > 4096:
-            raise invalid("Job name must be a string of at most 4096 bytes.")
-        tasks = settings.get("tasks") or []
-        if not isinstance(tasks, list) or len(tasks) > 1000:
-            raise invalid("A job can have at most 1000 tasks.")
-        keys = set()
-        for task in tasks:
-            key = task.get("task_key") if isinstance(task, dict) else None
-            if not key:
-                raise invalid("Missing required field: task_key")
-            if key in keys:
-                raise invalid(f"Task key {key} is not unique.")
-            keys.add(key)
-        tags = settings.get("tags")
-        if tags is not None and (not isinstance(tags, dict) or len(tags) > 25):
-            raise invalid("tags must be a map of at most 25 tags.")
-        for event, hooks in (settings.get("webhook_notifications") or {}).items():
-            if isinstance(hooks, list) and len(hooks) > 3:
-                raise invalid(f"At most 3 webhook destinations are allowed for {event}.")
-        max_runs = settings.setdefault("max_concurrent_runs", 1)
-        if not isinstance(max_runs, int) or not 0 <= max_runs <= 1000:
-            raise invalid("max_concurrent_runs must be between 0 and 1000.")
-        settings.setdefault("timeout_seconds", 0)
-        settings.setdefault("email_notifications", {})
-        settings.setdefault("webhook_notifications", {})
-        settings["format"] = "MULTI_TASK"  # always, for jobs created with 2.1+
-        if "queue" not in settings and version == "2.2":
-            settings["queue"] = {"enabled": True}  # 2.2-created jobs are queued by default
         with self.lock:
+            settings = check.job_settings(body, job_exists=self._job_exists, default_queue=version == "2.2")
+            now = self.clock()
+            if len(self.jobs) >= self.max_jobs:
+                # REAL text: KB "job-rate-limit" (docs.azure.cn/zh-cn/databricks/kb/jobs/job-rate-limit).
+                raise ApiError(400, "QUOTA_EXCEEDED",
+                               f"The quota for the number of jobs has been reached. The current quota is "
+                               f"{self.max_jobs}. This quota is only applied to jobs created through the UI or "
+                               "through the /jobs/create endpoint, which are displayed in the Jobs UI")
+            self._count_creation(now)
             job_id = next(self._job_ids)
-            self.jobs[job_id] = Job(job_id, settings, self.clock(), self.user_name)
+            self.jobs[job_id] = Job(job_id, settings, now, self.user_name)
         return {"job_id": job_id}
+
+    def _count_creation(self, now: float) -> None:
+        """The workspace's job creation rate limit; runs/submit counts too (its runs are jobs)."""
+        window, limit = self.job_creation_rate_window, self.job_creation_rate_limit
+        while self._creations and self._creations[0] <= now - window:
+            self._creations.popleft()
+        if len(self._creations) >= limit:
+            seconds = int(window) if float(window).is_integer() else window
+            # REAL text and code: KB "job-rate-limit" and Azure Data Factory error 3202.
+            raise invalid_state(f"There were already {limit} jobs created in past {seconds} seconds, exceeding "
+                                f"rate limit: {limit} job creations per {seconds} seconds.")
+        self._creations.append(now)
 
     def _job(self, job_id: Any) -> Job:
         job_id = _as_int(job_id, "job_id")
@@ -328,14 +188,15 @@ class Store:
             raise invalid(f"Job {job_id} does not exist.")
         return job
 
-    def job_json(self, job: Job, version: str, *, expand_tasks: bool = True, page_token: str | None = None) -> dict:
+    def job_json(self, job: Job, version: str, *, expand_tasks: bool = True, page_token: str | None = None,
+                 listed: bool = False) -> dict:
         settings = copy.deepcopy(job.settings)
-        out = {
+        out: dict = {
             "job_id": job.job_id,
             "creator_user_name": job.creator,
             "run_as_user_name": job.creator,
             "run_as_owner": True,
-            "created_time": _ms(job.created_time),
+            "created_time": views.ms(job.created_time),
             "settings": settings,
         }
         if not expand_tasks:
@@ -343,11 +204,10 @@ class Store:
             settings.pop("job_clusters", None)
         elif version == "2.2":
             offset = decode_token(page_token)[0] if page_token else 0
-            tasks = settings.get("tasks") or []
-            settings["tasks"] = tasks[offset:offset + PAGE_SIZE_22]
-            if offset + PAGE_SIZE_22 < len(tasks):
-                out["next_page_token"] = encode_token(offset + PAGE_SIZE_22)
+            if views.page_arrays(settings, views.JOB_ARRAYS, offset):
                 out["has_more"] = True
+                if not listed:
+                    out["next_page_token"] = encode_token(offset + PAGE_SIZE_22)
         return out
 
     def get_job(self, query: dict, version: str) -> dict:
@@ -371,7 +231,7 @@ class Store:
             page = jobs[offset:offset + limit]
             out: dict = {}
             if page:  # "Only included in the response if there are jobs to list"
-                out["jobs"] = [self.job_json(j, version, expand_tasks=expand) for j in page]
+                out["jobs"] = [self.job_json(j, version, expand_tasks=expand, listed=True) for j in page]
         more = offset + limit < len(jobs)
         out["has_more"] = more
         if more:
@@ -380,68 +240,267 @@ class Store:
             out["prev_page_token"] = encode_token(max(0, offset - limit))
         return out
 
-    def delete_job(self, body: dict) -> dict:
-        job_id = _as_int((body or {}).get("job_id"), "job_id")
+    def reset_job(self, body: dict, version: str) -> dict:
+        body = check.require_map(body)
         with self.lock:
-            if self.jobs.pop(job_id, None) is None and job_id not in self.deleted_jobs:
-                raise invalid(f"Job {job_id} does not exist.")
-            self.deleted_jobs.add(job_id)
+            job = self._job(body.get("job_id"))
+            new = body.get("new_settings")
+            if not isinstance(new, dict):
+                raise check.missing("new_settings")
+            settings = check.job_settings(new, job_exists=self._job_exists, default_queue=version == "2.2")
+            self._replace_settings(job, settings)
         return {}
 
-    # -- runs -------------------------------------------------------------------------------
+    def update_job(self, body: dict, version: str) -> dict:
+        body = check.require_map(body)
+        with self.lock:
+            job = self._job(body.get("job_id"))
+            settings = copy.deepcopy(job.settings)
+            removals = body.get("fields_to_remove") or []
+            if not isinstance(removals, list):
+                raise invalid("fields_to_remove must be a list of field names.")
+            for path in removals:
+                self._remove_field(settings, str(path))
+            new = body.get("new_settings") or {}
+            if not isinstance(new, dict):
+                raise invalid("new_settings must be an object.")
+            for name, value in new.items():
+                key_field = MERGED_ARRAYS.get(name)
+                if key_field and isinstance(value, list) and isinstance(settings.get(name), list):
+                    # "arrays are merged": entries with the same key are replaced, others kept.
+                    merged = {e.get(key_field): e for e in settings[name] if isinstance(e, dict)}
+                    for entry in value:
+                        merged[entry.get(key_field) if isinstance(entry, dict) else None] = copy.deepcopy(entry)
+                    settings[name] = list(merged.values())
+                else:
+                    settings[name] = copy.deepcopy(value)
+            settings = check.job_settings(settings, job_exists=self._job_exists, default_queue=False)
+            self._replace_settings(job, settings)
+        return {}
+
+    @staticmethod
+    def _remove_field(settings: dict, path: str) -> None:
+        array, sep, key = path.partition("/")
+        if not sep:
+            if path == "tasks":
+                raise invalid("Removing the whole tasks field is not supported; remove tasks by key (tasks/<key>).")
+            settings.pop(path, None)
+            return
+        key_field = MERGED_ARRAYS.get(array)
+        if key_field not in ("task_key", "job_cluster_key"):
+            # "Removing nested fields is not supported, except for tasks and job clusters" (SDK update).
+            raise invalid(f"Cannot remove nested field {path}: only tasks/<task_key> and "
+                          "job_clusters/<job_cluster_key> can be removed.")
+        entries = settings.get(array) or []
+        kept = [e for e in entries if e.get(key_field) != key]
+        if len(kept) == len(entries):
+            raise invalid(f"Cannot remove {path}: no entry with {key_field} '{key}'.")
+        settings[array] = kept
+
+    def _replace_settings(self, job: Job, settings: dict) -> None:
+        old_timeout = job.settings.get("timeout_seconds") or 0
+        job.settings = settings
+        new_timeout = settings.get("timeout_seconds") or 0
+        if new_timeout != old_timeout:
+            # "Changes to timeout_seconds are applied to active runs" (SDK reset/update docstrings).
+            now = self.clock()
+            for run in self.runs_by_job.get(job.job_id, []):
+                if not run.is_terminal(now):
+                    run.timeout_seconds = float(new_timeout)
+                    run.invalidate()
+
+    def delete_job(self, body: dict) -> dict:
+        job_id = _as_int(check.require_map(body).get("job_id"), "job_id")
+        with self.lock:
+            job = self.jobs.pop(job_id, None)
+            if job is None and job_id not in self.deleted_jobs:
+                raise invalid(f"Job {job_id} does not exist.")
+            self.deleted_jobs.add(job_id)
+            if job is not None and not self.keep_runs_of_deleted_jobs:
+                # Jobs API 2.0 doc of jobs/delete: "After the job is removed, neither its details nor its
+                # run history is visible via the Jobs UI or API ... runs that were active before the
+                # receipt of this request may still be active. They will be terminated asynchronously."
+                now = self.clock()
+                for run in self.runs_by_job.get(job_id, []):
+                    self._cancel(run, now)
+                    run.hidden = True
+                    self.watched.pop(run.run_id, None)
+                    self._maybe_active.pop(run.run_id, None)
+        return {}
+
+    # -- starting runs -------------------------------------------------------------------------------
+    def _effective_tasks(self, settings: dict, values: dict, notebook_params: dict, extra: dict) -> dict:
+        """Task settings with parameters pushed down (job parameters win over task parameters)."""
+        tasks = {}
+        for task in settings.get("tasks") or []:
+            task = copy.deepcopy(task)
+            nb = task.get("notebook_task")
+            merged = {**notebook_params, **values}
+            if isinstance(nb, dict) and merged:
+                nb["base_parameters"] = {**(nb.get("base_parameters") or {}), **merged}
+            wheel = task.get("python_wheel_task")
+            if isinstance(wheel, dict):
+                if isinstance(wheel.get("named_parameters"), dict) and values:
+                    wheel["named_parameters"] = {**wheel["named_parameters"], **values}
+                if extra.get("python_named_params"):
+                    wheel["named_parameters"] = {**(wheel.get("named_parameters") or {}),
+                                                 **extra["python_named_params"]}
+                if extra.get("python_params"):
+                    wheel["parameters"] = list(extra["python_params"])
+            script = task.get("spark_python_task")
+            if isinstance(script, dict) and extra.get("python_params"):
+                script["parameters"] = list(extra["python_params"])
+            sql = task.get("sql_task")
+            if isinstance(sql, dict) and (values or extra.get("sql_params")):
+                sql["parameters"] = {**(sql.get("parameters") or {}), **(extra.get("sql_params") or {}), **values}
+            if isinstance(task.get("run_job_task"), dict) and values:
+                task["_job_parameter_values"] = dict(values)  # pushed to the child run (internal)
+            tasks[task["task_key"]] = task
+        return tasks
+
+    def _new_run(self, job_id: int, settings: dict, now: float, version: str, *, values: dict,
+                 notebook_params: dict | None = None, extra: dict | None = None, overriding: dict | None = None,
+                 only: list | None = None, token: str | None = None, run_type: str = "JOB_RUN",
+                 trigger: str = "ONE_TIME", trigger_info: dict | None = None, depth: int = 0) -> Run:
+        all_tasks = settings.get("tasks") or []
+        keys = [t["task_key"] for t in all_tasks]
+        chosen = set(only) if only else set(keys)
+        tasks = [t for t in all_tasks if t["task_key"] in chosen]
+        order = check.topological_order(tasks)
+        downstream: dict = {k: [] for k in order}
+        for t in tasks:
+            for dep in t.get("depends_on") or []:
+                if dep.get("task_key") in downstream:
+                    downstream[dep["task_key"]].append(t["task_key"])
+        effective = self._effective_tasks(settings, values, notebook_params or {}, extra or {})
+        defined = settings.get("parameters") or []
+        run = Run(
+            run_id=next(self._run_ids), job_id=job_id,
+            run_name=settings.get("run_name") or settings.get("name") or "Untitled",
+            created_at=now, queue_until=now, display_order=[k for k in keys if k in chosen], task_order=order,
+            downstream=downstream, rounds=[Round(0, None, {k: effective[k] for k in order})],
+            scenario=self.scenario, host=self, run_type=run_type,
+            job_name=settings.get("name") or settings.get("run_name") or "Untitled",
+            timeout_seconds=float(settings.get("timeout_seconds") or 0),
+            cancel_seconds=self.cancel_seconds * self.scenario.time_scale,
+            overriding_parameters=overriding,
+            job_parameters=[{"name": p["name"], "default": p.get("default"), "value": values.get(p["name"])}
+                            for p in defined] or None,
+            job_clusters=copy.deepcopy(settings.get("job_clusters")) or None,
+            git_source=copy.deepcopy(settings.get("git_source")) or None,
+            notifications=copy.deepcopy(settings.get("webhook_notifications") or {}),
+            notification_settings=copy.deepcopy(settings.get("notification_settings") or {}),
+            idempotency_token=token, api_version=version, trigger=trigger, trigger_info=trigger_info,
+            depth=depth,
+        )
+        run.original_id = next(self._run_ids)
+        return run
+
+    def _register(self, run: Run) -> None:
+        """Index a new run, then plan it at once: behaviors are fixed by the scenario of the moment."""
+        self.runs[run.run_id] = run
+        self.runs_by_job[run.job_id].append(run)
+        self._list(run)
+        self._maybe_active[run.run_id] = run
+        if run.idempotency_token is not None:
+            self.idempotency[run.idempotency_token] = run.run_id
+        if any(run.notifications.get(k) for k in ("on_start", "on_success", "on_failure")):
+            self.watched[run.run_id] = run
+        for key in run.task_order:  # first attempts get their ids in task order, like the service
+            self.task_run_id(run, 0, key, 0)
+        run.plan()
+
+    def _list(self, run: Run) -> None:
+        bisect.insort(self._order, (run.created_at, run.run_id))
+
+    def _unlist(self, run: Run) -> None:
+        i = bisect.bisect_left(self._order, (run.created_at, run.run_id))
+        if i < len(self._order) and self._order[i] == (run.created_at, run.run_id):
+            del self._order[i]
+
+    def _existing_run(self, token: str | None) -> dict | None:
+        if token is None or token not in self.idempotency:
+            return None
+        run = self.runs[self.idempotency[token]]
+        if run.hidden:
+            raise invalid(f"Job {run.job_id} does not exist.")
+        return {"run_id": run.run_id, "number_in_job": run.run_id}
+
     def run_now(self, body: dict, version: str) -> dict:
-        if not isinstance(body, dict):
-            raise ApiError(400, "MALFORMED_REQUEST", "Invalid JSON given in the body of the request - expected a map")
-        token = body.get("idempotency_token")
-        if token is not None and (not isinstance(token, str) or len(token) > 64):
-            raise invalid("idempotency_token must be a string of at most 64 characters.")
-        notebook_params = body.get("notebook_params") or {}
-        job_parameters = body.get("job_parameters") or {}
+        body = check.require_map(body)
+        token = check.idempotency_token(body)
+        notebook_params = _as_map(body.get("notebook_params"), "notebook_params")
+        job_parameters = {k: str(v) for k, v in _as_map(body.get("job_parameters"), "job_parameters").items()}
         if notebook_params and job_parameters:
             raise invalid("job_parameters cannot be used together with notebook_params.")
+        check.params_size("notebook_params", notebook_params)
+        check.params_size("job_parameters", job_parameters)
         with self.lock:
-            if token is not None and token in self.idempotency:
-                run_id = self.idempotency[token]
-                return {"run_id": run_id, "number_in_job": run_id}
+            existing = self._existing_run(token)
+            if existing is not None:
+                return existing
             job = self._job(body.get("job_id"))
             now = self.clock()
-            settings = job.settings
-            params = {**{p.get("name"): p.get("default") for p in settings.get("parameters") or []
-                         if isinstance(p, dict)}, **notebook_params, **job_parameters}
-            run_id = next(self._run_ids)
-            tasks = []
-            for task in settings.get("tasks") or []:
-                task = copy.deepcopy(task)
-                nb = task.get("notebook_task")
-                if isinstance(nb, dict) and params:
-                    nb["base_parameters"] = {**(nb.get("base_parameters") or {}), **params}
-                tasks.append(TaskRun(next(self._run_ids), task))
-            first_path = next((t.task.get("notebook_task", {}).get("notebook_path", "") for t in tasks
-                               if isinstance(t.task.get("notebook_task"), dict)), "")
-            run = Run(
-                run_id=run_id, job_id=job.job_id, job_name=settings.get("name", "Untitled"),
-                created_at=now, queue_until=now, behavior=self.scenario.behavior_for(first_path), tasks=tasks,
-                timeout_seconds=float(settings.get("timeout_seconds") or 0),
-                cancel_seconds=self.cancel_seconds * self.scenario.time_scale,
-                overriding_parameters=({"notebook_params": notebook_params} if notebook_params else
-                                       {"job_parameters": job_parameters} if job_parameters else None),
-                notifications=copy.deepcopy(settings.get("webhook_notifications") or {}),
-                notification_settings=copy.deepcopy(settings.get("notification_settings") or {}),
-                idempotency_token=token, api_version=version,
-            )
+            values = self._parameter_values(job.settings, job_parameters, body)
+            only = body.get("only")
+            if only is not None:
+                keys = {t["task_key"] for t in job.settings.get("tasks") or []}
+                if not isinstance(only, list) or not only:
+                    raise invalid("only must be a non-empty list of task keys.")
+                unknown = [k for k in only if k not in keys]
+                if unknown:
+                    raise invalid(f"Task key {unknown[0]} does not exist in job {job.job_id}.")
+            extra = {k: body[k] for k in TASK_PARAMETER_FIELDS if body.get(k)}
+            overriding = {k: copy.deepcopy(v) for k, v in extra.items()}
+            if job_parameters:
+                overriding["job_parameters"] = dict(job_parameters)
+            run = self._new_run(job.job_id, job.settings, now, version, values=values, notebook_params=notebook_params,
+                                extra=extra, overriding=overriding or None, only=only, token=token)
             self._admit(run, job, body, now)
-            self.runs[run_id] = run
-            for t in tasks:
-                self.task_runs[t.run_id] = (run, t)
-            if token is not None:
-                self.idempotency[token] = run_id
-            if any(run.notifications.get(k) for k in ("on_start", "on_success", "on_failure")):
-                self.watched[run_id] = run
-        return {"run_id": run_id, "number_in_job": run_id}
+            self._register(run)
+        return {"run_id": run.run_id, "number_in_job": run.run_id}
+
+    @staticmethod
+    def _parameter_values(settings: dict, job_parameters: dict, body: dict) -> dict:
+        defined = settings.get("parameters") or []
+        names = [p["name"] for p in defined]
+        task_params = [k for k in TASK_PARAMETER_FIELDS if body.get(k)]
+        if job_parameters and not defined:
+            # The parameter rules are documented ("If a job uses job parameters, it cannot use task
+            # parameters", databricks/cli bundle/run/job_options.go); these messages are not.
+            raise invalid("job_parameters can only be used with a job that defines job parameters "
+                          "(settings.parameters).")
+        unknown = sorted(set(job_parameters) - set(names))
+        if unknown:
+            raise invalid(f"Job parameter {unknown[0]} is not defined in the job's settings.parameters.")
+        if defined and task_params:
+            raise invalid(f"{task_params[0]} cannot be used with a job that defines job parameters; use "
+                          "job_parameters.")
+        values = {p["name"]: str(p.get("default", "")) for p in defined}
+        values.update(job_parameters)
+        return values
+
+    def submit_run(self, body: dict, version: str) -> dict:
+        body = check.require_map(body)
+        token = check.idempotency_token(body)
+        with self.lock:
+            existing = self._existing_run(token)
+            if existing is not None:
+                return {"run_id": existing["run_id"]}
+            settings = check.submit_settings(body, job_exists=self._job_exists)
+            now = self.clock()
+            self._count_creation(now)
+            job_id = next(self._job_ids)  # a one-time run belongs to a job no one can see (SUBMIT_RUN runs
+            # carry a job_id and a #job/<id>/run/<id> page: databricks/databricks-sdk-py#375)
+            self.hidden_jobs[job_id] = Job(job_id, settings, now, self.user_name)
+            run = self._new_run(job_id, settings, now, version, values={}, token=token, run_type="SUBMIT_RUN")
+            self._register(run)
+        return {"run_id": run.run_id}
 
     def _active_runs(self, job_id: int, now: float, before: int | None = None) -> list[Run]:
-        return [r for r in self.runs.values()
-                if r.job_id == job_id and not r.is_terminal(now) and (before is None or r.run_id < before)]
+        return [r for r in self.runs_by_job.get(job_id, [])
+                if not r.is_terminal(now) and r.trigger != "RUN_JOB_TASK" and (before is None or r.run_id < before)
+                and not r.hidden]
 
     def _admit(self, run: Run, job: Job, body: dict, now: float) -> None:
         """Apply max_concurrent_runs: skip the run, or queue it until a slot frees."""
@@ -461,8 +520,9 @@ class Store:
 
     def _replan_queue(self, job_id: int, now: float) -> None:
         """After a cancel, queued runs of the job may start earlier (FIFO)."""
-        limit = self.jobs[job_id].settings.get("max_concurrent_runs", 1) if job_id in self.jobs else 1
-        for run in sorted((r for r in self.runs.values() if r.job_id == job_id), key=lambda r: r.run_id):
+        job = self.jobs.get(job_id)
+        limit = job.settings.get("max_concurrent_runs", 1) if job else 1
+        for run in sorted(self.runs_by_job.get(job_id, []), key=lambda r: r.run_id):
             if run.queue_until > now and run.canceled_at is None and run.skipped_outcome is None:
                 ahead = [r.end_time for r in self._active_runs(job_id, now, before=run.run_id)]
                 start = _slot_time(ahead, limit, now)
@@ -470,200 +530,301 @@ class Store:
                     run.queue_until = start
                     run.invalidate()
 
-    def _lookup(self, run_id: Any) -> tuple[Run, TaskRun | None]:
+    # -- repair ------------------------------------------------------------------------------------------
+    def repair_run(self, body: dict, version: str) -> dict:
+        body = check.require_map(body)
+        job_parameters = {k: str(v) for k, v in _as_map(body.get("job_parameters"), "job_parameters").items()}
+        notebook_params = _as_map(body.get("notebook_params"), "notebook_params")
+        if notebook_params and job_parameters:
+            raise invalid("job_parameters cannot be used together with notebook_params.")
+        with self.lock:
+            now = self.clock()
+            run = self._visible_job_run(body.get("run_id"), now)
+            if not run.is_terminal(now):
+                # Not found in public sources: the docs say "The run must not be in progress".
+                raise invalid_state(f"Run {run.run_id} is still in progress and cannot be repaired. Repair it "
+                                    "once it has ended.")
+            latest_repair = run.rounds[-1].repair_id
+            given = body.get("latest_repair_id")
+            given = _as_int(given, "latest_repair_id") if given not in (None, "") else None
+            if given != latest_repair:
+                # REAL text: databricks/databricks-sdk-py#157 (repairing twice without it). A stale id gets
+                # the same answer here: no other text was found.
+                raise invalid("The latest repair ID needs to be provided in order to create a new repair")
+            rerun_tasks = body.get("rerun_tasks")
+            rerun_all = _as_bool(body.get("rerun_all_failed_tasks", False))
+            if rerun_tasks and rerun_all:
+                raise invalid("Only one of rerun_tasks or rerun_all_failed_tasks can be used.")  # SDK repair_run doc
+            plan = run.plan()
+            if rerun_tasks:
+                if not isinstance(rerun_tasks, list):
+                    raise invalid("rerun_tasks must be a list of task keys.")
+                unknown = [k for k in rerun_tasks if k not in run.downstream]
+                if unknown:
+                    raise invalid(f"Task key {unknown[0]} does not exist in run {run.run_id}.")
+                chosen = set(rerun_tasks)
+            elif rerun_all:
+                chosen = {k for k, a in plan.latest.items() if classify(a.outcome) in ("failed", "canceled")}
+                if not chosen:
+                    raise invalid(f"Run {run.run_id} has no failed tasks to repair.")
+            else:
+                raise invalid("One of rerun_tasks or rerun_all_failed_tasks must be specified.")
+            if _as_bool(body.get("rerun_dependent_tasks", False)):
+                stack = list(chosen)
+                while stack:
+                    for child in run.downstream.get(stack.pop(), []):
+                        if child not in chosen:
+                            chosen.add(child)
+                            stack.append(child)
+            settings = self._settings_of(run)
+            defined_names = [p["name"] for p in settings.get("parameters") or []]
+            if job_parameters:
+                self._parameter_values(settings, job_parameters, body)  # same rules as run-now
+            values = {p["name"]: p.get("value") for p in run.job_parameters or []}
+            values.update({k: v for k, v in job_parameters.items() if k in defined_names})
+            # Without overrides the rerun tasks keep the parameters the run started with.
+            notebook_params = notebook_params or (run.overriding_parameters or {}).get("notebook_params") or {}
+            effective = self._effective_tasks(settings, values, notebook_params, {})
+            missing = [k for k in chosen if k not in effective]
+            if missing:
+                raise invalid(f"Task key {missing[0]} no longer exists in job {run.job_id}.")
+            repair_id = next(self._run_ids)
+            run.rounds.append(Round(len(run.rounds), now, {k: effective[k] for k in run.task_order if k in chosen},
+                                    repair_id=repair_id))
+            if run.job_parameters:
+                for p in run.job_parameters:
+                    p["value"] = values.get(p["name"], p.get("value"))
+            if job_parameters:
+                run.overriding_parameters = {**(run.overriding_parameters or {}), "job_parameters": job_parameters}
+            elif body.get("notebook_params"):
+                run.overriding_parameters = {**(run.overriding_parameters or {}), "notebook_params": notebook_params}
+            run.timeout_seconds = float(settings.get("timeout_seconds") or 0)
+            run.invalidate()
+            for key in run.task_order:
+                if key in chosen:
+                    number = plan.latest[key].number + 1 if key in plan.latest else 0
+                    self.task_run_id(run, len(run.rounds) - 1, key, number)
+            run.plan()
+            self._maybe_active[run.run_id] = run
+            if any(run.notifications.get(k) for k in ("on_start", "on_success", "on_failure")):
+                self.watched[run.run_id] = run
+        return {"repair_id": repair_id}
+
+    def _settings_of(self, run: Run) -> dict:
+        """Repairs "use the current job and task settings" (SDK repair_run); one-time runs their own."""
+        job = self.jobs.get(run.job_id) or self.hidden_jobs.get(run.job_id)
+        if job is None:
+            raise invalid(f"Job {run.job_id} does not exist.")
+        return job.settings
+
+    # -- reading runs ------------------------------------------------------------------------------------
+    def visible(self, run: Run, now: float) -> bool:
+        return not run.hidden and not run.abandoned and run.created_at <= now
+
+    def _visible_job_run(self, run_id: Any, now: float) -> Run:
+        run_id = _as_int(run_id, "run_id")
+        run = self.runs.get(run_id)
+        if run is None or not self.visible(run, now):
+            raise invalid(f"Run {run_id} does not exist")
+        return run
+
+    def _lookup(self, run_id: Any, now: float) -> tuple[Run, Attempt | None]:
         run_id = _as_int(run_id, "run_id")
         run = self.runs.get(run_id)
         if run is not None:
+            if not self.visible(run, now):
+                raise invalid(f"Run {run_id} does not exist")
             return run, None
         hit = self.task_runs.get(run_id)
-        if hit is None:
-            raise invalid(f"Run {run_id} does not exist")
-        return hit
+        if hit is not None:
+            run = hit[0]
+            attempt = run.plan().by_id.get(run_id)
+            if attempt is not None and attempt.visible_from <= now and self.visible(run, now):
+                return run, attempt
+        raise invalid(f"Run {run_id} does not exist")
 
     def get_run(self, query: dict, version: str) -> dict:
         with self.lock:
-            run, task = self._lookup(query.get("run_id"))
             now = self.clock()
-            if task is not None:
-                return self.task_run_as_run_json(run, task, now, version)
-            return self.run_json(run, now, version, query.get("page_token"))
+            run, attempt = self._lookup(query.get("run_id"), now)
+            if attempt is not None:
+                return views.task_run_as_run_json(self, run, attempt, now, version)
+            return views.run_json(self, run, now, version, page_token=query.get("page_token"),
+                                  include_history=_as_bool(query.get("include_history", False)))
 
     def get_output(self, query: dict, version: str) -> dict:
         with self.lock:
-            run, task = self._lookup(query.get("run_id"))
-            if task is None:
+            now = self.clock()
+            run, attempt = self._lookup(query.get("run_id"), now)
+            if attempt is None:
                 # Every job created through jobs/create is MULTI_TASK, even with a single task.
                 raise invalid(MULTI_TASK_OUTPUT_MESSAGE)
+            return views.output_json(self, run, attempt, now, version)
+
+    def list_runs(self, query: dict, version: str) -> dict:
+        active_only = _as_bool(query.get("active_only", False))
+        completed_only = _as_bool(query.get("completed_only", False))
+        if active_only and completed_only:
+            # Documented rule ("This field cannot be true when completed_only is true"); text not found.
+            raise invalid("active_only and completed_only cannot both be true.")
+        limit = _as_int(query.get("limit", RUNS_LIST_DEFAULT), "limit")
+        if limit == 0:
+            limit = RUNS_LIST_MAX
+        if not 0 < limit <= RUNS_LIST_MAX:
+            raise invalid(f"Invalid limit {limit} - it has to be no more than {RUNS_LIST_MAX}.")
+        job_id = _as_int(query["job_id"], "job_id") if query.get("job_id") not in (None, "") else None
+        run_type = query.get("run_type")
+        if run_type is not None and run_type not in ("JOB_RUN", "SUBMIT_RUN", "WORKFLOW_RUN"):
+            raise invalid(f"Invalid run_type {run_type}.")
+        start_from = _as_int(query["start_time_from"], "start_time_from") if query.get("start_time_from") else None
+        start_to = _as_int(query["start_time_to"], "start_time_to") if query.get("start_time_to") else None
+        expand = _as_bool(query.get("expand_tasks", False))
+        cursor, direction, offset = None, "next", 0
+        if query.get("page_token"):
+            token = decode_token(query["page_token"])
+            if len(token) != 3 or token[2] not in ("next", "prev"):
+                raise invalid(f"Invalid page token: {query['page_token']}")
+            cursor, direction = (token[0], token[1]), token[2]
+        elif query.get("offset"):  # deprecated but still accepted
+            offset = _as_int(query["offset"], "offset")
+        with self.lock:
             now = self.clock()
-            out: dict = {"metadata": self.task_run_as_run_json(run, task, now, version)}
-            _, outcome = run.state_at(now)
-        if outcome is not None:
-            result = outcome.notebook_result
-            if result is DEFAULT_RESULT:
-                result = self._default_result(run, task) if outcome.result_state in SUCCESS_RESULTS else None
-            notebook_output: dict = {"truncated": bool(outcome.truncated)}
-            if result is not None:
-                notebook_output["result"] = result
-            out["notebook_output"] = notebook_output
-            if outcome.error:
-                out["error"] = outcome.error
-            if outcome.error_trace:
-                out["error_trace"] = outcome.error_trace
+
+            def wanted(run: Run) -> bool:
+                if not self.visible(run, now):
+                    return False
+                if job_id is not None and run.job_id != job_id:
+                    return False
+                if run_type is not None and run.run_type != run_type:
+                    return False
+                started = views.ms(run.created_at)
+                if (start_from is not None and started < start_from) or (start_to is not None and started > start_to):
+                    return False
+                if active_only or completed_only:
+                    life, _ = run.state_at(now)
+                    if completed_only:
+                        return life in TERMINAL_STATES
+                    if run.is_terminal(now):
+                        self._maybe_active.pop(run.run_id, None)  # a terminal run is never active again
+                    return life in ACTIVE_STATES  # not BLOCKED or WAITING_FOR_RETRY, as documented
+                return True
+
+            if active_only:
+                keys = sorted(((views.ms(r.created_at), r.run_id) for r in self._maybe_active.values()), reverse=True)
+            elif job_id is not None:
+                keys = sorted(((views.ms(r.created_at), r.run_id) for r in self.runs_by_job.get(job_id, [])),
+                              reverse=True)
+            else:
+                keys = [(views.ms(t), rid) for t, rid in reversed(self._order)]
+            if direction == "next":
+                if cursor is not None:
+                    keys = keys[_first_below(keys, tuple(cursor)):]
+                page, more = [], False
+                skipped = 0
+                for k in keys:
+                    run = self.runs[k[1]]
+                    if not wanted(run):
+                        continue
+                    if skipped < offset:
+                        skipped += 1
+                        continue
+                    if len(page) == limit:
+                        more = True
+                        break
+                    page.append(run)
+                has_prev = cursor is not None or offset > 0
+            else:  # the page before the cursor: walk towards newer runs, then restore newest-first order
+                newer = [k for k in keys if k > tuple(cursor)]
+                page, has_prev = [], False
+                for k in reversed(newer):
+                    run = self.runs[k[1]]
+                    if not wanted(run):
+                        continue
+                    if len(page) == limit:
+                        has_prev = True
+                        break
+                    page.append(run)
+                page.reverse()
+                more = True
+            out: dict = {}
+            if page:
+                out["runs"] = [self._listed_run(r, now, version, expand) for r in page]
+            out["has_more"] = more
+            if page and more:
+                last = page[-1]
+                out["next_page_token"] = encode_token(views.ms(last.created_at), last.run_id, "next")
+            if page and has_prev:
+                first = page[0]
+                out["prev_page_token"] = encode_token(views.ms(first.created_at), first.run_id, "prev")
         return out
 
-    def _default_result(self, run: Run, task: TaskRun) -> str:
-        nb = task.task.get("notebook_task") or {}
-        return json.dumps({
-            "status": "OK",
-            "notebook_path": nb.get("notebook_path"),
-            "task_key": task.task.get("task_key"),
-            "job_run_id": run.run_id,
-            "parameters": nb.get("base_parameters") or {},
-        }, sort_keys=True)
+    def _listed_run(self, run: Run, now: float, version: str, expand: bool) -> dict:
+        out = views.run_json(self, run, now, version, expand_tasks=expand, all_pages=True)
+        if version == "2.2":
+            more = views.page_arrays(out, views.RUN_ARRAYS, 0) if expand else False
+            out["has_more"] = more
+        return out
 
+    # -- cancel --------------------------------------------------------------------------------------------
     def cancel(self, body: dict) -> dict:
         with self.lock:
-            run, _ = self._lookup((body or {}).get("run_id"))
-            self._cancel(run, self.clock())
+            now = self.clock()
+            run, attempt = self._lookup(check.require_map(body).get("run_id"), now)
+            if attempt is None:
+                self._cancel(run, now)
+            else:
+                self._cancel_task(run, attempt, now)
         return {}
 
     def cancel_all(self, body: dict) -> dict:
         with self.lock:
-            job = self._job((body or {}).get("job_id"))
+            job = self._job(check.require_map(body).get("job_id"))
             now = self.clock()
-            for run in list(self.runs.values()):
-                if run.job_id == job.job_id:
+            for run in list(self.runs_by_job.get(job.job_id, [])):
+                if self.visible(run, now):
                     self._cancel(run, now)
         return {}
 
     def _cancel(self, run: Run, now: float) -> None:
         state, outcome = run.state_at(now)
         # Cancelling a finished run or one already cleaning up changes nothing.
-        if outcome is not None or state == "TERMINATING" or run.canceled_at is not None:
+        if outcome is not None or state == "TERMINATING" or run.canceled_at is not None or run.created_at > now:
             return
-        run.canceled_at = now
+        run.rounds[-1].canceled_at = now
         run.invalidate()
+        for child in list(run.children.values()):
+            if child.created_at <= now:
+                self._cancel(child, now)
         self._replan_queue(run.job_id, now)
 
-    # -- JSON views -------------------------------------------------------------------------
+    def _cancel_task(self, run: Run, attempt: Attempt, now: float) -> None:
+        if attempt.state_at(now)[1] is not None or attempt.round != len(run.rounds) - 1:
+            return
+        life, _ = attempt.state_at(now)
+        rnd = run.rounds[attempt.round]
+        if life == "TERMINATING" or attempt.key in rnd.task_cancels or rnd.canceled_at is not None:
+            return
+        rnd.task_cancels[attempt.key] = now
+        run.invalidate()
+        if attempt.child is not None and attempt.child.created_at <= now:
+            self._cancel(attempt.child, now)
+        self._replan_queue(run.job_id, now)
+
+    # -- JSON helpers ----------------------------------------------------------------------------------------
     def run_page_url(self, job_id: int, run_id: int) -> str:
         return f"{self._base_url()}/?o={self.workspace_id}#job/{job_id}/run/{run_id}"
 
-    def _state_json(self, run: Run, now: float) -> tuple[dict, dict, str, Outcome | None]:
-        life, outcome = run.state_at(now)
-        queue_code = None
-        if outcome is not None:
-            state = {"life_cycle_state": life, "state_message": outcome.state_message,
-                     "user_cancelled_or_timedout": outcome.user_cancelled_or_timedout}
-            if outcome.result_state is not None:
-                state["result_state"] = outcome.result_state
+
+def _first_below(keys: list, cursor: tuple) -> int:
+    """Index of the first key below `cursor` in a newest-first (descending) list."""
+    lo, hi = 0, len(keys)
+    while lo < hi:
+        mid = (lo + hi) // 2
+        if keys[mid] < cursor:
+            hi = mid
         else:
-            message, queue_code = "", None
-            if life == "QUEUED" and now < run.queue_until:
-                job = self.jobs.get(run.job_id)
-                limit = job.settings.get("max_concurrent_runs", 1) if job else 1
-                message = f"Queued due to reaching maximum concurrent runs of {limit}."
-                queue_code = "MAX_CONCURRENT_RUNS_REACHED"
-            elif life == "QUEUED":  # a scenario phase: the workspace-wide limit, not the job's
-                message = "Queued due to reaching the workspace limit of active runs."
-                queue_code = "ACTIVE_RUNS_LIMIT_REACHED"
-            elif life == "BLOCKED":
-                message = "Waiting for the workspace's active runs limit."
-            elif life == "PENDING":
-                message = "Waiting for cluster"
-            state = {"life_cycle_state": life, "state_message": message, "user_cancelled_or_timedout": False}
-            if life == "QUEUED":
-                state["queue_reason"] = message
-        status: dict = {"state": _V2_STATE.get(life, life)}
-        if outcome is None and queue_code:
-            status["queue_details"] = {"code": queue_code, "message": message}
-        final = outcome or (run.timeline()[2] if life == "TERMINATING" else None)
-        if final is not None:
-            status["termination_details"] = {"code": final.termination_code, "type": final.termination_type,
-                                             "message": final.state_message}
-        return state, status, life, outcome
-
-    def _task_json(self, run: Run, task: TaskRun, now: float, version: str, state: dict, status: dict,
-                   outcome: Outcome | None) -> dict:
-        out = copy.deepcopy(task.task)
-        started = run.started_at()
-        out.update({
-            "run_id": task.run_id,
-            "task_key": task.task.get("task_key"),
-            "attempt_number": 0,
-            "state": dict(state),
-            "run_page_url": self.run_page_url(run.job_id, task.run_id),
-            "start_time": _ms(started) if started is not None and started <= now else 0,
-            "end_time": _ms(run.end_time) if outcome is not None else 0,
-            "setup_duration": _ms(run.time_in({"PENDING"}, now)),
-            "execution_duration": _ms(run.time_in({"RUNNING"}, now)),
-            "cleanup_duration": _ms(run.time_in({"TERMINATING"}, now)),
-            "run_if": task.task.get("run_if", "ALL_SUCCESS"),
-        })
-        out["state"].pop("queue_reason", None)
-        if version == "2.2":
-            out["status"] = copy.deepcopy(status)
-        return out
-
-    def run_json(self, run: Run, now: float, version: str, page_token: str | None = None) -> dict:
-        state, status, life, outcome = self._state_json(run, now)
-        tasks = [self._task_json(run, t, now, version, state, status, outcome) for t in run.tasks]
-        out = {
-            "job_id": run.job_id,
-            "run_id": run.run_id,
-            "job_run_id": run.run_id,
-            "number_in_job": run.run_id,
-            "original_attempt_run_id": run.run_id,
-            "creator_user_name": self.user_name,
-            "run_name": run.job_name,
-            "state": state,
-            "tasks": tasks,
-            "run_page_url": self.run_page_url(run.job_id, run.run_id),
-            "start_time": _ms(run.created_at),
-            "end_time": _ms(run.end_time) if outcome is not None else 0,
-            # For multi-task runs the per-phase durations live on the tasks; the job level reports 0.
-            "setup_duration": 0,
-            "execution_duration": 0,
-            "cleanup_duration": 0,
-            "run_duration": _ms((run.end_time if outcome is not None else now) - run.created_at),
-            "trigger": "ONE_TIME",
-            "run_type": "JOB_RUN",
-            "format": "MULTI_TASK",
-            "attempt_number": 0,
-        }
-        if run.overriding_parameters:
-            out["overriding_parameters"] = copy.deepcopy(run.overriding_parameters)
-        if version == "2.2":
-            out["status"] = status
-            out["queue_duration"] = _ms(run.time_in({"QUEUED"}, now))
-            offset = decode_token(page_token)[0] if page_token else 0
-            out["tasks"] = tasks[offset:offset + PAGE_SIZE_22]
-            more = offset + PAGE_SIZE_22 < len(tasks)
-            out["has_more"] = more
-            if more:
-                out["next_page_token"] = encode_token(offset + PAGE_SIZE_22)
-            if offset:
-                out["prev_page_token"] = encode_token(max(0, offset - PAGE_SIZE_22))
-        return out
-
-    def task_run_as_run_json(self, run: Run, task: TaskRun, now: float, version: str) -> dict:
-        state, status, life, outcome = self._state_json(run, now)
-        out = self._task_json(run, task, now, version, state, status, outcome)
-        started = run.started_at()
-        out.update({
-            "job_id": run.job_id,
-            "job_run_id": run.run_id,
-            "number_in_job": task.run_id,
-            "original_attempt_run_id": task.run_id,
-            "creator_user_name": self.user_name,
-            "run_name": task.task.get("task_key"),
-            "run_duration": _ms(((run.end_time if outcome is not None else now) - started)
-                                if started is not None and started <= now else 0),
-            "trigger": "ONE_TIME",
-            "run_type": "JOB_RUN",
-            "format": "MULTI_TASK",
-        })
-        return out
+            lo = mid + 1
+    return lo
 
 
 def _slot_time(end_times: list[float], limit: int, now: float) -> float:
@@ -672,3 +833,4 @@ def _slot_time(end_times: list[float], limit: int, now: float) -> float:
         return now
     ends = sorted(end_times)
     return max(now, ends[len(ends) - limit])
+

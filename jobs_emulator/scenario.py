@@ -1,9 +1,12 @@
-"""What a run does: its phases, how long each lasts, and how it ends.
+"""What a task run does: its phases, how long each lasts, and how it ends.
 
-A :class:`Scenario` maps notebook paths (``fnmatch`` globs, first match wins) to a
-:class:`Behavior`. Paths that match no rule fall back to the built-in choice by the path's
-last segment (``fail…``, ``skip…``, ``crash…``, ``timeout…``, ``slow…``, ``queued…``, else
-success). The same fields load from JSON, see :meth:`Scenario.from_dict`.
+A :class:`Scenario` maps task source paths (``fnmatch`` globs, first match wins) to a
+:class:`Behavior`: the notebook path of a notebook task, ``python_file`` of a Python script,
+``<package_name>/<entry_point>`` of a wheel, the SQL file path or query id of a SQL task, the
+main class of a JAR. Tasks that match no rule fall back to the built-in choice, first by the
+prefix of the ``task_key``, then by the path's last segment (``fail…``, ``skip…``, ``crash…``,
+``timeout…``, ``slow…``, ``queued…``, ``flaky…``, else success). The same fields load from
+JSON, see :meth:`Scenario.from_dict`.
 """
 
 from __future__ import annotations
@@ -101,9 +104,11 @@ _FAIL_TRACE = (
 
 BUILTIN_BEHAVIORS: dict[str, Behavior] = {
     "success": Behavior(),
+    # The task-level message Databricks shows for a failed workload (measured by databricks/cli's
+    # testserver on a real workspace); the job run wraps it as "Task <key> failed with message: …".
     "fail": Behavior(
         result_state="FAILED",
-        state_message="Task main failed with message: Workload failed, see run output for details.",
+        state_message="Workload failed, see run output for details",
         notebook_result=None,
         error="Exception: emulated notebook failure",
         error_trace=_FAIL_TRACE,
@@ -136,20 +141,51 @@ BUILTIN_BEHAVIORS: dict[str, Behavior] = {
 }
 
 
-def builtin_behavior(notebook_path: str) -> Behavior:
-    """The default scenario: choose by the prefix of the path's last segment."""
-    name = (notebook_path or "").rstrip("/").rsplit("/", 1)[-1].lower()
-    for prefix in ("fail", "skip", "crash", "timeout", "queued"):
+_PREFIXES = ("fail", "skip", "crash", "timeout", "queued", "slow", "flaky")
+
+
+def _by_prefix(name: str, attempt: int) -> Behavior | None:
+    name = name.lower()
+    for prefix in _PREFIXES:
         if name.startswith(prefix):
+            if prefix == "slow":
+                return BUILTIN_BEHAVIORS["success"].scaled(10.0)
+            if prefix == "flaky":  # fails its first attempt only: a retry or a repair succeeds
+                return BUILTIN_BEHAVIORS["fail" if attempt == 0 else "success"]
             return BUILTIN_BEHAVIORS[prefix]
-    if name.startswith("slow"):
-        return BUILTIN_BEHAVIORS["success"].scaled(10.0)
-    return BUILTIN_BEHAVIORS["success"]
+    return None
+
+
+def builtin_behavior(notebook_path: str, attempt: int = 0, task_key: str = "") -> Behavior:
+    """The default scenario: by the prefix of the task key, else of the path's last segment."""
+    name = (notebook_path or "").rstrip("/").rsplit("/", 1)[-1]
+    return _by_prefix(task_key or "", attempt) or _by_prefix(name, attempt) or BUILTIN_BEHAVIORS["success"]
+
+
+def task_source_path(task: dict) -> str:
+    """What scenario rules match for a task: its notebook, script, wheel entry point, SQL or class."""
+    if isinstance(task.get("notebook_task"), dict):
+        return str(task["notebook_task"].get("notebook_path") or "")
+    if isinstance(task.get("spark_python_task"), dict):
+        return str(task["spark_python_task"].get("python_file") or "")
+    if isinstance(task.get("python_wheel_task"), dict):
+        wheel = task["python_wheel_task"]
+        return f"{wheel.get('package_name') or ''}/{wheel.get('entry_point') or ''}"
+    if isinstance(task.get("sql_task"), dict):
+        sql = task["sql_task"]
+        for kind, field_name in (("file", "path"), ("query", "query_id"), ("alert", "alert_id"),
+                                 ("dashboard", "dashboard_id")):
+            if isinstance(sql.get(kind), dict):
+                return str(sql[kind].get(field_name) or "")
+        return ""
+    if isinstance(task.get("spark_jar_task"), dict):
+        return str(task["spark_jar_task"].get("main_class_name") or "")
+    return ""
 
 
 @dataclass
 class Scenario:
-    """Rules by notebook-path glob plus a global time scale.
+    """Rules by task-source-path glob plus a global time scale.
 
     ``rules`` is a list of ``(glob, Behavior)``; ``time_scale`` multiplies every duration,
     built-in ones included (0.01 turns the 3 s default run into 30 ms).
@@ -158,15 +194,19 @@ class Scenario:
     rules: list[tuple[str, Behavior]] = field(default_factory=list)
     time_scale: float = 1.0
 
-    def behavior_for(self, notebook_path: str) -> Behavior:
+    def behavior_for(self, notebook_path: str, attempt: int = 0, task_key: str = "") -> Behavior:
         path = notebook_path or ""
         for pattern, behavior in self.rules:
             if fnmatch.fnmatchcase(path, pattern):
                 chosen = behavior
                 break
         else:
-            chosen = builtin_behavior(path)
+            chosen = builtin_behavior(path, attempt, task_key)
         return chosen.scaled(self.time_scale) if self.time_scale != 1.0 else chosen
+
+    def behavior_for_task(self, task: dict, attempt: int = 0) -> Behavior:
+        """The behavior of one attempt (0, 1, … across retries and repairs) of a task."""
+        return self.behavior_for(task_source_path(task), attempt, str(task.get("task_key") or ""))
 
     @classmethod
     def from_dict(cls, data: dict) -> "Scenario":

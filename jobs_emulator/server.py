@@ -15,7 +15,7 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any, Callable
 from urllib.parse import parse_qs
 
-from . import webhooks
+from . import views, webhooks
 from .faults import Faults
 from .model import ApiError, Store
 from .scenario import Scenario
@@ -25,14 +25,20 @@ _ROUTES: dict[tuple[str, str], str] = {
     ("POST", "create"): "create_job",
     ("GET", "list"): "list_jobs",
     ("GET", "get"): "get_job",
+    ("POST", "reset"): "reset_job",
+    ("POST", "update"): "update_job",
     ("POST", "delete"): "delete_job",
     ("POST", "run-now"): "run_now",
+    ("POST", "runs/submit"): "submit_run",
+    ("POST", "runs/repair"): "repair_run",
+    ("GET", "runs/list"): "list_runs",
     ("GET", "runs/get"): "get_run",
     ("GET", "runs/get-output"): "get_output",
     ("POST", "runs/cancel"): "cancel",
     ("POST", "runs/cancel-all"): "cancel_all",
 }
-_VERSIONED = {"create_job", "list_jobs", "get_job", "run_now", "get_run", "get_output"}
+_VERSIONED = {"create_job", "list_jobs", "get_job", "reset_job", "update_job", "run_now", "submit_run",
+              "repair_run", "list_runs", "get_run", "get_output"}
 _REASONS = {s.value: s.phrase for s in HTTPStatus}
 # Request-log bodies keep ids, parameters and idempotency/page tokens, never credentials.
 _SECRET_KEY = re.compile(r"password|secret|access_token|authorization|credential", re.I)
@@ -114,6 +120,11 @@ class JobsEmulator:
     auto_tick: run :meth:`tick` every ``tick_interval`` s in the background; default: on real
         time only (``time.time`` or a clock with ``is_virtual = False``). On a virtual clock call
         ``tick()`` yourself or register it: ``vclock.on_advance(emulator.tick)``.
+    max_jobs: the workspace's saved-jobs quota (jobs/create answers 400 QUOTA_EXCEEDED beyond it).
+    job_creation_rate_limit, job_creation_rate_window: at most this many jobs/create and
+        runs/submit calls per window of seconds (400 INVALID_STATE beyond it), 10,000 per hour.
+    keep_runs_of_deleted_jobs: False (as documented) hides a deleted job's runs and cancels its
+        active ones; True keeps them readable and running.
     """
 
     def __init__(self, clock: Callable[[], float] = time.time, scenario: Any = None, faults: Any = None, *,
@@ -121,7 +132,9 @@ class JobsEmulator:
                  workspace_id: int = 1234567890123456, user_name: str = "emulator@example.com",
                  cancel_seconds: float = 0.5, auto_tick: bool | None = None, tick_interval: float = 0.1,
                  webhook_timeout: float = 5.0, webhook_ids_as_strings: bool = False,
-                 request_log_limit: int = 100_000):
+                 request_log_limit: int = 100_000, max_jobs: int = 10_000,
+                 job_creation_rate_limit: int = 10_000, job_creation_rate_window: float = 3600.0,
+                 keep_runs_of_deleted_jobs: bool = False):
         if not callable(clock) and callable(getattr(clock, "now", None)):
             clock = clock.now  # accept a VirtualClock itself, not only its bound `now`
         self.clock = clock
@@ -144,8 +157,15 @@ class JobsEmulator:
         self.webhook_timeout = webhook_timeout
         self.webhook_ids_as_strings = webhook_ids_as_strings
         self._base_url: str | None = None
+        if max_jobs < 0 or job_creation_rate_limit < 0 or job_creation_rate_window <= 0:
+            raise ValueError("limits must be >= 0 and the rate window > 0")
         self.store = Store(clock, scenario or Scenario(), base_url=lambda: self._base_url or "http://127.0.0.1",
-                           workspace_id=workspace_id, user_name=user_name, cancel_seconds=cancel_seconds)
+                           workspace_id=workspace_id, user_name=user_name, cancel_seconds=cancel_seconds,
+                           max_jobs=max_jobs, job_creation_rate_limit=job_creation_rate_limit,
+                           job_creation_rate_window=job_creation_rate_window,
+                           keep_runs_of_deleted_jobs=keep_runs_of_deleted_jobs)
+        self._calls: collections.Counter = collections.Counter()
+        self._calls_lock = threading.Lock()
         self._log: collections.deque = collections.deque(maxlen=request_log_limit)
         self._deliveries: list[dict] = []
         self._tick_lock = threading.Lock()
@@ -222,6 +242,20 @@ class JobsEmulator:
     def clear_request_log(self) -> None:
         self._log.clear()
 
+    def call_counts(self, reset: bool = False) -> dict[tuple[str, str], int]:
+        """Jobs API requests so far: ``{(method, endpoint): n}``, endpoint like ``"runs/get"`` (any
+        API version, any answer, faults included: each is a call the client made). ``reset=True``
+        also starts the count again."""
+        with self._calls_lock:
+            counts = dict(self._calls)
+            if reset:
+                self._calls.clear()
+        return counts
+
+    def reset_call_counts(self) -> None:
+        with self._calls_lock:
+            self._calls.clear()
+
     @property
     def deliveries(self) -> list[dict]:
         """Webhook deliveries so far (no credentials)."""
@@ -239,20 +273,17 @@ class JobsEmulator:
         """job run_id -> the runs/get view now (2.2 fields, all tasks)."""
         with self.store.lock:
             now = self.clock()
-            return {rid: self._full_run(r, now) for rid, r in self.store.runs.items()}
+            return {rid: self._full_run(r, now) for rid, r in self.store.runs.items() if r.created_at <= now
+                    and not r.abandoned}
 
     def run(self, run_id: int) -> dict:
-        """One job run as runs/get shows it now (2.2 fields, all tasks)."""
+        """One job run as runs/get shows it now (2.2 fields, all tasks, repair_history); runs of
+        deleted jobs too."""
         with self.store.lock:
             return self._full_run(self.store.runs[run_id], self.clock())
 
     def _full_run(self, run, now) -> dict:
-        out = self.store.run_json(run, now, "2.2")
-        out["tasks"] = [self.store._task_json(run, t, now, "2.2", out["state"], out["status"],
-                                              run.state_at(now)[1]) for t in run.tasks]
-        out.pop("next_page_token", None)
-        out["has_more"] = False
-        return out
+        return views.run_json(self.store, run, now, "2.2", include_history=True, all_pages=True)
 
     # -- webhooks ---------------------------------------------------------------------------
     def tick(self, *_ignored) -> list[dict]:
@@ -266,13 +297,15 @@ class JobsEmulator:
             due = []
             with self.store.lock:
                 for run in list(self.store.watched.values()):
+                    if run.created_at > now:
+                        continue  # a run_job_task run that has not started yet
                     events = run.events()
-                    for at, event in events:
-                        if at <= now and event not in run.notified:
-                            run.notified.add(event)
+                    for at, key, event in events:
+                        if at <= now and key not in run.notified:
+                            run.notified.add(key)
                             due.append((at, run.run_id, event, run))
-                    if run.is_terminal(now) and all(e in run.notified for _, e in events):
-                        del self.store.watched[run.run_id]  # nothing more can happen to it
+                    if run.is_terminal(now) and all(k in run.notified for _, k, _ in events):
+                        del self.store.watched[run.run_id]  # nothing more can happen to it (until a repair)
             due.sort(key=lambda d: (d[0], d[1]))
             delivered = []
             for at, _, event, run in due:
@@ -317,6 +350,9 @@ class JobsEmulator:
             return self._error(h, entry, ApiError(404, "NOT_FOUND", "Not found"))
         match = _API_PATH.match(path)
         operation = _ROUTES.get((method, match.group(2))) if match else None
+        if match:
+            with self._calls_lock:
+                self._calls[(method, match.group(2))] += 1
 
         auth = h.headers.get("Authorization") or ""
         scheme, _, token = auth.partition(" ")
