@@ -145,7 +145,14 @@ class _CachedSecret:
 
 def _detail(exc: BaseException, status: Optional[int] = None) -> str:
     """`Type (HTTP n): message` of a third-party exception, scrubbed and clipped."""
-    message = " ".join(str(getattr(exc, "message", None) or exc).split())
+    error = getattr(exc, "error", None)  # azure-core's parsed service error (Key Vault: code, message, innererror)
+    if getattr(error, "code", None) or getattr(error, "message", None):
+        inner = getattr(error, "innererror", None)
+        inner_code = inner.get("code") if isinstance(inner, dict) else None
+        message = f"{error.code}: {error.message}" + (f" ({inner_code})" if inner_code else "")
+    else:
+        message = str(getattr(exc, "message", None) or exc).strip().split("\n", 1)[0]
+    message = " ".join(message.split())
     if len(message) > _MAX_DETAIL_CHARS:
         message = message[:_MAX_DETAIL_CHARS] + "..."
     where = f" (HTTP {status})" if status else ""
