@@ -78,8 +78,12 @@ def fit(event: dict, max_bytes: int) -> dict:
 def _bearer_token() -> str:
     global _credential
     if _credential is None:
+        import os
+
         from azure.identity import DefaultAzureCredential
-        _credential = DefaultAzureCredential()
+        # The app's user-assigned identity, if it has one (the same one it uses for Databricks).
+        client_id = (os.environ.get("DATABRICKS_MANAGED_IDENTITY_CLIENT_ID") or "").strip() or None
+        _credential = DefaultAzureCredential(managed_identity_client_id=client_id)
     return _credential.get_token(EVENTGRID_SCOPE).token
 
 

@@ -28,7 +28,8 @@ SETTINGS: tuple[tuple[str, str, str], ...] = (
      "purges older ones on `WORKFLOW_PURGE_SCHEDULE`; running workflows are never purged. 0 turns the purge off."),
     ("WORKFLOW_PURGE_SCHEDULE", "0 0 3 * * *",
      "When the history purge runs: a six-field NCRONTAB expression (second minute hour day month weekday), in UTC "
-     "unless the app sets a time zone. Read when the worker indexes functions (restart to change)."),
+     "(Flex Consumption does not support WEBSITE_TIME_ZONE). Read when the worker indexes functions (restart to "
+     "change)."),
 )
 
 

@@ -24,4 +24,6 @@ def test_every_setting_read_by_the_callers_is_listed():
     source = "".join(p.read_text("utf-8") for p in (DOC.parents[1] / "triggers").glob("*.py"))
     source += (DOC.parents[1] / "activities" / "notifications.py").read_text("utf-8")
     read = set(re.findall(r'get\("([A-Z_]+)"', source))
-    assert read <= {name for name, _, _ in SETTINGS}
+    from tools.settings_table import all_settings
+
+    assert read <= {name for name, _, _ in all_settings()}

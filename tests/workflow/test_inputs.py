@@ -47,6 +47,11 @@ BAD = [
     ({**VALID, "notebookPath": "/Users/nb/"}, "notebookPath", "invalid"),
     ({**VALID, "notebookPath": "/Users/n\nb"}, "notebookPath", "invalid"),
     ({**VALID, "taskKey": "has space"}, "taskKey", "invalid"),
+    # Python's $ also matches before a final newline; the patterns must not let one through.
+    ({**VALID, "taskKey": "main\n"}, "taskKey", "invalid"),
+    ({**VALID, "jobName": "nightly\n"}, "jobName", "invalid"),
+    ({**VALID, "existingClusterId": "0923-164208-meows279\n"}, "existingClusterId", "invalid"),
+    ({**VALID, "notebookPath": "/Users/me/nb\n"}, "notebookPath", "invalid"),
     ({**VALID, "notebookParams": {"a": 1}}, "notebookParams.a", "must be a string, not an integer"),
     ({**VALID, "notebookParams": ["a"]}, "notebookParams", "must be an object, not an array"),
     ({**VALID, "notebookParams": {f"k{i}": "v" * 100 for i in range(99)}}, "notebookParams", "10000 bytes"),
