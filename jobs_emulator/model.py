@@ -137,7 +137,9 @@ class Store:
             return None
         settings = job.settings
         defined = {p["name"] for p in settings.get("parameters") or []}
-        pushed = {k: v for k, v in (task.get("_job_parameter_values") or {}).items() if k in defined}
+        # Job parameters are pushed down to Run Job tasks (docs: jobs/job-parameters), for the names the
+        # triggered job defines.
+        pushed = {k: v for k, v in parent.rounds[slot[0]].values.items() if k in defined}
         pushed.update(task["run_job_task"].get("job_parameters") or {})
         values = {p["name"]: str(p.get("default", "")) for p in settings.get("parameters") or []}
         values.update({k: v for k, v in pushed.items() if k in defined})
@@ -353,8 +355,6 @@ class Store:
             sql = task.get("sql_task")
             if isinstance(sql, dict) and (values or extra.get("sql_params")):
                 sql["parameters"] = {**(sql.get("parameters") or {}), **(extra.get("sql_params") or {}), **values}
-            if isinstance(task.get("run_job_task"), dict) and values:
-                task["_job_parameter_values"] = dict(values)  # pushed to the child run (internal)
             tasks[task["task_key"]] = task
         return tasks
 
@@ -365,7 +365,9 @@ class Store:
         all_tasks = settings.get("tasks") or []
         keys = [t["task_key"] for t in all_tasks]
         chosen = set(only) if only else set(keys)
-        tasks = [t for t in all_tasks if t["task_key"] in chosen]
+        # With `only`, dependencies on tasks left out of the run are not waited for.
+        tasks = [{**t, "depends_on": [d for d in t.get("depends_on") or [] if d.get("task_key") in chosen]}
+                 for t in all_tasks if t["task_key"] in chosen]
         order = check.topological_order(tasks)
         downstream: dict = {k: [] for k in order}
         for t in tasks:
@@ -378,7 +380,7 @@ class Store:
             run_id=next(self._run_ids), job_id=job_id,
             run_name=settings.get("run_name") or settings.get("name") or "Untitled",
             created_at=now, queue_until=now, display_order=[k for k in keys if k in chosen], task_order=order,
-            downstream=downstream, rounds=[Round(0, None, {k: effective[k] for k in order})],
+            downstream=downstream, rounds=[Round(0, None, {k: effective[k] for k in order}, values=dict(values))],
             scenario=self.scenario, host=self, run_type=run_type,
             job_name=settings.get("name") or settings.get("run_name") or "Untitled",
             timeout_seconds=float(settings.get("timeout_seconds") or 0),
@@ -590,7 +592,7 @@ class Store:
                 raise invalid(f"Task key {missing[0]} no longer exists in job {run.job_id}.")
             repair_id = next(self._run_ids)
             run.rounds.append(Round(len(run.rounds), now, {k: effective[k] for k in run.task_order if k in chosen},
-                                    repair_id=repair_id))
+                                    repair_id=repair_id, values=dict(values)))
             if run.job_parameters:
                 for p in run.job_parameters:
                     p["value"] = values.get(p["name"], p.get("value"))

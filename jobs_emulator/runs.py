@@ -200,6 +200,7 @@ class Round:
     repair_id: int | None = None
     canceled_at: float | None = None
     task_cancels: dict = field(default_factory=dict)  # task_key -> time of a task-level cancel
+    values: dict = field(default_factory=dict)  # job parameter values of this round (pushed down)
 
 
 @dataclass(eq=False)

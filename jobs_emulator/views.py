@@ -170,7 +170,7 @@ def output_json(store, run: Run, attempt: Attempt, now: float, version: str) -> 
     succeeded = outcome.result_state in SUCCESS_RESULTS
     result = outcome.notebook_result
     if result is DEFAULT_RESULT:
-        result = _default_result(run, attempt) if succeeded else None
+        result = _default_result(run, attempt) if succeeded and isinstance(task.get("notebook_task"), dict) else None
     if isinstance(task.get("notebook_task"), dict):
         notebook_output: dict = {"truncated": bool(outcome.truncated)}
         if result is not None:
