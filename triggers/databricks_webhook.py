@@ -16,6 +16,7 @@ event; nothing here ever starts a workflow.
 """
 from __future__ import annotations
 
+import asyncio
 import base64
 import binascii
 import hmac
@@ -178,7 +179,8 @@ async def handle_notification(req: func.HttpRequest, client: df.DurableOrchestra
     if note["eventType"] not in RUN_ENDED_EVENTS:
         return _ignored(f"event type {note['eventType']} does not end a run")
     try:
-        instance_id = job_instances.get(note["jobId"], fetch_job)
+        # Blocking HTTP (with the client's sleeping retries) runs off the worker's event loop.
+        instance_id = await asyncio.to_thread(job_instances.get, note["jobId"], fetch_job)
     except Exception as exc:
         if _not_found(exc):
             return _ignored("unknown job", jobId=note["jobId"])

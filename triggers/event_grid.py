@@ -16,6 +16,7 @@ Event Grid delivers at least once and retries any failed delivery for up to 24 h
 """
 from __future__ import annotations
 
+import asyncio
 import json
 import logging
 from dataclasses import dataclass
@@ -58,6 +59,11 @@ class ReceivedEvent:
     def of(cls, event: Union[func.EventGridEvent, "func.CloudEvent"]) -> "ReceivedEvent":
         data = event.get_json()
         if hasattr(event, "specversion"):
+            encoded = getattr(event, "extension_attrs", {}).get("data_base64")
+            if data is None and isinstance(encoded, str):
+                # CloudEvents JSON format carries binary data (or JSON sent as bytes) base64-encoded
+                # in data_base64; the worker leaves it among the extension attributes.
+                data = _decoded(encoded, event.datacontenttype)
             raw = {"specversion": event.specversion, "id": event.id, "source": event.source, "type": event.type,
                    "time": _iso(event.time), "subject": event.subject, "datacontenttype": event.datacontenttype,
                    "dataschema": event.dataschema, **getattr(event, "extension_attrs", {}), "data": data}
@@ -67,6 +73,25 @@ class ReceivedEvent:
                "eventTime": _iso(event.event_time), "dataVersion": event.data_version, "data": data}
         return cls("eventgrid", event.id or "", event.topic or "", event.event_type or "", event.subject or "",
                    data, {k: v for k, v in raw.items() if v is not None})
+
+
+def _decoded(encoded: str, content_type: Optional[str]) -> Any:
+    """data_base64 as the JSON it holds, or its text; InputError-safe: undecodable stays None."""
+    import base64
+    import binascii
+
+    try:
+        raw = base64.b64decode(encoded, validate=True)
+        text = raw.decode("utf-8")
+    except (binascii.Error, ValueError):
+        return None
+    media = (content_type or "application/json").split(";", 1)[0].strip().lower()
+    if media == "application/json" or media.endswith("+json"):
+        try:
+            return json.loads(text)
+        except ValueError:
+            return text
+    return text
 
 
 def _iso(value: Optional[datetime]) -> Optional[str]:
@@ -162,7 +187,8 @@ async def handle_event(event: ReceivedEvent, client: df.DurableOrchestrationClie
         log.info("event %s (%s) ignored: %s", event.id, event.type, reason)
         return None
     except InputError as error:
-        kept = keep_invalid(event, error, instance_id)
+        # Queue I/O is blocking: off the worker's event loop, which serves every HTTP route too.
+        kept = await asyncio.to_thread(keep_invalid, event, error, instance_id)
         log.error("event %s (%s from %s) refused: field %s: %s; raw event %s", event.id, event.type, event.source,
                   error.field, error.message,
                   "kept on queue " + caller_settings.get("WORKFLOW_INVALID_EVENT_QUEUE") if kept else "not kept (no queue)")

@@ -156,3 +156,45 @@ def test_a_bad_blob_mapping_names_the_setting(client, monkeypatch, caplog):
     monkeypatch.setenv("EVENTGRID_BLOB_CREATED_WORKFLOW", json.dumps({**BLOB_MAPPING, "blobUrlParameter": ""}))
     deliver(blob_event(), client)
     assert client.started == [] and "blobUrlParameter must be a non-empty string" in caplog.text
+
+
+def test_a_cloudevent_with_data_base64_starts_the_workflow(client):
+    import base64
+
+    from azure.functions import meta
+    from azure.functions.eventgrid import EventGridEventInConverter
+
+    wire = {"specversion": "1.0", "id": "ce-b64", "source": "/apps/scheduler", "type": "Databricks.JobRun.Requested",
+            "datacontenttype": "application/json",
+            "data_base64": base64.b64encode(json.dumps(VALID_INPUT).encode()).decode()}
+    # Decoded by the worker's own converter, as the host hands it over.
+    event = EventGridEventInConverter.decode(meta.Datum(json.dumps(wire), "json"), trigger_metadata={})
+    deliver(event, client)
+    [(_, _, envelope)] = client.started
+    assert envelope["request"]["jobName"] == VALID_INPUT["jobName"]
+
+
+def test_keeping_an_invalid_event_does_not_block_the_event_loop(client, monkeypatch):
+    """The invalid-event queue write is blocking I/O: it must run off the loop, so other requests
+    (here a coroutine that releases it) keep being served meanwhile."""
+    import threading
+
+    released = threading.Event()
+
+    def slow_send(*args, **kwargs):
+        # Only a coroutine running on the loop WHILE we block can set this.
+        assert released.wait(timeout=5), "the event loop was blocked by the queue write"
+        return "msg"
+
+    monkeypatch.setenv("WORKFLOW_INVALID_EVENT_QUEUE", "invalid-events")
+    monkeypatch.setattr(event_grid.storage_queues, "send_text", slow_send)
+
+    async def scenario():
+        async def other_request():
+            await asyncio.sleep(0)
+            released.set()
+        fn = start_workflow_from_event.build().get_user_function().client_function
+        await asyncio.gather(fn(eventgrid_event({"jobName": 5}), client), other_request())
+
+    run(scenario())
+    assert client.started == []

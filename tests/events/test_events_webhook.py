@@ -197,3 +197,30 @@ def test_an_unusable_password_setting_refuses_every_call_even_one_that_sends_tha
     response, _ = post(client, payload(), authorization=basic(password=password))
     assert response.status_code == 401 and client.events == []
     assert "DATABRICKS_WEBHOOK_PASSWORD" in caplog.text and password not in caplog.text
+
+
+def test_looking_up_the_job_does_not_block_the_event_loop(client, monkeypatch):
+    import threading
+
+    released = threading.Event()
+
+    def slow_fetch(job_id):
+        assert released.wait(timeout=5), "the event loop was blocked by the Jobs API call"
+        return {"settings": {"tags": {"durable_instance_id": INSTANCE}}}
+
+    monkeypatch.setattr(databricks_webhook, "fetch_job", slow_fetch)
+    databricks_webhook.job_instances.clear()
+    client.set_running(INSTANCE, runId=RUN_ID)
+
+    async def scenario():
+        async def other_request():
+            await asyncio.sleep(0)
+            released.set()
+        req = func.HttpRequest("POST", "https://app.example/api/databricks/notifications",
+                               headers={"Content-Type": "application/json", "Authorization": basic()},
+                               body=json.dumps(payload()).encode())
+        fn = databricks_notification.build().get_user_function().client_function
+        response, _ = await asyncio.gather(fn(req, client), other_request())
+        return response
+
+    assert asyncio.run(scenario()).status_code == 202
