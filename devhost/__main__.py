@@ -1,7 +1,12 @@
 """Command line of devhost, a DEVELOPMENT stand-in for the Azure Functions host.
 
-    python -m devhost serve --port 7071 [--app function_app:app]
+    python -m devhost serve --port 7071 [--app function_app:app] [--log-level INFO]
     python -m devhost demo  [--app function_app:app]
+
+``serve`` reads ``local.settings.json`` from the current (app) directory as Core Tools does: its
+``Values`` become environment variables unless already set. At the default log level devhost
+prints one line per workflow event (started, completed/failed/terminated, continued as new,
+external event raised), as the Functions host console does, without inputs or outputs.
 
 Production runs on the Durable Task extension in Azure Functions; never deploy devhost.
 """
@@ -17,10 +22,14 @@ DESCRIPTION = ("devhost: a LOCAL DEVELOPMENT stand-in for the Azure Functions ho
                "enforced, as with `func start`.")
 
 
+LOG_LEVEL_HELP = ("Python logging level (default: WARNING, plus one INFO line per workflow event "
+                  "from devhost.workflow)")
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="python -m devhost", description=DESCRIPTION)
-    parser.add_argument("--log-level", default=os.environ.get("DEVHOST_LOG_LEVEL", "WARNING"),
-                        help="Python logging level (default WARNING)")
+    parser.add_argument("--log-level", default=os.environ.get("DEVHOST_LOG_LEVEL"),
+                        help=LOG_LEVEL_HELP)
     sub = parser.add_subparsers(dest="command", required=True)
     serve = sub.add_parser(
         "serve", help="serve the app's HTTP routes, the Durable management API, Event Grid and "
@@ -29,6 +38,8 @@ def build_parser() -> argparse.ArgumentParser:
                                   "is set. The first printed line is the app's base URL.")
     serve.add_argument("--port", type=int, default=7071, help="port on 127.0.0.1 (0 = free port)")
     serve.add_argument("--app", default="function_app:app", help="module:attribute of the app")
+    # Accepted after the verb too (``serve --log-level INFO``); SUPPRESS keeps the global value.
+    serve.add_argument("--log-level", default=argparse.SUPPRESS, help=LOG_LEVEL_HELP)
     demo = sub.add_parser(
         "demo", help="start serve with the emulator, run one workflow over HTTP and print its "
                      "outputs (what `make demo` runs)", description=DESCRIPTION)
@@ -36,13 +47,21 @@ def build_parser() -> argparse.ArgumentParser:
     demo.add_argument("--max-retry-after", type=float, default=1.0,
                       help="cap on the Retry-After the poller honours, seconds (default 1)")
     demo.add_argument("--timeout", type=float, default=900.0, help="give up after this many s")
+    demo.add_argument("--log-level", default=argparse.SUPPRESS, help=LOG_LEVEL_HELP)
     return parser
+
+
+def configure_logging(level: str = None) -> None:
+    """The chosen level for everything; by default WARNING, but the workflow events at INFO."""
+    logging.basicConfig(level=getattr(logging, str(level or "WARNING").upper(), logging.WARNING),
+                        format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    if level is None:
+        logging.getLogger("devhost.workflow").setLevel(logging.INFO)
 
 
 def main(argv=None) -> int:
     args = build_parser().parse_args(argv)
-    logging.basicConfig(level=getattr(logging, str(args.log_level).upper(), logging.WARNING),
-                        format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    configure_logging(args.log_level)
     if args.command == "serve":
         from .serve import serve
         return serve(args.port, args.app)

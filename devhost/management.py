@@ -9,8 +9,10 @@ with the real client library.
 
 Routes (relative to either prefix), with the extension's status codes:
 
-* ``POST orchestrators/{name}[/{instanceId}]``  start: 202 + check-status payload, 400 unknown
-  orchestrator or bad JSON, 409 if the id is still Pending/Running;
+* ``POST orchestrators/{name}[/{instanceId}][?version=]``  start: 202 + check-status payload,
+  400 unknown orchestrator, bad JSON or an instance id the extension refuses
+  (``extension.instance_id_error``), 409 if the id is still Pending/Running, 404 when the
+  (decoded) path has more segments (an id with ``/`` does not match the route);
 * ``GET instances/{id}``  status: 202 + Location + Retry-After while running, 200 when done
   (Failed -> 500 only with ``returnInternalServerErrorOnFailure=true``), 404 unknown;
   ``showInput`` (default true), ``showHistory``, ``showHistoryOutput``;
@@ -24,18 +26,34 @@ Routes (relative to either prefix), with the extension's status codes:
   inclusive; ``runtimeStatus`` is comma-separated and, as with Azure Storage, only terminal ones
   filter: without any, every status in the range is purged (``ReplayHost.purge_by``).
 
-Not implemented (501): rewind, suspend, resume, restart, entities.
+* ``GET entities/{name}/{key}``  entity state: 200 with the state JSON, 404 when the entity does
+  not exist (HandleGetEntityRequestAsync; key ``$`` means the empty key);
+* ``POST entities/{name}/{key}?op=``  signal: 202; the body is the input (parsed as JSON when
+  ``application/json``, 400 "Could not parse JSON content: ..." otherwise text); DELETE signals
+  ``delete``; 400 for an unknown entity function or a key the extension refuses
+  (HandlePostEntityOperationRequestAsync; ArgumentException -> 400 ``{"Message": ...}``).
+
+Not implemented (501): rewind, suspend, resume, restart, listing entities.
 Keys (``code=``) are neither issued nor checked, as with ``func start`` locally.
+The binding and every URL this module builds use the origin the caller passes: devhost passes
+the address it LISTENS on, never a request's Host header (EXT HttpApiHandler builds the binding's
+URLs from its webhook/RPC base URLs, not from requests).
 """
 from __future__ import annotations
 
 import json
+import logging
+import threading
 from datetime import datetime, timezone
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Dict, Optional, Tuple
-from urllib.parse import parse_qs, quote, unquote
+from urllib.parse import parse_qs, quote, unquote, urlsplit
 
 from .replay import (FunctionNotFoundError, InstanceAlreadyExistsError, InstanceGoneError,
-                     InstanceNotFoundError, ReplayHost, TERMINAL_STATES, DevhostError)
+                     InstanceNotFoundError, InvalidInstanceIdError, ReplayHost, TERMINAL_STATES,
+                     DevhostError)
+
+log = logging.getLogger("devhost.management")
 
 Response = Tuple[int, Dict[str, str], bytes]
 
@@ -132,7 +150,8 @@ class ManagementApi:
                origin: str, request_url: str) -> Response:
         prefix = RPC_PREFIX if path.startswith(RPC_PREFIX.rstrip("/")) else WEBHOOK_PREFIX
         rest = path[len(prefix):] if path.startswith(prefix) else ""
-        segments = [unquote(s) for s in rest.strip("/").split("/")] if rest.strip("/") else []
+        # EXT HttpApiHandler matches route templates against the URL-DECODED path.
+        segments = [s for s in unquote(rest).strip("/").split("/")] if rest.strip("/") else []
         query = {k: v[-1] for k, v in parse_qs(query_string, keep_blank_values=True).items()}
         method = method.upper()
         try:
@@ -140,16 +159,18 @@ class ManagementApi:
                 if method != "POST":
                     return _empty(404)
                 return self._start(segments[1], segments[2] if len(segments) == 3 else None,
-                                   body, origin)
+                                   body, origin, query.get("version"))
+            if segments[:1] == ["entities"] and len(segments) in (2, 3):
+                return self._entity(method, segments[1], segments[2] if len(segments) == 3
+                                    else "", query, headers, body)
             if segments[:1] == ["instances"]:
                 return self._instances(method, segments[1:], query, headers, body, request_url)
-            if segments[:1] == ["entities"]:
-                return _error(501, "Entities are not supported by devhost.")
             return _empty(404)
         except Exception as exc:  # the extension's catch-all
             return _error(500, "Something went wrong while processing your request", str(exc))
 
-    def _start(self, name: str, instance_id: Optional[str], body: bytes, origin: str) -> Response:
+    def _start(self, name: str, instance_id: Optional[str], body: bytes, origin: str,
+               version: Optional[str] = None) -> Response:
         input_json = None
         if body:
             text = body.decode("utf-8")
@@ -159,12 +180,46 @@ class ManagementApi:
                 return _error(400, "Invalid JSON content", str(exc))
             input_json = text
         try:
-            iid = self.host.start_new_json(name, instance_id or None, input_json)
-        except FunctionNotFoundError as exc:
+            iid = self.host.start_new_json(name, instance_id or None, input_json, version=version)
+        except (FunctionNotFoundError, InvalidInstanceIdError) as exc:
             return _error(400, "One or more of the arguments submitted is incorrect", str(exc))
         except InstanceAlreadyExistsError as exc:
             return _error(409, str(exc))
         return self.check_status_response(origin, iid)
+
+    def _entity(self, method: str, name: str, key: str, query, headers, body: bytes) -> Response:
+        if not name:
+            return _error(400, "entityName (Parameter 'entityName')")
+        if method == "GET":
+            if not key:
+                return _error(501, "Listing entities is not supported by devhost.")
+            if key == "$":  # EXT: "$" stands for the empty key
+                key = ""
+            state = self.host.entity_state_json(name, key)
+            if state is None:
+                return _empty(404)
+            return 200, {"Content-Type": "application/json; charset=utf-8"}, state.encode("utf-8")
+        if method not in ("POST", "DELETE"):
+            return _empty(404)
+        operation = "delete" if method == "DELETE" else (query.get("op") or "")
+        input_json = None
+        if body:
+            text = body.decode("utf-8")
+            content_type = (headers.get("Content-Type") or "").split(";")[0].strip().lower()
+            if content_type == "application/json":
+                try:
+                    # ConvertToJToken then RequestMessage.SetInput: the token's compact JSON.
+                    input_json = json.dumps(json.loads(text), separators=(",", ":"),
+                                            ensure_ascii=False)
+                except ValueError as exc:
+                    return _error(400, f"Could not parse JSON content: {exc}")
+            else:
+                input_json = json.dumps(text)  # a string input
+        try:
+            self.host.signal_entity_json(name, key, operation, input_json)
+        except (FunctionNotFoundError, ValueError) as exc:
+            return _error(400, str(exc))
+        return _empty(202)
 
     def check_status_response(self, origin: str, instance_id: str) -> Response:
         links = self.management_urls(origin, instance_id)
@@ -176,6 +231,8 @@ class ManagementApi:
 
     def _instances(self, method: str, segments, query, headers, body: bytes,
                    request_url: str) -> Response:
+        if len(segments) > 3 or (len(segments) == 3 and segments[1].lower() != "raiseevent"):
+            return _empty(404)
         if not segments:
             if method == "GET":
                 return _json(200, self.host.list_statuses(
@@ -281,3 +338,64 @@ def _timestamp(value: Optional[str]) -> Optional[float]:
     if parsed.tzinfo is None:
         parsed = parsed.replace(tzinfo=timezone.utc)
     return parsed.timestamp()
+
+
+class ManagementServer:
+    """The management API alone on a loopback port (what the extension's local RPC endpoint
+    is). ReplayHost starts one when a function it invokes itself needs a durable client and no
+    DevServer serves the API."""
+
+    def __init__(self, host: ReplayHost, port: int = 0) -> None:
+        self.api = ManagementApi(host)
+        self._port = port
+        self._httpd: Optional[ThreadingHTTPServer] = None
+        self._thread: Optional[threading.Thread] = None
+
+    @property
+    def base_url(self) -> str:
+        if self._httpd is None:
+            raise RuntimeError("management server not started")
+        return f"http://127.0.0.1:{self._httpd.server_address[1]}"
+
+    def start(self) -> "ManagementServer":
+        server = self
+
+        class Handler(BaseHTTPRequestHandler):
+            protocol_version = "HTTP/1.1"
+
+            def log_message(self, fmt, *args):
+                log.debug("%s " + fmt, self.address_string(), *args)
+
+            def _handle(self) -> None:
+                length = int(self.headers.get("Content-Length") or 0)
+                body = self.rfile.read(length) if length else b""
+                parts = urlsplit(self.path)
+                if ManagementApi.handles(parts.path):
+                    status, headers, payload = server.api.handle(
+                        self.command, parts.path, parts.query, self.headers, body,
+                        server.base_url, server.base_url + self.path)
+                else:
+                    status, headers, payload = 404, {}, b""
+                self.send_response(status)
+                for key, value in headers.items():
+                    if key.lower() != "content-length":
+                        self.send_header(key, value)
+                self.send_header("Content-Length", str(len(payload)))
+                self.end_headers()
+                self.wfile.write(payload)
+
+            do_GET = do_POST = do_DELETE = _handle
+
+        self._httpd = ThreadingHTTPServer(("127.0.0.1", self._port), Handler)
+        self._httpd.daemon_threads = True
+        self._thread = threading.Thread(target=self._httpd.serve_forever,
+                                        kwargs={"poll_interval": 0.05},
+                                        name="devhost-management", daemon=True)
+        self._thread.start()
+        return self
+
+    def stop(self) -> None:
+        if self._httpd is not None:
+            self._httpd.shutdown()
+            self._httpd.server_close()
+            self._httpd = None

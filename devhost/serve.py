@@ -8,13 +8,29 @@ Production runs on Azure Functions with the Durable Task extension. Locally, dev
 * ``/durabletask/...`` and ``/runtime/webhooks/durabletask/...``  the Durable management API
   (see ``devhost.management``), backed by a ``ReplayHost`` running on real time;
 * ``POST /runtime/webhooks/eventgrid?functionName=NAME``  Event Grid deliveries, including the
-  subscription-validation handshake (Event Grid schema) and the CloudEvents OPTIONS handshake;
+  subscription-validation handshake (Event Grid schema) and the CloudEvents OPTIONS handshake,
+  answered as the Event Grid extension's HttpRequestProcessor and the host answer (below);
 * ``POST /admin/functions/{name}`` with ``{"input": "..."}``  invokes a non-HTTP function
   (queue, Event Grid, timer) like the host's admin endpoint;
 * queue-triggered functions also run from their Storage queue when the binding's connection
   setting resolves (``devhost.queues``: retries, ``maxDequeueCount``, ``<queue>-poison``).
 
 Function keys are NOT enforced (``authLevel`` is ignored), as with ``func start`` locally.
+
+The durable client binding and every management URL are built from the address the server
+LISTENS on (``base_url``), never from a request's Host header: a caller could otherwise point the
+app's own management calls at another host. The listen backlog takes a burst of connections
+(``REQUEST_QUEUE_SIZE``). Timer-triggered functions run on the host's clock (``ReplayHost``
+``timer_triggers``), on by default in ``python -m devhost serve``.
+
+Event Grid answers (Microsoft.Azure.WebJobs.Extensions.EventGrid HttpRequestProcessor, and the
+host's ExceptionMiddleware for what it throws): OPTIONS -> 200 with ``WebHook-Allowed-Origin``;
+``aeg-event-type: SubscriptionValidation`` -> 200 ``{"validationResponse": code}``;
+``Notification`` -> every event is invoked, then 202, or 500 with the first failure's message;
+``Unsubscribe`` -> 202; any other or no ``aeg-event-type`` -> 400. A body the extension cannot
+read (not JSON, neither an array nor an object, a handshake without ``data.validationCode``) makes
+it throw, which the host answers with 500 and an empty body; an empty array is a delivery of no
+events: 202.
 """
 from __future__ import annotations
 
@@ -41,6 +57,7 @@ from .management import ManagementApi, Response
 from .replay import ReplayHost
 
 log = logging.getLogger("devhost.serve")
+REQUEST_QUEUE_SIZE = 128  # listen backlog: socketserver's default of 5 resets connection bursts
 
 EVENTGRID_PATH = "/runtime/webhooks/eventgrid"
 ADMIN_PREFIX = "/admin/functions/"
@@ -129,8 +146,9 @@ class DevServer:
         class Handler(_Handler):
             dev = server
 
-        self._httpd = ThreadingHTTPServer(("127.0.0.1", self._port), Handler)
+        self._httpd = _Server(("127.0.0.1", self._port), Handler)
         self._httpd.daemon_threads = True
+        self.host.client_origin = self.base_url
         self._thread = threading.Thread(target=self._httpd.serve_forever,
                                         kwargs={"poll_interval": 0.05}, name="devhost-http",
                                         daemon=True)
@@ -170,12 +188,12 @@ class DevServer:
     def dispatch(self, method: str, target: str, headers, body: bytes) -> Response:
         parts = urlsplit(target)
         path = parts.path
+        origin = self.base_url  # where devhost listens; never the request's Host header
         host_header = headers.get("Host") or f"127.0.0.1:{self._httpd.server_address[1]}"
-        origin = f"http://{host_header}"
-        request_url = origin + target
+        request_url = f"http://{host_header}{target}"  # what an HTTP function sees as req.url
         if ManagementApi.handles(path):
             return self.management.handle(method, path, parts.query, headers, body, origin,
-                                          request_url)
+                                          origin + target)
         if path.rstrip("/") == EVENTGRID_PATH:
             return self._eventgrid(method, dict(parse_qsl(parts.query)), headers, body)
         if path.startswith(ADMIN_PREFIX):
@@ -206,7 +224,7 @@ class DevServer:
                 params=dict(parse_qsl(query, keep_blank_values=True)),
                 route_params=params, body=body or b"")
             kwargs = info.build_kwargs(
-                request, client_binding=self.management.binding_json(origin))
+                request, client_binding=self.management.binding_json(self.base_url))
             try:
                 result = call_maybe_async(info.user_function, kwargs)
             except Exception:
@@ -250,32 +268,44 @@ class DevServer:
         if method != "POST":
             return 405, {"Allow": "POST, OPTIONS"}, b""
         kind = (headers.get("aeg-event-type") or "").lower()
-        try:
-            token = json.loads(body.decode("utf-8") or "null")
-        except ValueError as exc:
-            return 400, {"Content-Type": "text/plain"}, str(exc).encode()
         if kind == "subscriptionvalidation":
-            if isinstance(token, list):
-                code = token[0]["data"]["validationCode"]
-            else:  # CloudEvent-shaped validation event: data is double-encoded
-                data = token["data"]
-                code = (json.loads(data) if isinstance(data, str) else data)["validationCode"]
+            try:
+                code = _validation_code(body)
+            except Exception as exc:  # the extension throws; the host answers 500, no body
+                log.error("Event Grid handshake for %s failed: %s: %s", name, type(exc).__name__,
+                          exc)
+                return 500, {}, b""
             return 200, {"Content-Type": "application/json"}, json.dumps(
                 {"validationResponse": code}).encode()
         if kind == "unsubscribe":
             return 202, {}, b""
         if kind != "notification":
             return 400, {}, b""
-        events = token if isinstance(token, list) else [token]
-        for event in events:
-            # The worker's converter: CloudEvent when 'specversion' is present, else EventGridEvent.
-            value = EventGridEventInConverter.decode(
-                meta.Datum(type="json", value=json.dumps(event)), trigger_metadata={})
+        try:
+            token = json.loads(body.decode("utf-8"))
+            if isinstance(token, dict):
+                events = [token]  # CloudEvents schema: one event per request
+            elif isinstance(token, list):
+                events = token
+            else:
+                raise ValueError(f"The request content should be parseable into a JSON object or "
+                                 f"array, but was {type(token).__name__}.")
+        except Exception as exc:
+            log.error("Event Grid delivery for %s unreadable: %s: %s", name, type(exc).__name__, exc)
+            return 500, {}, b""
+        failures = []
+        for event in events:  # the extension runs every event, then reports the first failure
             try:
+                # The worker's converter: CloudEvent when 'specversion' is present, else
+                # EventGridEvent.
+                value = EventGridEventInConverter.decode(
+                    meta.Datum(type="json", value=json.dumps(event)), trigger_metadata={})
                 self._invoke(info, value)
             except Exception as exc:
                 log.exception("Event Grid function %s failed", name)
-                return 500, {"Content-Type": "text/plain"}, str(exc).encode()
+                failures.append(exc)
+        if failures:
+            return 500, {"Content-Type": "text/plain"}, str(failures[0]).encode()
         return 202, {}, b""
 
     # ------------------------------------------------------------------ admin invoke
@@ -326,6 +356,25 @@ class DevServer:
             from azure.functions.timer import TimerRequest
             return TimerRequest(past_due=False)
         return text
+
+
+def _validation_code(body: bytes) -> str:
+    """The handshake's code as HttpRequestProcessor reads it; raises where it would throw."""
+    token = json.loads(body.decode("utf-8"))
+    if isinstance(token, list):
+        code = token[0]["data"]["validationCode"]
+    elif isinstance(token, dict):
+        data = token["data"]  # double-encoded in the CloudEvent-shaped validation event
+        code = (json.loads(data) if isinstance(data, str) else data)["validationCode"]
+    else:
+        raise ValueError("The request content should be parseable into a JSON object or array")
+    if code is None:
+        raise TypeError("validationCode is null")  # JToken.ToString() on null
+    return code if isinstance(code, str) else json.dumps(code)
+
+
+class _Server(ThreadingHTTPServer):
+    request_queue_size = REQUEST_QUEUE_SIZE
 
 
 def _http_result(result: Any) -> Response:
@@ -389,8 +438,30 @@ def load_app(spec: str):
     return getattr(module, attr or "app")
 
 
+def load_local_settings(directory: Optional[str] = None,
+                        environ: Optional[Dict[str, str]] = None) -> Dict[str, str]:
+    """Core Tools' ``local.settings.json``: ``Values`` become environment variables unless the
+    environment already has them. Returns the names it set. A missing file is fine."""
+    environ = os.environ if environ is None else environ
+    path = os.path.join(directory or os.getcwd(), "local.settings.json")
+    if not os.path.isfile(path):
+        return {}
+    with open(path, encoding="utf-8-sig") as handle:
+        settings = json.load(handle)
+    if settings.get("IsEncrypted"):
+        raise ValueError(f"{path} is encrypted (IsEncrypted: true); devhost cannot decrypt it: "
+                         f"run `func settings decrypt` first")
+    applied = {}
+    for name, value in (settings.get("Values") or {}).items():
+        if name not in environ and value is not None:
+            environ[name] = str(value)
+            applied[name] = str(value)
+    return applied
+
+
 def start_stack(app_spec: Any = "function_app:app", port: int = 0, clock=None,
-                emulator: Optional[bool] = None, emulator_options: Optional[dict] = None):
+                emulator: Optional[bool] = None, emulator_options: Optional[dict] = None,
+                timer_triggers: bool = False):
     """Start the embedded emulator (unless DATABRICKS_HOST is set), then the app; returns both.
 
     The emulator comes first because the app reads DATABRICKS_* settings at first use.
@@ -412,23 +483,34 @@ def start_stack(app_spec: Any = "function_app:app", port: int = 0, clock=None,
         os.environ["DATABRICKS_AUTH"] = "pat"
         os.environ["DATABRICKS_TOKEN"] = DEV_TOKEN
     app = load_app(app_spec) if isinstance(app_spec, str) else app_spec
-    server = DevServer(app, ReplayHost(app, clock), port=port)
+    server = DevServer(app, ReplayHost(app, clock, timer_triggers=timer_triggers), port=port)
     server.start()
     return server, emu, emulator_url
+
+
+def describe_databricks(emulator_url: Optional[str], environ=None) -> str:
+    """Which workspace and auth mode the app will use; never a secret."""
+    environ = os.environ if environ is None else environ
+    auth = environ.get("DATABRICKS_AUTH") or "managed_identity"
+    if emulator_url:
+        return f"databricks        embedded Jobs API emulator {emulator_url} (auth: {auth}, throwaway token)"
+    return f"databricks        {environ.get('DATABRICKS_HOST')} (auth: {auth})"
 
 
 def serve(port: int, app_spec: str = "function_app:app") -> int:
     """Run until SIGINT/SIGTERM. First printed line: the app base URL."""
     import signal
-    server, emu, emulator_url = start_stack(app_spec, port)
+    applied = load_local_settings()
+    server, emu, emulator_url = start_stack(app_spec, port, timer_triggers=True)
     print(f"devhost app       {server.base_url}", flush=True)
-    if emulator_url:
-        print(f"jobs emulator     {emulator_url}", flush=True)
-    else:
-        print(f"databricks        {os.environ.get('DATABRICKS_HOST')} (real workspace)",
-              flush=True)
+    if applied:
+        print(f"settings          {len(applied)} value(s) from local.settings.json", flush=True)
+    print(describe_databricks(emulator_url), flush=True)
     for listener in server.queue_listeners:
         print(f"queue trigger     {listener.info.name} <- {listener.queue_name}", flush=True)
+    for name in sorted(server.host._timer_triggers):
+        trigger = server.host._timer_triggers[name]
+        print(f"timer trigger     {name} ({trigger.schedule.expression})", flush=True)
     print("devhost is a development stand-in for the Azure Functions host; keys are not "
           "enforced. Ctrl+C to stop.", flush=True)
     stop = threading.Event()

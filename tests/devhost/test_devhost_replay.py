@@ -56,18 +56,22 @@ def test_retry_exhausted_fails_instance(host):
     iid = host.start_new("with_retry", client_input={"fail_times": 5})
     status = host.run_until_complete(iid)
     assert status["runtimeStatus"] == "Failed"
-    assert "Activity function 'flaky' failed: boom 3" in status["output"]
-    assert status["output"].startswith("Orchestrator function 'with_retry' failed:")
+    # The extension's layout (devhost.extension): two spaces, then "<Type>: <message>".
+    assert status["output"].startswith(
+        "Orchestrator function 'with_retry' failed: Activity function 'flaky' failed:  "
+        "ValueError: boom 3 \n {")
     failed = [e for e in host.history(iid) if e["EventType"] == TASK_FAILED]
     assert len(failed) == 3
-    assert failed[0]["Reason"] == "Activity function 'flaky' failed: boom 1"
-    assert "ValueError" in failed[0]["Details"]
+    assert failed[0]["Reason"] == "Activity function 'flaky' failed:  ValueError: boom 1"
+    details = json.loads(failed[0]["Details"])
+    assert details["Message"] == " ValueError: boom 1"
 
 
 def test_activity_failure_caught_by_orchestrator(host):
     status = host.run_until_complete(host.start_new("catches_failure"))
     assert status["runtimeStatus"] == "Completed"
-    assert status["output"]["caught"].startswith("Activity function 'flaky' failed: boom 1")
+    assert status["output"]["caught"].startswith(
+        "Activity function 'flaky' failed:  ValueError: boom 1 \n {\"$type\":\"System.Exception")
 
 
 def test_timer_advances_virtual_clock(host, clock):
