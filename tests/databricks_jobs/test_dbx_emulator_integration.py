@@ -14,7 +14,7 @@ import databricks_jobs
 from activities.jobs import INSTANCE_TAG, RUN_KEY_TAG, createJob, runJobNow
 from databricks_jobs import client as client_module
 from databricks_jobs import DatabricksApiError
-from databricks_jobs.client import LIST_PAGE_SIZE, JobsClient, get_jobs_client
+from databricks_jobs.client import LIST_PAGE_SIZE, JobsClient, get_jobs_client, newest_repair_id
 from databricks_jobs.credentials import get_token_provider
 from databricks_jobs.errors import TRANSPORT_ERROR_CODE, TRANSPORT_ERROR_STATUS
 from databricks_jobs.settings import get_settings
@@ -310,3 +310,131 @@ def test_run_job_now_activity_twice_returns_the_same_run(client, emulator):
     assert first == second == {"runId": first["runId"]}
     assert list(emulator.runs) == [first["runId"]]
     assert emulator.run(first["runId"])["overriding_parameters"] == {"notebook_params": {"day": "mon"}}
+
+
+# -- the operations of issues 9 and 10 against the emulator ------------------------------------
+
+FAILING_PATH = "/Workspace/Users/me@contoso.com/fail-load"
+
+
+def test_submit_run_with_the_same_token_is_one_one_time_run(client, emulator, vclock):
+    body = {"run_name": "one-off", "tasks": notebook_job("one-off")["tasks"]}
+    first = client.submit_run(body, "submit-1")
+    assert client.submit_run(body, "submit-1") == first
+    assert client.submit_run(body, "submit-2") != first
+    vclock.advance(60)
+    run = client.get_run(first)
+    assert (run["run_type"], run["state"]["result_state"]) == ("SUBMIT_RUN", "SUCCESS")
+    output = client.get_run_output(run["tasks"][0]["run_id"])
+    assert json.loads(output["notebook_output"]["result"])["job_run_id"] == first
+
+
+def test_a_lost_submit_reply_is_retried_and_makes_one_run(client, emulator):
+    emulator.faults.script("drop_after", path="*/runs/submit")
+    run_id = client.submit_run({"run_name": "lost", "tasks": notebook_job("lost")["tasks"]}, "submit-lost")
+    assert [r["fault"] for r in calls(emulator, "/runs/submit")] == ["drop_after", None]
+    assert client.get_run(run_id)["run_id"] == run_id
+
+
+def failed_run(client, vclock, name="repairable"):
+    run_id = client.run_now(client.create_job(notebook_job(name, path=FAILING_PATH)), f"{name}-run")
+    vclock.advance(60)
+    assert client.get_run(run_id)["state"]["result_state"] == "FAILED"
+    return run_id
+
+
+def test_repair_run_then_a_second_repair_with_the_latest_id(client, emulator, vclock):
+    run_id = failed_run(client, vclock)
+    first = client.repair_run(run_id)
+    assert newest_repair_id(client.get_run(run_id, include_history=True)) == first
+    vclock.advance(60)
+    second = client.repair_run(run_id, latest_repair_id=first)
+    assert second != first
+    history = client.get_run(run_id, include_history=True)["repair_history"]
+    assert [h["type"] for h in history] == ["ORIGINAL", "REPAIR", "REPAIR"]
+    assert newest_repair_id({"repair_history": history}) == second
+
+
+def test_a_repeated_repair_returns_the_repair_already_made(client, emulator, vclock):
+    run_id = failed_run(client, vclock, "repeat")
+    first = client.repair_run(run_id)
+    # The same request again (an activity that ran twice): Databricks refuses it, the client finds the repair.
+    assert client.repair_run(run_id) == first
+    vclock.advance(60)
+    assert client.repair_run(run_id) == first  # refused for the missing latest_repair_id now
+    refusals = [r for r in calls(emulator, "/runs/repair") if r["status"] != 200]
+    assert len(refusals) == 2 and all(r["status"] == 400 for r in refusals)
+    history = client.get_run(run_id, include_history=True)["repair_history"]
+    assert [h["type"] for h in history] == ["ORIGINAL", "REPAIR"]
+
+
+def test_a_lost_repair_reply_is_retried_and_makes_one_repair(client, emulator, vclock):
+    run_id = failed_run(client, vclock, "lost-repair")
+    emulator.faults.script("drop_after", path="*/runs/repair")
+    repair_id = client.repair_run(run_id)
+    history = client.get_run(run_id, include_history=True)["repair_history"]
+    assert [h["type"] for h in history] == ["ORIGINAL", "REPAIR"] and history[-1]["id"] == repair_id
+
+
+def test_repairing_a_run_that_never_ended_is_refused(client, emulator):
+    emulator.scenario = Scenario(rules=[("*", Behavior(phases=(("RUNNING", 3600),)))])
+    run_id = client.run_now(client.create_job(notebook_job("busy")), "busy-run")
+    with pytest.raises(DatabricksApiError) as raised:
+        client.repair_run(run_id)
+    assert raised.value.status == 400 and not raised.value.transient
+
+
+def test_list_runs_pages_through_a_job_s_runs_newest_first(client, emulator, vclock):
+    job_id = client.create_job(notebook_job("listed"))
+    other = client.create_job(notebook_job("other"))
+    client.run_now(other, "other-run")
+    started = []
+    for i in range(30):
+        started.append(client.run_now(job_id, f"listed-{i}"))
+        vclock.advance(1)
+    emulator.clear_request_log()
+    listed = [r["run_id"] for r in client.list_runs(job_id=job_id)]
+    assert listed == list(reversed(started))
+    pages = calls(emulator, "/runs/list")
+    assert len(pages) == 2 and all(p["status"] == 200 for p in pages)
+    assert [len(p) for p in client.list_runs_pages(job_id=job_id)] == [25, 5]
+    assert [r["run_id"] for r in client.list_runs(job_id=job_id, limit=3)] == list(reversed(started))[:3]
+
+
+def test_list_runs_active_and_completed(client, emulator, vclock):
+    emulator.scenario = Scenario(rules=[("*/long", Behavior(phases=(("RUNNING", 3600),)))])
+    done = client.run_now(client.create_job(notebook_job("short")), "short-run")
+    vclock.advance(60)
+    running = client.run_now(client.create_job(notebook_job("long", path="/Workspace/long")), "long-run")
+    vclock.advance(10)
+    assert [r["run_id"] for r in client.list_runs(active_only=True)] == [running]
+    assert [r["run_id"] for r in client.list_runs(completed_only=True)] == [done]
+    since = client.get_run(running)["start_time"]
+    assert [r["run_id"] for r in client.list_runs(start_time_from_ms=since)] == [running]
+
+
+def test_reset_and_update_job(client, emulator):
+    job_id = client.create_job(notebook_job("before", tags={"team": "a"}))
+    client.reset_job(job_id, notebook_job("after"))
+    settings = client.get_job(job_id)["settings"]
+    assert settings["name"] == "after" and "team" not in (settings.get("tags") or {})
+    client.update_job(job_id, {"timeout_seconds": 600, "tags": {"team": "b"}})
+    settings = client.get_job(job_id)["settings"]
+    assert (settings["name"], settings["timeout_seconds"], settings["tags"]) == ("after", 600, {"team": "b"})
+    client.update_job(job_id, {}, fields_to_remove=["tags"])
+    assert "tags" not in client.get_job(job_id)["settings"]
+
+
+def test_run_now_with_job_parameters(client, emulator, vclock):
+    settings = {**notebook_job("parametrised"), "parameters": [{"name": "day", "default": "mon"}]}
+    job_id = client.create_job(settings)
+    run_id = client.run_now(job_id, "param-run", job_parameters={"day": "tue"})
+    run = client.get_run(run_id)
+    assert {p["name"]: p.get("value") for p in run["job_parameters"]} == {"day": "tue"}
+    assert calls(emulator, "/jobs/run-now")[-1]["body"]["job_parameters"] == {"day": "tue"}
+
+
+def test_find_jobs_by_tag(client, emulator):
+    mine = client.create_job(notebook_job("tagged", tags={"durable_run_key": "k-1"}))
+    client.create_job(notebook_job("tagged", tags={"durable_run_key": "k-2"}))
+    assert [j["job_id"] for j in client.find_jobs("tagged", tag=("durable_run_key", "k-1"))] == [mine]

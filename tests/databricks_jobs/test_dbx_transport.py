@@ -137,3 +137,38 @@ def test_connections_are_pooled(client, server):
         client.get_run(1)
     # one keep-alive connection serves them all: the server saw one client port
     assert len({r["client_port"] for r in server.calls(GET)}) == 1
+
+
+@pytest.mark.parametrize("status, code", [(502, "BAD_GATEWAY"), (500, "INTERNAL_ERROR"), (504, "DEADLINE_EXCEEDED")])
+def test_retry_after_on_other_5xx_is_ignored_for_the_normal_backoff(client, server, sleeps, status, code):
+    # A gateway's 502 + Retry-After: 100 used to sleep 100 s and then give up at the time budget.
+    server.script(GET, *[err(status, code, {"Retry-After": "100"})] * 3)
+    assert client.get_run(1) == RUN
+    assert len(server.calls(GET)) == 4
+    assert len(sleeps.sleeps) == 2  # urllib3 retries the first failure at once
+    for wait, base in zip(sleeps.sleeps, (1.0, 2.0)):
+        assert base <= wait <= base + 0.25
+
+
+def test_a_transport_error_says_what_failed_by_type_path_and_attempts_only(client, server, sleeps):
+    server.script(GET, *["drop"] * 20)
+    with pytest.raises(DatabricksApiError) as raised:
+        client.get_run(123456)
+    message = raised.value.message
+    assert message.startswith("GET jobs/runs/get failed after ")
+    attempts = int(message.split("after ")[1].split(" ")[0])
+    assert attempts == len(server.calls(GET)) > 1
+    assert message.endswith("attempts: ConnectionError (ProtocolError)")
+    assert "123456" not in message and "127.0.0.1" not in message  # no query, no URL
+    assert raised.value.transient
+
+
+def test_each_transport_attempt_is_observed(server, stub_tokens, sleeps):
+    seen = []
+    client = JobsClient(server.base_url, stub_tokens, timeout_seconds=2, sleep_func=sleeps, clock=sleeps.clock,
+                        attempt_observer=seen.append)
+    server.script(GET, "drop", err(429, "REQUEST_LIMIT_EXCEEDED", {"Retry-After": "5"}))
+    assert client.get_run(1) == RUN
+    assert [(a.attempt, a.status, a.error_type, a.retry_wait) for a in seen] == [
+        (1, None, "ConnectionError (ProtocolError)", 0), (2, 429, None, 5), (3, 200, None, None)]
+    assert sleeps.sleeps == [5]
