@@ -24,7 +24,6 @@ azure-identity reports an App Service identity endpoint's 5xx as "unavailable", 
 tells the two apart. Messages are scrubbed and never chain the original exception."""
 from __future__ import annotations
 
-import logging
 import threading
 import time
 from typing import Any, Callable, Dict, Iterable, Optional, Protocol, Tuple
