@@ -11,15 +11,20 @@ test the same function app locally without the Functions host or Core Tools:
 * ``devhost.serve``      - one loopback HTTP server for the app's HTTP functions, the management
                            API, Event Grid deliveries and admin invocations (``python -m devhost``);
 * ``devhost.queues``     - queue triggers fed from a real Storage queue (Azurite) with the host's
-                           retries and poison-queue move.
+                           retries and poison-queue move;
+* ``devhost.extension``  - what the Durable extension and DTFx do (failure text, limits, the
+                           out-of-proc replay gate), with sources;
+* ``devhost.schedules``  - NCRONTAB / TimeSpan schedules of timer triggers;
+* ``devhost.history_check`` - replay the current orchestrator over recorded histories.
 """
 from .clock import RealClock, VirtualClock
-from .replay import (DevhostError, FunctionNotFoundError, InstanceAlreadyExistsError,
-                     InstanceGoneError, InstanceNotFoundError, NonDeterminismError,
-                     OrchestrationStuckError, ReplayHost)
+from .replay import (DevhostError, DurableOptions, FunctionNotFoundError,
+                     InstanceAlreadyExistsError, InstanceGoneError, InstanceNotFoundError,
+                     InvalidInstanceIdError, NonDeterminismError, OrchestrationStuckError,
+                     ReplayHost)
 
 __all__ = [
     "RealClock", "VirtualClock", "ReplayHost", "DevhostError", "FunctionNotFoundError",
     "InstanceAlreadyExistsError", "InstanceGoneError", "InstanceNotFoundError",
-    "NonDeterminismError", "OrchestrationStuckError",
+    "InvalidInstanceIdError", "NonDeterminismError", "OrchestrationStuckError", "DurableOptions",
 ]

@@ -15,6 +15,8 @@ def app():
     toy.FLAKY_CALLS["count"] = 0
     toy.QUEUE_SEEN.clear()
     toy.EVENTGRID_SEEN.clear()
+    toy.HELLO_CALLS.clear()
+    toy.TIMER_SEEN.clear()
     return toy.make_app()
 
 

@@ -15,11 +15,19 @@ bp = df.Blueprint()
 FLAKY_CALLS = {"count": 0}
 QUEUE_SEEN = []
 EVENTGRID_SEEN = []
+HELLO_CALLS = []
+TIMER_SEEN = []
 
 
 @bp.activity_trigger(input_name="name")
 def hello(name: str) -> str:
+    HELLO_CALLS.append(name)
     return f"Hello {name}!"
+
+
+@bp.activity_trigger(input_name="text")
+def explode(text: str) -> str:
+    raise ValueError(text)
 
 
 @bp.activity_trigger(input_name="payload")
@@ -140,6 +148,137 @@ def explodes(context: df.DurableOrchestrationContext):
 @bp.orchestration_trigger(context_name="context")
 def waits_forever(context: df.DurableOrchestrationContext):
     yield context.wait_for_external_event("never")
+
+
+# ---- strictness: what the extension does that the old devhost did not
+
+@bp.orchestration_trigger(context_name="context")
+def leaves_timer_open(context: df.DurableOrchestrationContext):
+    """Returns (or raises, or continues as new) while its timer is neither fired nor cancelled."""
+    mode = context.get_input() or "return"
+    if mode == "again":
+        return "second execution"
+    timer = context.create_timer(context.current_utc_datetime + timedelta(seconds=60))
+    go = context.wait_for_external_event("go")
+    yield context.task_any([timer, go])
+    if mode == "raise":
+        raise RuntimeError("gave up")
+    if mode == "continue":
+        context.continue_as_new("again")
+        return None
+    return "done"
+
+
+@bp.orchestration_trigger(context_name="context")
+def cancels_then_waits(context: df.DurableOrchestrationContext):
+    timer = context.create_timer(context.current_utc_datetime + timedelta(seconds=60))
+    first = context.wait_for_external_event("first")
+    winner = yield context.task_any([timer, first])
+    if winner == first:
+        timer.cancel()
+    yield context.wait_for_external_event("second")
+    return "done"
+
+
+@bp.orchestration_trigger(context_name="context")
+def shared_deadline(context: df.DurableOrchestrationContext):
+    """One deadline timer passed to two successive task_any calls."""
+    deadline = context.create_timer(context.current_utc_datetime + timedelta(seconds=60))
+    first = yield context.task_any([context.wait_for_external_event("a"), deadline])
+    if first == deadline:
+        return "no a"
+    second = yield context.task_any([context.wait_for_external_event("b"), deadline])
+    return "b" if second != deadline else "timeout"
+
+
+@bp.orchestration_trigger(context_name="context")
+def shared_cancel_waiter(context: df.DurableOrchestrationContext):
+    """One cancel waiter reused by two task_any calls; the second timer is left running."""
+    cancel = context.wait_for_external_event("cancel")
+    for _ in range(2):
+        timer = context.create_timer(context.current_utc_datetime + timedelta(seconds=10))
+        winner = yield context.task_any([timer, cancel])
+        if winner == cancel:
+            done = yield context.call_activity("hello", "after cancel")
+            return {"result": done, "at": context.current_utc_datetime.isoformat()}
+    return {"result": "no cancel", "at": context.current_utc_datetime.isoformat()}
+
+
+@bp.orchestration_trigger(context_name="context")
+def catches_explode(context: df.DurableOrchestrationContext):
+    try:
+        yield context.call_activity("explode", context.get_input())
+    except Exception as exc:
+        return str(exc)
+
+
+@bp.orchestration_trigger(context_name="context")
+def calls_missing_activity(context: df.DurableOrchestrationContext):
+    try:
+        yield context.call_activity("no_such_activity", 1)
+    except Exception as exc:
+        return str(exc)
+
+
+@bp.orchestration_trigger(context_name="context")
+def big_status(context: df.DurableOrchestrationContext):
+    spec = context.get_input()
+    if spec.get("after_activity"):
+        yield context.call_activity("hello", "first")
+    context.set_custom_status("x" * spec["chars"])
+    yield context.create_timer(context.current_utc_datetime + timedelta(seconds=1))
+    return "ok"
+
+
+@bp.orchestration_trigger(context_name="context")
+def two_events(context: df.DurableOrchestrationContext):
+    a = context.wait_for_external_event("a")
+    b = context.wait_for_external_event("b")
+    results = yield context.task_all([a, b])
+    return results
+
+
+@bp.orchestration_trigger(context_name="context")
+def versioned(context: df.DurableOrchestrationContext):
+    state = context.get_input() or {"round": 0}
+    if state["round"] == 0:
+        context.continue_as_new({"round": 1})
+        return None
+    return {"version": context.version}
+
+
+# ---- entities
+
+@bp.entity_trigger(context_name="context", entity_name="Counter")
+def counter_entity(context: df.DurableEntityContext):
+    value = context.get_state(lambda: 0)
+    operation = context.operation_name
+    if operation == "add":
+        context.set_state(value + context.get_input())
+    elif operation == "fail":
+        raise ValueError("refused")
+    elif operation == "delete":
+        context.destruct_on_exit()
+    context.set_result(value)
+
+
+@bp.orchestration_trigger(context_name="context")
+def signals_counter(context: df.DurableOrchestrationContext):
+    for amount in context.get_input():
+        context.signal_entity(df.EntityId("Counter", "shared"), "add", amount)
+    yield context.create_timer(context.current_utc_datetime + timedelta(seconds=1))
+    return "signalled"
+
+
+# ---- a timer trigger with a durable client (like the app's history purge)
+
+@bp.timer_trigger(arg_name="timer", schedule="0 */5 * * * *", run_on_startup=False)
+@bp.durable_client_input(client_name="client")
+async def every_five_minutes(timer: func.TimerRequest, client: df.DurableOrchestrationClient):
+    instance_id = await client.start_new("sequence", None, ["timer"])
+    status = await client.get_status(instance_id)
+    TIMER_SEEN.append({"past_due": timer.past_due, "instance": instance_id,
+                       "status": status.runtime_status.value if status else None})
 
 
 # Entry points served by devhost serve.
