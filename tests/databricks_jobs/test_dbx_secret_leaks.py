@@ -96,6 +96,7 @@ def test_a_key_vault_secret_with_whitespace_around_it_is_stripped(key_vault, dat
     configure(host=databricks.base_url, auth="key_vault", key_vault_url=VAULT, key_vault_secret_name="dbx-pat")
     assert getJobRun({"runId": 1})["runId"] == 1
     assert databricks.calls("/api/2.1/jobs/runs/get")[0]["headers"]["authorization"] == f"Bearer {PAT}"
+    assert PAT not in repr(get_token_provider()) + repr(get_settings())
 
 
 @pytest.mark.parametrize("planted", [f"{HEAD} {TAIL}", f"{HEAD}\n{TAIL}\n", f"{HEAD}\x00{TAIL}"])
@@ -119,6 +120,7 @@ def test_a_managed_identity_token_with_whitespace_around_it_is_stripped(identity
     assert getJobRun({"runId": 1})["runId"] == 1
     sent = databricks.calls("/api/2.1/jobs/runs/get")[0]["headers"]["authorization"]
     assert sent == f"Bearer {identity_endpoint.issued[0]}"
+    assert identity_endpoint.issued[0] not in repr(get_token_provider())
 
 
 def test_a_managed_identity_token_with_whitespace_inside_is_refused_without_showing_it(
