@@ -144,7 +144,6 @@ class Store:
         values = {p["name"]: str(p.get("default", "")) for p in settings.get("parameters") or []}
         values.update({k: v for k, v in pushed.items() if k in defined})
         child = self._new_run(job.job_id, settings, start, parent.api_version, values=values,
-                              overriding={"job_parameters": pushed} if pushed else None,
                               notebook_params=task["run_job_task"].get("notebook_params") or {},
                               trigger="RUN_JOB_TASK", trigger_info={"run_id": parent_task_run_id},
                               depth=parent.depth + 1)
@@ -453,9 +452,10 @@ class Store:
                 if unknown:
                     raise invalid(f"Task key {unknown[0]} does not exist in job {job.job_id}.")
             extra = {k: body[k] for k in TASK_PARAMETER_FIELDS if body.get(k)}
+            # overriding_parameters holds task parameters only (SDK RunParameters has no job_parameters,
+            # and databricks/cli's testserver, checked against real runs, echoes task parameters only);
+            # job parameter values show in the run's job_parameters.
             overriding = {k: copy.deepcopy(v) for k, v in extra.items()}
-            if job_parameters:
-                overriding["job_parameters"] = dict(job_parameters)
             run = self._new_run(job.job_id, job.settings, now, version, values=values, notebook_params=notebook_params,
                                 extra=extra, overriding=overriding or None, only=only, token=token)
             self._admit(run, job, body, now)
@@ -501,8 +501,8 @@ class Store:
 
     def _active_runs(self, job_id: int, now: float, before: int | None = None) -> list[Run]:
         return [r for r in self.runs_by_job.get(job_id, [])
-                if not r.is_terminal(now) and r.trigger != "RUN_JOB_TASK" and (before is None or r.run_id < before)
-                and not r.hidden]
+                if r.created_at <= now and not r.hidden and not r.abandoned and not r.is_terminal(now)
+                and (before is None or r.run_id < before)]
 
     def _admit(self, run: Run, job: Job, body: dict, now: float) -> None:
         """Apply max_concurrent_runs: skip the run, or queue it until a slot frees."""
@@ -596,9 +596,7 @@ class Store:
             if run.job_parameters:
                 for p in run.job_parameters:
                     p["value"] = values.get(p["name"], p.get("value"))
-            if job_parameters:
-                run.overriding_parameters = {**(run.overriding_parameters or {}), "job_parameters": job_parameters}
-            elif body.get("notebook_params"):
+            if body.get("notebook_params"):
                 run.overriding_parameters = {**(run.overriding_parameters or {}), "notebook_params": notebook_params}
             run.timeout_seconds = float(settings.get("timeout_seconds") or 0)
             run.invalidate()

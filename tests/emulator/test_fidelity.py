@@ -172,3 +172,116 @@ def test_databricks_sdk_retries_a_429(workspace, emulator):
     emulator.faults.script("429")
     assert list(workspace.jobs.list()) == []
     assert [e["status"] for e in emulator.request_log if e["path"].endswith("/jobs/list")] == [429, 200]
+
+
+# -- issue #9 / #10 endpoints ---------------------------------------------------------------------------
+
+CLUSTER_SPEC = {"spark_version": "15.4.x-scala2.12", "node_type_id": "Standard_DS3_v2", "num_workers": 1}
+
+
+def test_new_endpoints_match_the_openapi_schemas(spec_validator, api, clock):
+    dag = {"name": "dag", "tasks": [
+        {"task_key": "a", "existing_cluster_id": "c-1", "notebook_task": {"notebook_path": NB + "etl"}},
+        {"task_key": "fail_b", "existing_cluster_id": "c-1", "depends_on": [{"task_key": "a"}],
+         "notebook_task": {"notebook_path": NB + "etl"}},
+        {"task_key": "c", "existing_cluster_id": "c-1", "depends_on": [{"task_key": "fail_b"}],
+         "notebook_task": {"notebook_path": NB + "etl"}}]}
+    job_id = api.ok(api.post("create", dag, "2.1"))["job_id"]
+    _valid(spec_validator("/2.1/jobs/update", "post", "200"),
+           api.ok(api.post("update", {"job_id": job_id, "new_settings": {"timeout_seconds": 600}}, "2.1")))
+    _valid(spec_validator("/2.1/jobs/reset", "post", "200"),
+           api.ok(api.post("reset", {"job_id": job_id, "new_settings": dag}, "2.1")))
+    run_id = api.run_now(job_id, version="2.1")
+    submitted = api.ok(api.post("runs/submit", {"run_name": "once", "tasks": dag["tasks"][:1]}, "2.1"))
+    _valid(spec_validator("/2.1/jobs/runs/submit", "post", "200"), submitted)
+    list_validator = spec_validator("/2.1/jobs/runs/list", "get", "200")
+    run_validator = spec_validator("/2.1/jobs/runs/get", "get", "200")
+    for _ in range(8):  # every phase of a DAG that fails half way
+        _valid(list_validator, api.ok(api.get("runs/list", "2.1", expand_tasks="true")))
+        _valid(list_validator, api.ok(api.get("runs/list", "2.1", active_only="true")))
+        _valid(run_validator, api.run(run_id, "2.1", include_history="true"))
+        _valid(run_validator, api.run(submitted["run_id"], "2.1"))
+        clock.advance(1.5)
+    assert api.run(run_id)["state"]["result_state"] == "FAILED"
+
+
+@pytest.fixture
+def sdk_jobs(workspace):
+    from databricks.sdk.service import compute, jobs
+    return workspace, jobs, compute
+
+
+def test_databricks_sdk_submits_and_waits(sdk_jobs, clock):
+    workspace, jobs, _ = sdk_jobs
+    waiter = workspace.jobs.submit(run_name="one-off", idempotency_token="submit-1", tasks=[
+        jobs.SubmitTask(task_key="main", existing_cluster_id="c-1",
+                        notebook_task=jobs.NotebookTask(notebook_path=NB + "etl"))])
+    assert workspace.jobs.submit(run_name="one-off", idempotency_token="submit-1", tasks=[
+        jobs.SubmitTask(task_key="main", notebook_task=jobs.NotebookTask(notebook_path=NB + "etl"))]
+    ).run_id == waiter.run_id
+    clock.advance(10)
+    run = waiter.result(timeout=timedelta(seconds=30))
+    assert run.run_type == jobs.RunType.SUBMIT_RUN and run.state.result_state == jobs.RunResultState.SUCCESS
+    assert run.job_id and run.run_name == "one-off"
+
+
+def test_databricks_sdk_dag_with_job_cluster_serverless_python_and_job_parameters(sdk_jobs, clock):
+    from databricks.sdk.errors import OperationFailed
+    workspace, jobs, compute = sdk_jobs
+    job = workspace.jobs.create(
+        name="sdk-dag",
+        parameters=[jobs.JobParameterDefinition(name="day", default="mon")],
+        job_clusters=[jobs.JobCluster(job_cluster_key="shared", new_cluster=compute.ClusterSpec(**CLUSTER_SPEC))],
+        environments=[jobs.JobEnvironment(environment_key="py", spec=compute.Environment(
+            environment_version="2", dependencies=["requests"]))],
+        tasks=[jobs.Task(task_key="ingest", job_cluster_key="shared",
+                         notebook_task=jobs.NotebookTask(notebook_path=NB + "ingest")),
+               jobs.Task(task_key="score", environment_key="py", depends_on=[jobs.TaskDependency(task_key="ingest")],
+                         spark_python_task=jobs.SparkPythonTask(python_file="/Workspace/jobs/score.py")),
+               jobs.Task(task_key="flaky_publish", job_cluster_key="shared",
+                         depends_on=[jobs.TaskDependency(task_key="score")],
+                         notebook_task=jobs.NotebookTask(notebook_path=NB + "publish"))])
+    waiter = workspace.jobs.run_now(job_id=job.job_id, job_parameters={"day": "tue"})
+    clock.advance(60)
+    # The SDK's waiter treats INTERNAL_ERROR as a failure: that is how a failed task surfaces.
+    with pytest.raises(OperationFailed, match="Task flaky_publish failed with message"):
+        waiter.result(timeout=timedelta(seconds=30))
+    run = workspace.jobs.get_run(waiter.run_id, include_history=True)
+    assert [(t.task_key, t.state.result_state.value) for t in run.tasks] == [
+        ("ingest", "SUCCESS"), ("score", "SUCCESS"), ("flaky_publish", "FAILED")]
+    assert run.job_parameters == [jobs.JobParameter(name="day", default="mon", value="tue")]
+    assert run.overriding_parameters is None  # RunParameters has no job_parameters
+    score = next(t for t in run.tasks if t.task_key == "score")
+    assert workspace.jobs.get_run_output(score.run_id).logs
+    repair = workspace.jobs.repair_run(run_id=run.run_id, rerun_all_failed_tasks=True,
+                                       latest_repair_id=run.repair_history[-1].id if len(run.repair_history) > 1
+                                       else None)
+    clock.advance(60)
+    repaired = repair.result(timeout=timedelta(seconds=30))
+    assert repaired.state.result_state == jobs.RunResultState.SUCCESS
+    history = workspace.jobs.get_run(run.run_id, include_history=True).repair_history
+    assert [h.type for h in history] == [jobs.RepairHistoryItemType.ORIGINAL, jobs.RepairHistoryItemType.REPAIR]
+    assert history[1].id == repair.response.repair_id
+
+
+def test_databricks_sdk_reset_and_update(sdk_jobs):
+    workspace, jobs, _ = sdk_jobs
+    job = workspace.jobs.create(name="before", tasks=[jobs.Task(
+        task_key="a", existing_cluster_id="c-1", notebook_task=jobs.NotebookTask(notebook_path=NB + "a"))])
+    workspace.jobs.reset(job.job_id, jobs.JobSettings(name="after", tasks=[jobs.Task(
+        task_key="b", existing_cluster_id="c-1", notebook_task=jobs.NotebookTask(notebook_path=NB + "b"))]))
+    workspace.jobs.update(job.job_id, new_settings=jobs.JobSettings(timeout_seconds=600, tasks=[jobs.Task(
+        task_key="c", existing_cluster_id="c-1", notebook_task=jobs.NotebookTask(notebook_path=NB + "c"))]),
+        fields_to_remove=["tasks/b"])
+    settings = workspace.jobs.get(job.job_id).settings
+    assert (settings.name, settings.timeout_seconds, [t.task_key for t in settings.tasks]) == ("after", 600, ["c"])
+
+
+def test_databricks_sdk_lists_active_runs_across_pages(sdk_jobs, api, emulator):
+    workspace, jobs, _ = sdk_jobs
+    job_id = api.create_job(NB + "slow_etl", max_concurrent_runs=100)
+    run_ids = [api.run_now(job_id) for _ in range(30)]
+    emulator.reset_call_counts()
+    listed = [r.run_id for r in workspace.jobs.list_runs(active_only=True, limit=25)]
+    assert listed == run_ids[::-1]
+    assert emulator.call_counts() == {("GET", "runs/list"): 2}

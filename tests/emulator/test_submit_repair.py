@@ -152,7 +152,6 @@ def test_repair_with_new_job_parameters(api, clock, failed_run):
                                     "job_parameters": {"day": "fri"}}))
     run = api.run(failed_run)
     assert run["job_parameters"] == [{"name": "day", "default": "mon", "value": "fri"}]
-    assert run["overriding_parameters"] == {"job_parameters": {"day": "fri"}}
     assert run["tasks"][3]["notebook_task"]["base_parameters"] == {"day": "fri"}
 
 
