@@ -151,6 +151,17 @@ class Store:
         self._register(child)
         return child
 
+    def _replan(self, run: Run) -> None:
+        """Plan a changed run again at once, so the runs it starts or no longer starts follow now."""
+        run.invalidate()
+        run.plan()
+
+    def abandon(self, child: Run) -> None:
+        """A planned run_job_task run whose task will not start after all: it never existed."""
+        child.abandoned = True
+        self._maybe_active.pop(child.run_id, None)
+        self.watched.pop(child.run_id, None)
+
     # -- jobs -------------------------------------------------------------------------------------
     def _job_exists(self, job_id: int) -> bool:
         return job_id in self.jobs
@@ -308,7 +319,7 @@ class Store:
             for run in self.runs_by_job.get(job.job_id, []):
                 if not run.is_terminal(now):
                     run.timeout_seconds = float(new_timeout)
-                    run.invalidate()
+                    self._replan(run)
 
     def delete_job(self, body: dict) -> dict:
         job_id = _as_int(check.require_map(body).get("job_id"), "job_id")
@@ -513,7 +524,7 @@ class Store:
         queue = body.get("queue") if isinstance(body.get("queue"), dict) else job.settings.get("queue") or {}
         if queue.get("enabled") and limit > 0:
             run.queue_until = _slot_time([r.end_time for r in active], limit, now)
-            run.invalidate()
+            run.invalidate()  # not registered yet: _register plans it
         else:
             run.skipped_outcome = Outcome(
                 "SKIPPED", "MAXIMUM_CONCURRENT_RUNS_REACHED",
@@ -530,7 +541,7 @@ class Store:
                 start = _slot_time(ahead, limit, now)
                 if start < run.queue_until:
                     run.queue_until = start
-                    run.invalidate()
+                    self._replan(run)
 
     # -- repair ------------------------------------------------------------------------------------------
     def repair_run(self, body: dict, version: str) -> dict:
@@ -791,7 +802,7 @@ class Store:
         if outcome is not None or state == "TERMINATING" or run.canceled_at is not None or run.created_at > now:
             return
         run.rounds[-1].canceled_at = now
-        run.invalidate()
+        self._replan(run)
         for child in list(run.children.values()):
             if child.created_at <= now:
                 self._cancel(child, now)
@@ -805,7 +816,7 @@ class Store:
         if life == "TERMINATING" or attempt.key in rnd.task_cancels or rnd.canceled_at is not None:
             return
         rnd.task_cancels[attempt.key] = now
-        run.invalidate()
+        self._replan(run)
         if attempt.child is not None and attempt.child.created_at <= now:
             self._cancel(attempt.child, now)
         self._replan_queue(run.job_id, now)

@@ -233,6 +233,8 @@ class Host(Protocol):
     def spawn_child(self, parent: "Run", attempt_key: tuple, start: float, task: dict,
                     parent_task_run_id: int) -> "Run | None": ...
 
+    def abandon(self, child: "Run") -> None: ...
+
 
 @dataclass(eq=False)
 class Run:
@@ -356,6 +358,10 @@ def _build_plan(run: Run) -> Plan:
     for rp in round_plans:
         position = {k: i for i, k in enumerate(run.display_order)}
         attempts.extend(sorted(rp.attempts, key=lambda a: (position.get(a.key, 0), a.number)))
+    used = {(a.round, a.key, a.number) for a in attempts if a.child is not None}
+    for slot, child in run.children.items():
+        if slot not in used and not child.abandoned:
+            run.host.abandon(child)  # the task that would have started it never starts now
     final = round_plans[-1]
     return Plan(attempts, {a.run_id: a for a in attempts}, dict(latest), round_plans, final.end, final.outcome)
 

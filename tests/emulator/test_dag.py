@@ -301,3 +301,14 @@ def test_run_now_only_runs_the_named_tasks(api, clock):
     run = api.run(api.run_now(job_id, only=["b", "c"]))
     assert sorted(t["task_key"] for t in run["tasks"]) == ["b", "c"]
     assert tasks_by_key(run)["b"]["state"]["life_cycle_state"] == "PENDING"  # its dependency is not in the run
+
+
+def test_a_run_job_task_that_never_starts_leaves_no_run_behind(api, clock):
+    child_job = create(api, notebook("main"))
+    run_id = api.run_now(create(api, notebook("prep"), {"task_key": "trigger", **after("prep"),
+                                                        "run_job_task": {"job_id": child_job}}))
+    clock.advance(1)
+    api.ok(api.post("runs/cancel", {"run_id": run_id}))
+    clock.advance(60)
+    assert "runs" not in api.ok(api.get("runs/list", job_id=child_job))
+    assert results(api.run(run_id))["trigger"] == ("TERMINATED", "CANCELED")
