@@ -1288,7 +1288,7 @@ class ReplayHost:
             for op, outcome in zip(batch, result.get("results") or []):
                 if outcome.get("isError"):
                     log.warning("entity %s@%s: operation %s failed: %s", record.name, record.key,
-                                op["name"], outcome.get("result"))
+                                op["name"], _loads(outcome.get("result")))
 
     def _invoke_timer_trigger(self, trigger: _TimerTrigger, due: float) -> None:
         from azure.functions.timer import TimerRequestConverter

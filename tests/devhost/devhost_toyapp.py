@@ -259,6 +259,7 @@ def counter_entity(context: df.DurableEntityContext):
         raise ValueError("refused")
     elif operation == "delete":
         context.destruct_on_exit()
+        return  # set_result would make it exist again
     context.set_result(value)
 
 
