@@ -373,10 +373,13 @@ class ReplayHost:
             path = self._host_json_override or host_json_for(app)
             self.durable_options = DurableOptions.from_host_json(path)
 
-    def replace_app(self, new_app) -> None:
+    def replace_app(self, new_app, *, durable_options: Optional[DurableOptions] = None) -> None:
         """Deploy new code: instances and histories stay, the next episode runs ``new_app``'s
-        functions (a redeploy). Instances a version check rejected get another chance."""
+        functions (a redeploy) with its host.json (or ``durable_options``). Instances a version
+        check rejected get another chance."""
         with self._step_lock, self._cond:
+            if durable_options is not None:
+                self._durable_override = durable_options
             self._load_app(new_app)
             for inst in self._instances.values():
                 inst.version_blocked = False

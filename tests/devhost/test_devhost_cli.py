@@ -7,10 +7,11 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
 import requests
 
 from devhost.demo import run_demo
-from devhost.serve import DEV_TOKEN, start_stack
+from devhost.serve import DEV_TOKEN, load_local_settings, start_stack
 
 HERE = Path(__file__).resolve().parent
 REPO = HERE.parent.parent
@@ -71,3 +72,61 @@ def test_serve_cli_prints_app_url_first_and_stops_on_sigterm(tmp_path):
     finally:
         proc.send_signal(signal.SIGTERM)
         assert proc.wait(timeout=10) == 0
+
+
+def test_local_settings_values_become_environment_unless_already_set(tmp_path):
+    (tmp_path / "local.settings.json").write_text(json.dumps({
+        "IsEncrypted": False, "Values": {"A_SETTING": "from-file", "KEPT": "from-file"}}))
+    environ = {"KEPT": "from-env"}
+    applied = load_local_settings(str(tmp_path), environ)
+    assert environ == {"A_SETTING": "from-file", "KEPT": "from-env"}
+    assert applied == {"A_SETTING": "from-file"}
+    assert load_local_settings(str(tmp_path / "missing"), {}) == {}
+    (tmp_path / "local.settings.json").write_text(json.dumps({"IsEncrypted": True, "Values": {}}))
+    with pytest.raises(ValueError, match="encrypted"):
+        load_local_settings(str(tmp_path), {})
+
+
+def test_serve_reads_local_settings_logs_workflow_events_and_never_prints_secrets(tmp_path):
+    (tmp_path / "toyapp.py").write_text(
+        "import sys\n"
+        f"sys.path.insert(0, {str(HERE)!r})\n"
+        "from devhost_toyapp import make_app\n"
+        "app = make_app()\n")
+    secret = "dapi0123456789abcdef0123456789abcdef"
+    (tmp_path / "local.settings.json").write_text(json.dumps({"IsEncrypted": False, "Values": {
+        "DATABRICKS_HOST": "https://adb-1.2.azuredatabricks.net", "DATABRICKS_AUTH": "pat",
+        "DATABRICKS_TOKEN": secret}}))
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("DATABRICKS_", "DEVHOST_"))}
+    env["PYTHONPATH"] = str(REPO)
+    proc = subprocess.Popen([sys.executable, "-m", "devhost", "serve", "--port", "0",
+                             "--app", "toyapp:app"], cwd=tmp_path, env=env,
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        base = proc.stdout.readline().split()[-1]
+        lines = [proc.stdout.readline() for _ in range(3)]
+        r = requests.post(f"{base}/api/start/sequence", json=["cli"], timeout=10)
+        iid = r.json()["id"]
+        for _ in range(500):
+            if requests.get(f"{base}/api/status/{iid}", timeout=5).status_code == 200:
+                break
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        out, err = proc.communicate(timeout=10)
+    stdout = "".join(lines) + out
+    assert "databricks        https://adb-1.2.azuredatabricks.net (auth: pat)" in stdout
+    assert "settings          3 value(s) from local.settings.json" in stdout
+    assert secret not in stdout and secret not in err
+    # The default level shows one line per workflow event, like the host console.
+    assert f"sequence (Orchestrator) instance {iid} started." in err
+    assert f"sequence (Orchestrator) instance {iid} completed. RuntimeStatus: Completed." in err
+    assert "Hello cli" not in err  # no inputs or outputs
+
+
+def test_log_level_is_accepted_after_the_verb():
+    from devhost.__main__ import build_parser
+    args = build_parser().parse_args(["serve", "--log-level", "INFO", "--port", "0"])
+    assert args.log_level == "INFO"
+    args = build_parser().parse_args(["--log-level", "DEBUG", "serve"])
+    assert args.log_level == "DEBUG"
+    assert build_parser().parse_args(["serve"]).log_level is None
