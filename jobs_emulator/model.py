@@ -17,8 +17,8 @@ from typing import Any, Callable
 from . import validation as check
 from . import views
 from .errors import ApiError, invalid, invalid_state
-from .runs import (CANCELED, MAX_RUN_JOB_DEPTH, SUCCESS_RESULTS, TIMED_OUT, Attempt, Outcome,  # noqa: F401
-                   Round, Run, classify, outcome_of)
+from .runs import MAX_RUN_JOB_DEPTH, Attempt, Outcome, Round, Run, classify
+from .runs import CANCELED, SUCCESS_RESULTS, TIMED_OUT, outcome_of  # noqa: F401  (importable here as before)
 from .scenario import Scenario
 from .views import PAGE_SIZE_22, decode_token, encode_token  # noqa: F401  (re-exported names)
 

@@ -604,7 +604,6 @@ def _aggregate(attempts: list, start: float, end: float) -> list:
     segments: list = []
     ran = False
     i, n = 0, len(events)
-    t = start
     while i < n:
         time_point = events[i][0]
         while i < n and events[i][0] == time_point:
@@ -621,5 +620,4 @@ def _aggregate(attempts: list, start: float, end: float) -> list:
                 segments[-1] = (state, segments[-1][1], hi)
             else:
                 segments.append((state, lo, hi))
-        t = hi
     return segments

@@ -33,7 +33,8 @@ def _spawn(*args):
 def test_cli_serves_on_real_time_and_stops_cleanly(tmp_path, sig):
     scenario = tmp_path / "scenario.json"
     scenario.write_text(json.dumps({"rules": [{"match": "*/special", "notebook_result": "special!"}]}))
-    proc, base_url = _spawn("--time-scale", "0.02", "--scenario", str(scenario), "--token", "dev")
+    proc, base_url = _spawn("--time-scale", "0.02", "--scenario", str(scenario), "--token", "dev",
+                            "--max-jobs", "1", "--job-creation-rate-limit", "5", "--job-creation-rate-window", "60")
     try:
         assert base_url.startswith("http://127.0.0.1:") and not base_url.endswith(":0")
         s = requests.Session()
@@ -42,6 +43,8 @@ def test_cli_serves_on_real_time_and_stops_cleanly(tmp_path, sig):
         job = s.post(f"{base_url}/api/2.1/jobs/create", json={"name": "cli", "tasks": [
             {"task_key": "main", "notebook_task": {"notebook_path": "/x/special"}}]}, timeout=5).json()
         run_id = s.post(f"{base_url}/api/2.1/jobs/run-now", json=job, timeout=5).json()["run_id"]
+        second = s.post(f"{base_url}/api/2.1/jobs/create", json={"name": "over the quota"}, timeout=5)
+        assert (second.status_code, second.json()["error_code"]) == (400, "QUOTA_EXCEEDED")
         deadline = time.time() + 5
         while time.time() < deadline:  # 3 s default run scaled to 60 ms
             run = s.get(f"{base_url}/api/2.1/jobs/runs/get", params={"run_id": run_id}, timeout=5).json()
@@ -77,7 +80,9 @@ def test_cli_fault_flags_and_destination(tmp_path):
         assert proc.wait(10) == 0
 
 
-def test_cli_rejects_bad_flags():
-    result = subprocess.run([sys.executable, "-m", "jobs_emulator", "--fault-kinds", "teapot"], cwd=REPO,
+@pytest.mark.parametrize("flags, word", [(["--fault-kinds", "teapot"], "teapot"),
+                                         (["--job-creation-rate-window", "0"], "rate window")])
+def test_cli_rejects_bad_flags(flags, word):
+    result = subprocess.run([sys.executable, "-m", "jobs_emulator", *flags], cwd=REPO,
                             capture_output=True, text=True, timeout=30)
-    assert result.returncode == 2 and "teapot" in result.stderr and "Traceback" not in result.stderr
+    assert result.returncode == 2 and word in result.stderr and "Traceback" not in result.stderr
