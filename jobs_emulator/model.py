@@ -103,7 +103,7 @@ class Store:
         self.task_runs: dict[int, tuple[Run, int, str, int]] = {}  # task run id -> (run, round, key, attempt)
         self.idempotency: dict[str, int] = {}
         self.watched: dict[int, Run] = {}  # runs whose job has webhook notifications still to send
-        self._order: list[tuple[float, int]] = []  # (created_at, run_id), sorted: runs/list order
+        self._order: list[tuple[int, int]] = []  # (start_time ms, run_id), sorted: runs/list order
         self._maybe_active: dict[int, Run] = {}  # runs not yet seen terminal: active_only scans these
         self._creations: deque = deque()  # times of job creations inside the rate window
         self._job_ids = itertools.count(JOB_ID_BASE + 1)
@@ -423,11 +423,12 @@ class Store:
         run.plan()
 
     def _list(self, run: Run) -> None:
-        bisect.insort(self._order, (run.created_at, run.run_id))
+        bisect.insort(self._order, (views.ms(run.created_at), run.run_id))
 
     def _unlist(self, run: Run) -> None:
-        i = bisect.bisect_left(self._order, (run.created_at, run.run_id))
-        if i < len(self._order) and self._order[i] == (run.created_at, run.run_id):
+        key = (views.ms(run.created_at), run.run_id)
+        i = bisect.bisect_left(self._order, key)
+        if i < len(self._order) and self._order[i] == key:
             del self._order[i]
 
     def _existing_run(self, token: str | None) -> dict | None:
@@ -726,7 +727,7 @@ class Store:
                 keys = sorted(((views.ms(r.created_at), r.run_id) for r in self.runs_by_job.get(job_id, [])),
                               reverse=True)
             else:
-                keys = [(views.ms(t), rid) for t, rid in reversed(self._order)]
+                keys = self._order[::-1]
             if direction == "next":
                 if cursor is not None:
                     keys = keys[_first_below(keys, tuple(cursor)):]
