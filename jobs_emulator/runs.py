@@ -347,12 +347,13 @@ class Run:
 # -- planning ------------------------------------------------------------------------------------
 
 def _build_plan(run: Run) -> Plan:
-    if run.skipped_outcome is not None:
-        rp = RoundPlan(0, run.created_at, run.created_at, run.created_at, run.skipped_outcome, [], [], [])
-        return Plan([], {}, {}, [rp], run.created_at, run.skipped_outcome)
     latest: dict[str, Attempt] = {}
     round_plans = []
     for rnd in run.rounds:
+        if rnd.index == 0 and run.skipped_outcome is not None:  # skipped at run-now: no task ran
+            t = run.created_at
+            round_plans.append(RoundPlan(0, t, t, t, run.skipped_outcome, [], [], []))
+            continue
         round_plans.append(_plan_round(run, rnd, latest))
     attempts = []
     for rp in round_plans:

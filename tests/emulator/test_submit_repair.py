@@ -202,3 +202,15 @@ def test_repair_ends_with_a_webhook_of_its_own(make_emulator, webhook_receiver, 
     api.ok(api.post("runs/repair", {"run_id": run_id, "rerun_all_failed_tasks": True}))
     clock.advance(10)
     assert [r["json"]["event_type"] for r in webhook_receiver.received] == ["jobs.on_failure", "jobs.on_success"]
+
+
+def test_a_run_skipped_for_concurrency_can_be_repaired(api, clock):
+    job_id = api.create_job(version="2.1")
+    api.run_now(job_id)
+    skipped = api.run_now(job_id)
+    assert api.life(skipped) == ("SKIPPED", "MAXIMUM_CONCURRENT_RUNS_REACHED") and api.run(skipped)["tasks"] == []
+    assert api.post("runs/repair", {"run_id": skipped, "rerun_all_failed_tasks": True}).status_code == 400
+    clock.advance(10)
+    api.ok(api.post("runs/repair", {"run_id": skipped, "rerun_tasks": ["main"]}))
+    clock.advance(10)
+    assert api.life(skipped) == ("TERMINATED", "SUCCESS")
