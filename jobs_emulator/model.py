@@ -18,7 +18,6 @@ from . import validation as check
 from . import views
 from .errors import ApiError, invalid, invalid_state
 from .runs import MAX_RUN_JOB_DEPTH, Attempt, Outcome, Round, Run, classify
-from .runs import CANCELED, SUCCESS_RESULTS, TIMED_OUT, outcome_of  # noqa: F401  (importable here as before)
 from .scenario import Scenario
 from .views import PAGE_SIZE_22, decode_token, encode_token  # noqa: F401  (re-exported names)
 
