@@ -1,6 +1,7 @@
 """Fixtures for the Databricks client, credentials and activities: clean process state, settings
-from a controlled environment, a scriptable loopback HTTP server and a loopback stand-in of the
-App Service managed-identity endpoint. Everything listens on 127.0.0.1 only."""
+from a controlled environment, a scriptable loopback HTTP server, a loopback stand-in of the
+App Service managed-identity endpoint, and the Jobs API emulator on a virtual clock. Everything
+listens on 127.0.0.1 only."""
 from __future__ import annotations
 
 import json
@@ -13,7 +14,12 @@ from urllib.parse import parse_qs, urlsplit
 import pytest
 
 import databricks_jobs
-from databricks_jobs.settings import SETTINGS
+from databricks_jobs import client as client_module
+from databricks_jobs.credentials import get_token_provider
+from databricks_jobs.settings import SETTINGS, get_settings
+from dbx_emulator_support import RETRY_AFTER, T0, TOKEN
+from devhost.clock import VirtualClock
+from jobs_emulator import Faults, JobsEmulator
 
 DATABRICKS_HOST = "https://adb-1234567890123456.7.azuredatabricks.net"
 TEST_PAT = "dapi-test-pat-0123456789abcdef"
@@ -232,3 +238,41 @@ class StubTokens:
 @pytest.fixture
 def stub_tokens() -> StubTokens:
     return StubTokens()
+
+
+# -- the Jobs API emulator (constants and helpers: dbx_emulator_support.py) -------------------------
+
+@pytest.fixture(params=["2.1", "2.2"])
+def api_version(request):
+    return request.param
+
+
+@pytest.fixture
+def vclock():
+    return VirtualClock(T0)
+
+
+@pytest.fixture
+def emulator(vclock):
+    emu = JobsEmulator(clock=vclock.now, tokens={TOKEN}, faults=Faults(retry_after=RETRY_AFTER))
+    emu.start(port=0)
+    yield emu
+    emu.stop()
+
+
+@pytest.fixture
+def emulator_client(monkeypatch, emulator, api_version, sleeps):
+    """The client built from settings exactly as get_jobs_client() builds it, except that its retry
+    waits are recorded (SleepRecorder) instead of slept; installed as the process-wide client so
+    the activities use it too."""
+    databricks_jobs.reset_all()
+    monkeypatch.setenv("DATABRICKS_HOST", emulator.base_url)
+    monkeypatch.setenv("DATABRICKS_AUTH", "pat")
+    monkeypatch.setenv("DATABRICKS_TOKEN", TOKEN)
+    monkeypatch.setenv("DATABRICKS_JOBS_API_VERSION", api_version)
+    monkeypatch.setenv("DATABRICKS_RETRY_MAX_SECONDS", "30")
+    built = client_module.JobsClient.from_settings(get_settings(), get_token_provider(), sleep_func=sleeps,
+                                                   clock=sleeps.clock)
+    client_module._client.override(built)
+    yield built
+    databricks_jobs.reset_all()

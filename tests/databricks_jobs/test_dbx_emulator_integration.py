@@ -3,7 +3,8 @@ loopback, for Jobs API 2.1 and 2.2: the operations the workflow uses, the errors
 and the retry policy meeting injected faults (429, 500, dropped connections, lost replies).
 
 Retry waits go through the client's injectable sleep (recorded, not slept) and the emulator runs on
-a virtual clock, so every test takes milliseconds of wall time."""
+a virtual clock, so every test takes milliseconds of wall time. The emulator fixtures are in
+conftest.py; the activities against the emulator are in test_dbx_activities_emulator.py."""
 from __future__ import annotations
 
 import json
@@ -11,69 +12,16 @@ import json
 import pytest
 
 import databricks_jobs
-from activities.jobs import INSTANCE_TAG, RUN_KEY_TAG, createJob, runJobNow
-from databricks_jobs import client as client_module
 from databricks_jobs import DatabricksApiError
-from databricks_jobs.client import LIST_PAGE_SIZE, JobsClient, get_jobs_client, newest_repair_id
-from databricks_jobs.credentials import get_token_provider
+from databricks_jobs.client import LIST_PAGE_SIZE, get_jobs_client, newest_repair_id
 from databricks_jobs.errors import TRANSPORT_ERROR_CODE, TRANSPORT_ERROR_STATUS
-from databricks_jobs.settings import get_settings
-from devhost.clock import VirtualClock
-from jobs_emulator import MULTI_TASK_OUTPUT_MESSAGE, Behavior, Faults, JobsEmulator, Scenario
-
-T0 = 1_767_225_600.0  # 2026-01-01T00:00:00Z
-TOKEN = "dapi-emulator-integration-0123456789abcdef"
-RETRY_AFTER = 3  # what the emulator's 429/503 ask for; distinct from any backoff value
-CLUSTER = "0923-164208-meows279"
-
-
-def notebook_job(name, *, tasks=1, tags=None, path="/Workspace/Users/me@contoso.com/load"):
-    settings = {"name": name, "tasks": [
-        {"task_key": f"t{i:03d}" if tasks > 1 else "main", "existing_cluster_id": CLUSTER,
-         "notebook_task": {"notebook_path": path}} for i in range(tasks)]}
-    if tags:
-        settings["tags"] = tags
-    return settings
-
-
-@pytest.fixture(params=["2.1", "2.2"])
-def api_version(request):
-    return request.param
+from dbx_emulator_support import RETRY_AFTER, TOKEN, calls, notebook_job
+from jobs_emulator import MULTI_TASK_OUTPUT_MESSAGE, Behavior, Scenario
 
 
 @pytest.fixture
-def vclock():
-    return VirtualClock(T0)
-
-
-@pytest.fixture
-def emulator(vclock):
-    emu = JobsEmulator(clock=vclock.now, tokens={TOKEN}, faults=Faults(retry_after=RETRY_AFTER))
-    emu.start(port=0)
-    yield emu
-    emu.stop()
-
-
-@pytest.fixture
-def client(monkeypatch, emulator, api_version, sleeps):
-    """The client built from settings exactly as get_jobs_client() builds it, except that its retry
-    waits are recorded (SleepRecorder) instead of slept; installed as the process-wide client so
-    the activities use it too."""
-    databricks_jobs.reset_all()
-    monkeypatch.setenv("DATABRICKS_HOST", emulator.base_url)
-    monkeypatch.setenv("DATABRICKS_AUTH", "pat")
-    monkeypatch.setenv("DATABRICKS_TOKEN", TOKEN)
-    monkeypatch.setenv("DATABRICKS_JOBS_API_VERSION", api_version)
-    monkeypatch.setenv("DATABRICKS_RETRY_MAX_SECONDS", "30")
-    built = JobsClient.from_settings(get_settings(), get_token_provider(), sleep_func=sleeps, clock=sleeps.clock)
-    client_module._client.override(built)
-    yield built
-    databricks_jobs.reset_all()
-
-
-def calls(emulator, suffix, method=None):
-    return [r for r in emulator.request_log
-            if r["path"].endswith(suffix) and (method is None or r["method"] == method)]
+def client(emulator_client):
+    return emulator_client
 
 
 # -- the settings-built client ---------------------------------------------------------------
@@ -273,43 +221,6 @@ def test_transient_failures_of_a_get_are_retried(client, emulator, kind):
     emulator.faults.script(kind, kind, path="*/jobs/get")
     assert client.get_job(job_id)["job_id"] == job_id
     assert [r["fault"] for r in calls(emulator, "/jobs/get")] == [kind, kind, None]
-
-
-# -- the activities against the emulator -----------------------------------------------------
-
-CREATE_INPUT = {"instanceId": "instance-abc", "runKey": "run-key-abc", "jobName": "nightly-load", "taskKey": "main",
-                "notebookPath": "/Workspace/Users/me@contoso.com/load", "existingClusterId": CLUSTER}
-
-
-def test_create_job_activity_twice_for_one_instance_creates_one_job(client, emulator):
-    first = createJob(dict(CREATE_INPUT))
-    second = createJob(dict(CREATE_INPUT))
-    assert first == {"jobId": first["jobId"], "created": True, "webhooks": False}
-    assert second == {"jobId": first["jobId"], "created": False, "webhooks": False}
-    assert list(emulator.jobs) == [first["jobId"]]
-    assert emulator.jobs[first["jobId"]]["settings"]["tags"] == {INSTANCE_TAG: "instance-abc",
-                                                                 RUN_KEY_TAG: "run-key-abc"}
-    assert len(calls(emulator, "/jobs/create")) == 1
-    # Another workflow run with the same job name gets its own job: the run key, not the name, decides.
-    other = createJob({**CREATE_INPUT, "instanceId": "instance-xyz", "runKey": "run-key-xyz"})
-    assert other["created"] and other["jobId"] != first["jobId"]
-
-
-def test_create_job_activity_repeated_after_a_lost_create_reply_finds_the_job(client, emulator):
-    emulator.faults.script("drop_after", path="*/jobs/create")
-    with pytest.raises(DatabricksApiError):
-        createJob(dict(CREATE_INPUT))  # the job exists but the activity could not learn its id
-    again = createJob(dict(CREATE_INPUT))  # what the orchestrator's activity retry does
-    assert again["created"] is False and list(emulator.jobs) == [again["jobId"]]
-
-
-def test_run_job_now_activity_twice_returns_the_same_run(client, emulator):
-    job_id = createJob(dict(CREATE_INPUT))["jobId"]
-    first = runJobNow({"runKey": "run-key-abc", "jobId": job_id, "notebookParams": {"day": "mon"}})
-    second = runJobNow({"runKey": "run-key-abc", "jobId": job_id, "notebookParams": {"day": "mon"}})
-    assert first == second == {"runId": first["runId"]}
-    assert list(emulator.runs) == [first["runId"]]
-    assert emulator.run(first["runId"])["overriding_parameters"] == {"notebook_params": {"day": "mon"}}
 
 
 # -- the operations of issues 9 and 10 against the emulator ------------------------------------
