@@ -2,12 +2,14 @@
 
 HTTP routes use function-level keys, except two that set their own level: the Databricks
 notification endpoint (HTTP Basic, docs/callers.md) and the OpenAPI document (no secret in it).
-The orchestrator and activities have no public surface; a daily timer purges finished workflows' history."""
+The orchestrator, activities and the registry entity have no public surface; one timer watches the
+workspace's runs for every waiting workflow, another purges finished workflows' history."""
 import azure.durable_functions as df
 import azure.functions as func
 
 from activities.jobs import bp as activities_bp
 from activities.notifications import bp as notifications_bp
+from entities.awaited_runs import bp as awaited_runs_bp
 from orchestrators.create_job_and_run import bp as orchestrator_bp
 from triggers.databricks_webhook import bp as databricks_webhook_bp
 from triggers.event_grid import bp as event_grid_bp
@@ -15,8 +17,9 @@ from triggers.http_api import bp as http_api_bp
 from triggers.maintenance import bp as maintenance_bp
 from triggers.openapi import bp as openapi_bp
 from triggers.queue_trigger import bp as queue_trigger_bp
+from triggers.run_watcher import bp as run_watcher_bp
 
 app = df.DFApp(http_auth_level=func.AuthLevel.FUNCTION)
-for blueprint in (orchestrator_bp, activities_bp, notifications_bp, http_api_bp, event_grid_bp, queue_trigger_bp,
-                  databricks_webhook_bp, openapi_bp, maintenance_bp):
+for blueprint in (orchestrator_bp, activities_bp, notifications_bp, awaited_runs_bp, http_api_bp, event_grid_bp,
+                  queue_trigger_bp, databricks_webhook_bp, run_watcher_bp, openapi_bp, maintenance_bp):
     app.register_functions(blueprint)

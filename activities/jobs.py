@@ -1,66 +1,172 @@
 """Activity functions over `databricks_jobs.client.JobsClient` (names and shapes: docs/design.md).
 
-Activities run at least once, so each is safe to repeat: createJob finds the job an earlier
-attempt created (by name and `durable_run_key` tag) and runJobNow sends the run key as its
-idempotency token. The run key is drawn once per workflow run by the orchestrator
-(`context.new_uuid()`, deterministic on replay), not the instance id itself: an instance id can be
-used again once its history is purged, and must then not find the old job and run. Inputs and outputs are small camelCase dicts and never carry a secret;
-errors propagate as `DatabricksApiError`, whose text the orchestrator classifies."""
+Activities run at least once, so each is safe to repeat:
+- createJob finds the job it would create before creating it. A shared job (the default) is found by
+  name and the fingerprint of its settings, so 1,000 workflows of one definition use one saved job;
+  a private job (deleteJobOnCompletion) by name and the workflow run's key;
+- runJobNow and submitRun send the workflow run's key as their idempotency token;
+- repairRun reads the run's repair history first, so a repeat returns the repair already made;
+- cancelRun and deleteJob are idempotent on Databricks' side.
+The run key is drawn once per workflow run by the orchestrator (`context.new_uuid()`, stable on
+replay), not the instance id: an instance id can be used again once its history is purged, and must
+then not find the old job and run. Inputs and outputs are small camelCase dicts and never carry a
+secret; errors state their kind (docs/design.md, "Errors across an activity boundary")."""
 from __future__ import annotations
 
 import json
 import logging
-from typing import Any, Dict, Mapping, Optional
+import threading
+from typing import Any, Dict, List, Mapping, Optional
 
 import azure.durable_functions as df
 
-from databricks_jobs.client import get_jobs_client
-from databricks_jobs.errors import DatabricksApiError
-from databricks_jobs.settings import get_settings
+from workflow.jobspec import DEFINITION_TAG, RUN_KEY_TAG, fingerprint
 from workflow.policy import run_idempotency_token
 
 log = logging.getLogger(__name__)
 
 bp = df.Blueprint()
 
-INSTANCE_TAG = "durable_instance_id"  # maps a webhook notification back to its instance
-RUN_KEY_TAG = "durable_run_key"  # identifies the job of one workflow run (an instance id can be reused)
 WEBHOOK_EVENTS = ("on_start", "on_success", "on_failure")
-# The workflow's own deadline cancels the run; the job's timeout, a little later, is the backstop
-# that stops the run even if the workflow is gone (terminated, purged, its app deleted).
-JOB_TIMEOUT_MARGIN_SECONDS = 300
+TASK_TYPES = ("notebook_task", "spark_python_task", "python_wheel_task", "sql_task", "run_job_task",
+              "spark_jar_task", "spark_submit_task", "pipeline_task", "dbt_task", "for_each_task",
+              "condition_task", "clean_rooms_notebook_task", "dashboard_task", "power_bi_task")
 
 
-def instance_tag_value(instance_id: str) -> str:
-    """Tag value naming the orchestration instance: the id itself, or its sha256 when longer than
-    64 characters. The same rule as the run-now token keeps it within Databricks' tag value limit
-    (tags follow cluster-tag limits) and makes both identifiers recognisable together."""
-    return run_idempotency_token(instance_id)
+def _client():
+    from databricks_jobs.client import get_jobs_client  # lazy: keeps requests out of the app's cold start
+    return get_jobs_client()
 
 
-def job_settings(request: Mapping[str, Any], notification_destination_id: Optional[str]) -> Dict[str, Any]:
-    """jobs/create body: one notebook task on an existing cluster, tagged with the instance."""
-    notebook_task: Dict[str, Any] = {"notebook_path": _required(request, "notebookPath", "createJob")}
-    if request.get("notebookParams"):
-        notebook_task["base_parameters"] = dict(request["notebookParams"])
-    settings: Dict[str, Any] = {
-        "name": _required(request, "jobName", "createJob"),
-        "tasks": [{
-            "task_key": _required(request, "taskKey", "createJob"),
-            "existing_cluster_id": _required(request, "existingClusterId", "createJob"),
-            "notebook_task": notebook_task,
-        }],
-        "tags": {INSTANCE_TAG: instance_tag_value(_required(request, "instanceId", "createJob")),
-                 RUN_KEY_TAG: run_idempotency_token(_required(request, "runKey", "createJob"))},
-    }
-    if request.get("timeoutSeconds"):
-        settings["timeout_seconds"] = int(request["timeoutSeconds"]) + JOB_TIMEOUT_MARGIN_SECONDS
+def _settings():
+    from databricks_jobs.settings import get_settings
+    return get_settings()
+
+
+# -- createJob: one saved job per definition ----------------------------------------------------
+
+class _KnownJobs:
+    """definition fingerprint -> job id, for this process. A hit costs no Jobs API call; a job
+    deleted under us is forgotten when run-now finds it gone (runJobNow's `staleJobId`)."""
+
+    def __init__(self) -> None:
+        self._ids: Dict[str, int] = {}
+        self._lock = threading.Lock()
+
+    def get(self, key: str) -> Optional[int]:
+        with self._lock:
+            return self._ids.get(key)
+
+    def put(self, key: str, job_id: int) -> None:
+        with self._lock:
+            self._ids[key] = job_id
+
+    def forget_job(self, job_id: int) -> None:
+        with self._lock:
+            for key in [k for k, v in self._ids.items() if v == job_id]:
+                del self._ids[key]
+
+    def clear(self) -> None:
+        with self._lock:
+            self._ids.clear()
+
+
+known_jobs = _KnownJobs()
+
+
+def job_settings(job: Mapping[str, Any], *, tag: tuple, notification_destination_id: Optional[str]) -> Dict[str, Any]:
+    """The jobs/create body: the plan's settings, the app's tag, and webhooks when configured."""
+    settings = dict(job)
+    settings["tags"] = {**(job.get("tags") or {}), tag[0]: tag[1]}
     if notification_destination_id:
-        settings["webhook_notifications"] = {
-            event: [{"id": notification_destination_id}] for event in WEBHOOK_EVENTS
-        }
+        settings["webhook_notifications"] = {event: [{"id": notification_destination_id}] for event in WEBHOOK_EVENTS}
     return settings
 
+
+@bp.activity_trigger(input_name="request", activity="createJob")
+def createJob(request: Any) -> Dict[str, Any]:
+    request = activity_input(request)
+    job = _required(request, "job", "createJob")
+    destination = _settings().notification_destination_id
+    if request.get("private"):
+        tag = (RUN_KEY_TAG, run_idempotency_token(_required(request, "runKey", "createJob")))
+    else:
+        # The fingerprint covers the settings as created, webhooks included.
+        tag = (DEFINITION_TAG, fingerprint(job_settings(job, tag=(DEFINITION_TAG, ""), notification_destination_id=destination)))
+    settings = job_settings(job, tag=tag, notification_destination_id=destination)
+    cache_key = f"{_settings().host}\x00{tag[1]}"
+    if request.get("staleJobId"):
+        known_jobs.forget_job(int(request["staleJobId"]))
+    elif not request.get("private"):
+        job_id = known_jobs.get(cache_key)
+        if job_id is not None:
+            return {"jobId": job_id, "created": False, "webhooks": bool(destination)}
+    client = _client()
+    found = _same_jobs(client, settings["name"], tag, exclude=request.get("staleJobId"))
+    if found:
+        job_id, created = found[0], False
+    else:
+        mine = client.create_job(settings)
+        # Two first starts of one definition may both have created it. Everyone uses the oldest
+        # (lowest id) and a creator whose job is not the oldest deletes its own, before any run.
+        found = _same_jobs(client, settings["name"], tag, exclude=request.get("staleJobId")) or [mine]
+        job_id, created = found[0], found[0] == mine
+        if mine != found[0]:
+            _delete_quietly(client, mine)
+            log.info("createJob: job %s duplicated job %s of the same definition and was deleted", mine, found[0])
+    if not request.get("private"):
+        known_jobs.put(cache_key, job_id)
+    log.info("createJob: %s job %s for %s", "created" if created else "reused", job_id, request.get("instanceId"))
+    return {"jobId": job_id, "created": created, "webhooks": bool(destination)}
+
+
+def _same_jobs(client, name: str, tag: tuple, exclude: Any = None) -> List[int]:
+    ids = sorted(int(j["job_id"]) for j in client.find_jobs(name, tag=tag))
+    return [i for i in ids if exclude is None or i != int(exclude)]
+
+
+def _delete_quietly(client, job_id: int) -> None:
+    from databricks_jobs.errors import DatabricksApiError
+    try:
+        client.delete_job(job_id)
+    except DatabricksApiError as error:
+        if not _is_gone(error):
+            log.warning("createJob: could not delete duplicate job %s: %s", job_id, error)
+
+
+def _is_gone(error) -> bool:
+    return error.status in (400, 404) and "does not exist" in (error.message or "")
+
+
+# -- starting the run ----------------------------------------------------------------------------
+
+@bp.activity_trigger(input_name="request", activity="runJobNow")
+def runJobNow(request: Any) -> Dict[str, Any]:
+    request = activity_input(request)
+    token = run_idempotency_token(_required(request, "runKey", "runJobNow"))
+    job_id = int(_required(request, "jobId", "runJobNow"))
+    queue = request.get("queue")
+    run_id = _client().run_now(
+        job_id, token, request.get("notebookParams") or None, job_parameters=request.get("jobParameters") or None,
+        queue=None if queue is None else bool(queue.get("enabled", True)))
+    log.info("runJobNow: job %s runs as run %s", job_id, run_id)
+    return {"runId": run_id}
+
+
+@bp.activity_trigger(input_name="request", activity="submitRun")
+def submitRun(request: Any) -> Dict[str, Any]:
+    request = activity_input(request)
+    token = run_idempotency_token(_required(request, "runKey", "submitRun"))
+    body = dict(_required(request, "submit", "submitRun"))
+    destination = _settings().notification_destination_id
+    if destination:
+        body["webhook_notifications"] = {event: [{"id": destination}] for event in WEBHOOK_EVENTS}
+    run_id = _client().submit_run(body, token)
+    log.info("submitRun: one-time run %s (%s)", run_id, body.get("run_name"))
+    return {"runId": run_id, "webhooks": bool(destination)}
+
+
+# -- the run ---------------------------------------------------------------------------------------
 
 def run_summary(run: Mapping[str, Any]) -> Dict[str, Any]:
     """The compact getJobRun output; `resultState` and `status` only when Databricks sent them."""
@@ -79,19 +185,34 @@ def run_summary(run: Mapping[str, Any]) -> Dict[str, Any]:
     summary["startTime"] = run.get("start_time") or 0
     summary["endTime"] = run.get("end_time") or 0
     summary["tasks"] = [_task_summary(task) for task in run.get("tasks") or ()]
+    if run.get("repair_history") is not None:
+        repairs = [item for item in run["repair_history"] if item.get("type") == "REPAIR"]
+        summary["repairs"] = [int(item["id"]) for item in repairs if item.get("id") is not None]
     return summary
 
 
 def _task_summary(task: Mapping[str, Any]) -> Dict[str, Any]:
     state = task.get("state") or {}
-    return {
+    summary = {
         "taskKey": task.get("task_key"),
         "runId": task.get("run_id"),
         "attemptNumber": task.get("attempt_number") or 0,
         "lifeCycleState": state.get("life_cycle_state"),
         "resultState": state.get("result_state"),
         "startTime": task.get("start_time") or 0,
+        "runPageUrl": task.get("run_page_url"),
+        "type": next((t for t in TASK_TYPES if t in task), None),
     }
+    if state.get("state_message"):
+        summary["stateMessage"] = state["state_message"]
+    return summary
+
+
+@bp.activity_trigger(input_name="request", activity="getJobRun")
+def getJobRun(request: Any) -> Dict[str, Any]:
+    request = activity_input(request)
+    run_id = int(_required(request, "runId", "getJobRun"))
+    return run_summary(_client().get_run(run_id, include_history=bool(request.get("includeHistory"))))
 
 
 def output_summary(task_run_id: int, output: Mapping[str, Any]) -> Dict[str, Any]:
@@ -104,67 +225,65 @@ def output_summary(task_run_id: int, output: Mapping[str, Any]) -> Dict[str, Any
         summary["error"] = output["error"]
     if output.get("error_trace"):
         summary["errorTrace"] = output["error_trace"]
+    if "notebook_output" not in output:
+        summary["noNotebookOutput"] = True  # a task that is not a notebook, or that exited without a value
     return summary
-
-
-@bp.activity_trigger(input_name="request", activity="createJob")
-def createJob(request: Any) -> Dict[str, Any]:
-    request = activity_input(request)
-    destination = get_settings().notification_destination_id
-    settings = job_settings(request, destination)
-    client = get_jobs_client()
-    run_key = settings["tags"][RUN_KEY_TAG]
-    for job in client.find_jobs_by_name(settings["name"]):
-        if ((job.get("settings") or {}).get("tags") or {}).get(RUN_KEY_TAG) == run_key:
-            log.info("createJob: instance %s reuses job %s created by an earlier attempt",
-                     request["instanceId"], job["job_id"])
-            return {"jobId": int(job["job_id"]), "created": False, "webhooks": bool(destination)}
-    job_id = client.create_job(settings)
-    log.info("createJob: instance %s created job %s", request["instanceId"], job_id)
-    return {"jobId": job_id, "created": True, "webhooks": bool(destination)}
-
-
-@bp.activity_trigger(input_name="request", activity="runJobNow")
-def runJobNow(request: Any) -> Dict[str, Any]:
-    request = activity_input(request)
-    token = run_idempotency_token(_required(request, "runKey", "runJobNow"))
-    run_id = get_jobs_client().run_now(
-        int(_required(request, "jobId", "runJobNow")), token, request.get("notebookParams") or None)
-    log.info("runJobNow: job %s runs as run %s", request["jobId"], run_id)
-    return {"runId": run_id}
-
-
-@bp.activity_trigger(input_name="request", activity="getJobRun")
-def getJobRun(request: Any) -> Dict[str, Any]:
-    request = activity_input(request)
-    return run_summary(get_jobs_client().get_run(int(_required(request, "runId", "getJobRun"))))
 
 
 @bp.activity_trigger(input_name="request", activity="getJobRunOutput")
 def getJobRunOutput(request: Any) -> Dict[str, Any]:
+    """Output of one task run (`runId`), or of several (`tasks`: [{"taskKey", "runId"}]) in one call."""
     request = activity_input(request)
-    task_run_id = int(_required(request, "runId", "getJobRunOutput"))
-    return output_summary(task_run_id, get_jobs_client().get_run_output(task_run_id))
+    client = _client()
+    if "tasks" not in request:
+        task_run_id = int(_required(request, "runId", "getJobRunOutput"))
+        return output_summary(task_run_id, client.get_run_output(task_run_id))
+    outputs = []
+    for task in request["tasks"]:
+        run_id = int(task["runId"])
+        outputs.append({"taskKey": task["taskKey"], **output_summary(run_id, client.get_run_output(run_id))})
+    return {"tasks": outputs}
+
+
+@bp.activity_trigger(input_name="request", activity="repairRun")
+def repairRun(request: Any) -> Dict[str, Any]:
+    """Rerun the failed tasks of an ended run. `repairsSeen` is how many repairs the workflow has
+    made: when the run's history already shows more, this activity ran before (at least once) and
+    that repair is returned instead of repairing again."""
+    from databricks_jobs.client import newest_repair_id
+
+    request = activity_input(request)
+    run_id = int(_required(request, "runId", "repairRun"))
+    client = _client()
+    run = client.get_run(run_id, include_history=True)
+    done = [item for item in run.get("repair_history") or () if item.get("type") == "REPAIR"]
+    if len(done) > int(request.get("repairsSeen", 0)):
+        return {"runId": run_id, "repairId": int(done[-1]["id"]), "repeated": True}
+    repair_id = client.repair_run(run_id, latest_repair_id=newest_repair_id(run), rerun_all_failed_tasks=True)
+    log.info("repairRun: run %s repaired as repair %s", run_id, repair_id)
+    return {"runId": run_id, "repairId": repair_id, "repeated": False}
 
 
 @bp.activity_trigger(input_name="request", activity="cancelRun")
 def cancelRun(request: Any) -> Dict[str, Any]:
     request = activity_input(request)
     run_id = int(_required(request, "runId", "cancelRun"))
-    get_jobs_client().cancel_run(run_id)
+    _client().cancel_run(run_id)
     log.info("cancelRun: cancellation of run %s requested", run_id)
     return {"runId": run_id, "canceled": True}
 
 
 @bp.activity_trigger(input_name="request", activity="deleteJob")
 def deleteJob(request: Any) -> Dict[str, Any]:
+    from databricks_jobs.errors import DatabricksApiError
+
     request = activity_input(request)
     job_id = int(_required(request, "jobId", "deleteJob"))
     try:
-        get_jobs_client().delete_job(job_id)
+        _client().delete_job(job_id)
     except DatabricksApiError as error:
         # Already gone (an earlier attempt of this activity, or someone else): the goal is met.
-        if not (error.status in (400, 404) and "does not exist" in (error.message or "")):
+        if not _is_gone(error):
             raise
     log.info("deleteJob: job %s deleted", job_id)
     return {"jobId": job_id, "deleted": True}
@@ -175,7 +294,7 @@ def activity_input(request: Any) -> Dict[str, Any]:
     if isinstance(request, (str, bytes)):
         request = json.loads(request)
     if not isinstance(request, dict):
-        raise ValueError(f"activity input must be a JSON object, got {type(request).__name__}")
+        raise ValueError(f"Invalid activity input: expected a JSON object, got {type(request).__name__}")
     return request
 
 

@@ -83,8 +83,9 @@ def run() -> bool:
         databricks_jobs.reset_all()
         get_job_run = getJobRun.build().get_user_function()
         job = createJob.build().get_user_function()({
-            "instanceId": "bench-activity-overhead", "runKey": "bench-run", "jobName": "bench", "taskKey": "main",
-            "notebookPath": "/Workspace/bench/notebook", "existingClusterId": "bench-cluster"})
+            "instanceId": "bench-activity-overhead", "runKey": "bench-run", "private": True, "job": {
+                "name": "bench", "tasks": [{"task_key": "main", "existing_cluster_id": "bench-cluster",
+                                            "notebook_task": {"notebook_path": "/Workspace/bench/notebook"}}]}})
         run_id = runJobNow.build().get_user_function()(
             {"runKey": "bench-run", "jobId": job["jobId"]})["runId"]
 

@@ -34,7 +34,7 @@ def _wait_for_run(poll_interval_seconds: int) -> dict:
     databricks_jobs.reset_all()
     try:
         host = ReplayHost(function_app.app, clock)
-        settings = WorkflowSettings()
+        settings = WorkflowSettings(run_watcher_interval_seconds=0)  # the workflow's own polls
         request = validate_request({"jobName": "bench", "taskKey": "main", "notebookPath": "/Workspace/bench/nb",
                                     "existingClusterId": "0101-000000-bench", "timeoutSeconds": 2 * RUN_SECONDS,
                                     "pollIntervalSeconds": poll_interval_seconds}, settings)

@@ -78,6 +78,10 @@ param workflowMaxBodyBytes string = '65536'
 @allowed(['true', 'false'])
 param workflowDeleteJobOnCompletion string = 'false'
 
+@description('Tick of the workspace run watcher in seconds (a divisor of 60); 0 turns it off.')
+@allowed(['0', '5', '6', '10', '12', '15', '20', '30', '60'])
+param workflowRunWatcherIntervalSeconds string = '15'
+
 param workflowHistoryRetentionDays string = '30'
 @description('Six-field NCRONTAB, in UTC (Flex Consumption has no time zone setting).')
 param workflowPurgeSchedule string = '0 0 3 * * *'
@@ -252,6 +256,7 @@ var appSettings = {
   WORKFLOW_POLLS_PER_EXECUTION: workflowPollsPerExecution
   WORKFLOW_MAX_BODY_BYTES: workflowMaxBodyBytes
   WORKFLOW_DELETE_JOB_ON_COMPLETION: workflowDeleteJobOnCompletion
+  WORKFLOW_RUN_WATCHER_INTERVAL_SECONDS: workflowRunWatcherIntervalSeconds
   WORKFLOW_HISTORY_RETENTION_DAYS: workflowHistoryRetentionDays
   WORKFLOW_PURGE_SCHEDULE: workflowPurgeSchedule
   // The template's queues live in the host storage account, reached through the connection above.

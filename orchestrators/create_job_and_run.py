@@ -22,7 +22,7 @@ from typing import Any, Optional
 
 import azure.durable_functions as df
 
-from workflow import policy
+from workflow import policy, watch
 
 ORCHESTRATOR_NAME = "create_job_and_run"
 CANCEL_EVENT = "cancel"
@@ -89,7 +89,9 @@ class _Run:
         return {
             "startedAt": now.isoformat(),
             "deadline": (now + timedelta(seconds=self.request["timeoutSeconds"])).isoformat(),
-            "polls": 0, "failedPolls": 0, "jobId": None, "runId": None, "run": None, "signals": False,
+            "polls": 0, "failedPolls": 0, "jobId": self.request.get("jobId"), "runId": None, "run": None,
+            # runFinished signals come from the run watcher (when on) or Databricks webhooks.
+            "signals": bool(self.options.get("watcher")), "repairs": [],
             # Names this workflow run's job, run-now token and completion event; stable on replay.
             "runKey": self.context.new_uuid(),
         }
@@ -183,35 +185,69 @@ class _Run:
 
     # -- the steps ----------------------------------------------------------------------------
 
-    def create_job(self):
+    def create_job(self, stale_job_id: Optional[int] = None):
+        """createJob: the saved job for this definition, created only when none exists yet."""
         self.show("createJob")
-        r = self.request
-        job = yield from self.call("createJob", {
-            "instanceId": self.context.instance_id, "runKey": self.progress["runKey"],
-            "jobName": r["jobName"], "taskKey": r["taskKey"], "notebookPath": r["notebookPath"],
-            "existingClusterId": r["existingClusterId"], "notebookParams": r.get("notebookParams") or {},
-            "timeoutSeconds": r["timeoutSeconds"],
-        })
+        payload = {"instanceId": self.context.instance_id, "runKey": self.progress["runKey"],
+                   "job": self.request["job"], "private": self.request.get("deleteJobOnCompletion", False)}
+        if stale_job_id is not None:
+            payload["staleJobId"] = stale_job_id
+        job = yield from self.call("createJob", payload)
         self.progress["jobId"] = job["jobId"]
-        self.progress["signals"] = bool(job.get("webhooks"))
+        self.progress["signals"] = self.progress["signals"] or bool(job.get("webhooks"))
 
     def run_job_now(self):
+        """runJobNow (or, for a one-time run, runs/submit): start THE run of this workflow run."""
         self.show("runJobNow")
-        payload = {"runKey": self.progress["runKey"], "jobId": self.progress["jobId"]}
+        r, p = self.request, self.progress
+        if r["jobSource"] == "oneTime":
+            activity, payload = "submitRun", {"runKey": p["runKey"], "submit": r["submit"]}
+        else:
+            activity = "runJobNow"
+            payload = {"runKey": p["runKey"], "jobId": p["jobId"], "notebookParams": r.get("notebookParams") or {},
+                       "jobParameters": r.get("jobParameters") or {}}
+            if r.get("runQueue") is not None:
+                payload["queue"] = r["runQueue"]
         self.check()  # a cancel that came before run-now prevents the run
         try:
-            run = yield from self.call("runJobNow", payload)
+            run = yield from self.call(activity, payload)
         except Stopped:
             # An attempt was sent and may have started the run. The run key is its idempotency
             # token, so one more call returns that run (or starts it) and it can be cancelled:
             # nothing is left running that the caller asked to stop.
             try:
-                run = yield from self.call_after_end("runJobNow", payload)
-                self.progress["runId"] = run["runId"]
+                run = yield from self.call_after_end(activity, payload)
+                p["runId"] = run["runId"]
             except WorkflowFailed:
-                pass  # Databricks refused run-now: there is no run to stop
+                pass  # Databricks refused it: there is no run to stop
             raise
-        self.progress["runId"] = run["runId"]
+        except WorkflowFailed as failure:
+            if not (r["jobSource"] == "create" and "does not exist" in str(failure) and not p.get("recreated")):
+                raise
+            # The shared job was deleted under us (by hand, or a cleanup): make it again, once.
+            p["recreated"] = True
+            yield from self.create_job(stale_job_id=p["jobId"])
+            yield from self.run_job_now()
+            return
+        p["runId"] = run["runId"]
+        if activity == "submitRun":
+            p["signals"] = p["signals"] or bool(run.get("webhooks"))
+        self.register()
+
+    def register(self) -> None:
+        """Tell the registry of awaited runs which run this workflow waits for, so the run watcher
+        and the webhook endpoint can find it (one fire-and-forget signal, once per workflow run)."""
+        p = self.progress
+        self.context.signal_entity(df.EntityId(watch.REGISTRY_ENTITY, watch.shard_of(p["runId"])), "watch", {
+            "runId": p["runId"], "instanceId": self.context.instance_id, "jobId": p["jobId"],
+            "since": self.now().timestamp()})
+        self.events += 1
+
+    def unregister(self) -> None:
+        p = self.progress
+        if p.get("runId") is not None:
+            self.context.signal_entity(df.EntityId(watch.REGISTRY_ENTITY, watch.shard_of(p["runId"])), "unwatch",
+                                       {"runId": p["runId"]})
 
     def poll_run(self):
         """pollRun: the terminal run summary, or None when this execution should continue as new.
@@ -223,7 +259,7 @@ class _Run:
         next signal and no poll follows another back to back."""
         p = self.progress
         ceiling = self.options["webhookPollIntervalSeconds"] if p["signals"] else self.request["pollIntervalSeconds"]
-        schedule = policy.poll_schedule(webhooks=p["signals"], max_seconds=ceiling)
+        schedule = policy.poll_schedule(signals=p["signals"], max_seconds=ceiling)
         if p["signals"] and self.finished is None:
             self.finished = self.context.wait_for_external_event(RUN_FINISHED_EVENT)
         self.show("pollRun")
@@ -237,7 +273,7 @@ class _Run:
                 signalled = self.take_signal()
                 if not signalled:
                     elapsed = (self.now() - datetime.fromisoformat(p["startedAt"])).total_seconds()
-                    yield from self.sleep(schedule.delay_after(p["polls"], elapsed), wake_on_finish=True)
+                    yield from self.sleep(schedule.delay_at(elapsed), wake_on_finish=True)
                     signalled = self.take_signal()
             run = yield from self.get_run()
             polls_here += 1
@@ -278,18 +314,29 @@ class _Run:
         return run
 
     def fetch_output(self, run: dict):
-        """fetchOutput: get-output needs the TASK run id (the job run id is refused for multi-task
-        runs, which is every job made by jobs/create). Failed runs are fetched for error and trace.
-        The run has ended, so its outcome stands whatever happens here: a cancel has nothing left
-        to stop, and output that cannot be fetched is reported as `outputError`."""
-        task = policy.select_task_run(run, self.request["taskKey"])
-        if task is None or not task.get("runId"):
-            return None
+        """fetchOutput: get-output of every task that ran (latest attempt), with TASK run ids (the
+        job run id is refused for multi-task runs, which is every job made by jobs/create). Failed
+        tasks are fetched for their error and trace. The run has ended, so its outcome stands
+        whatever happens here: a cancel has nothing left to stop, and output that cannot be
+        fetched is reported as `outputError`."""
+        tasks = policy.tasks_that_ran(run)
+        if not tasks:
+            return {}
         self.show("fetchOutput")
         try:
-            return (yield from self.call_after_end("getJobRunOutput", {"runId": task["runId"]}))
+            fetched = yield from self.call_after_end("getJobRunOutput", {
+                "tasks": [{"taskKey": t["taskKey"], "runId": t["runId"]} for t in tasks]})
         except WorkflowFailed as failure:
             return {"outputError": str(failure)}
+        return {t["taskKey"]: t for t in fetched["tasks"]}
+
+    def repair(self, run: dict):
+        """Rerun the failed tasks of the ended run (runs/repair); the workflow keeps waiting."""
+        p = self.progress
+        self.show("repairRun")
+        repaired = yield from self.call("repairRun", {"runId": p["runId"], "repairsSeen": len(p["repairs"])})
+        p["repairs"].append({"repairId": repaired["repairId"], "failedTasks": policy.failed_task_keys(run),
+                             "resultStateBefore": policy.result_state(run)})
 
     def stop_run(self, stop: Stopped) -> dict:
         """Cancel the run (if there is one) and read back its final state."""
@@ -346,31 +393,37 @@ def _event_input(event) -> Any:
 
 def _workflow(run: _Run):
     """The steps; the outputs, or None after continue_as_new."""
-    p = run.progress
+    p, r = run.progress, run.request
     try:
         run.check()
         if p["runId"] is None:
-            if p["jobId"] is None:
+            if p["jobId"] is None and r["jobSource"] == "create":
                 yield from run.create_job()
             yield from run.run_job_now()
-        final = yield from run.poll_run()
-        if final is None:
-            run.continue_as_new()
-            return None
+        while True:
+            final = yield from run.poll_run()
+            if final is None:
+                run.continue_as_new()
+                return None
+            if not policy.should_repair(final, len(p["repairs"]), r["repair"]["maxAttempts"]):
+                break
+            yield from run.repair(final)
         result = policy.result_state(final)
     except Stopped as stop:
         final = yield from run.stop_run(stop)
         own = policy.result_state(final)
         flag = "cancelRequested" if stop.result == policy.CANCELED else "deadlineExceeded"
         if own is None or own == policy.CANCELED:
-            outputs = policy.outputs(job_id=p["jobId"], run_id=p["runId"], result=stop.result, run=final)
+            outputs = policy.outputs(job_id=p["jobId"], run_id=p["runId"], result=stop.result, run=final,
+                                     repairs=p["repairs"])
             outputs[flag] = True
             return outputs
         # The run ended on its own before the cancel took effect: report it as it ended.
         result = own
-    task_output = yield from run.fetch_output(final)
-    outputs = policy.outputs(job_id=p["jobId"], run_id=p["runId"], result=result, run=final, task_output=task_output)
-    if run.request.get("deleteJobOnCompletion"):
+    task_outputs = yield from run.fetch_output(final)
+    outputs = policy.outputs(job_id=p["jobId"], run_id=p["runId"], result=result, run=final,
+                             task_outputs=task_outputs, output_task_key=r.get("taskKey"), repairs=p["repairs"])
+    if r.get("deleteJobOnCompletion") and p["jobId"] is not None:
         run.show("deleteJob")
         try:
             yield from run.call_after_end("deleteJob", {"jobId": p["jobId"]})
@@ -400,6 +453,7 @@ def create_job_and_run(context: df.DurableOrchestrationContext):
     try:
         outputs = yield from _workflow(run)
     except WorkflowFailed as failure:
+        run.unregister()
         if notify:
             # A caller that started us by event or message learns of a failed workflow too.
             yield from _notify(run, policy.failure_outputs(job_id=p["jobId"], run_id=p["runId"], error=str(failure)))
@@ -408,6 +462,7 @@ def create_job_and_run(context: df.DurableOrchestrationContext):
         raise
     if outputs is None:
         return None  # continued as new
+    run.unregister()
     if notify:
         error = yield from _notify(run, outputs)
         if error:

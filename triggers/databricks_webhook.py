@@ -11,29 +11,27 @@ the Functions level: Databricks stores destination passwords write-only, while a
 key in the destination URL would be one more secret readable in the workspace configuration.
 
 Answers: 202 `{"status": "delivered"|"ignored"}`; 401 + WWW-Authenticate; 400/413 malformed;
-503 when Databricks or the Durable store cannot be asked right now. Only `delivered` raises an
-event; nothing here ever starts a workflow.
+503 when the Durable store cannot be asked right now. Only `delivered` raises an event; nothing here
+ever starts a workflow. The run is mapped to its workflow through the registry of awaited runs
+(entities/awaited_runs.py): no Jobs API call per notification.
 """
 from __future__ import annotations
 
-import asyncio
 import base64
 import binascii
 import hmac
 import logging
-import threading
-from collections import OrderedDict
-from typing import Any, Callable, Mapping, Optional
+from typing import Any, Mapping, Optional
 
 import azure.durable_functions as df
 import azure.functions as func
 
-from activities.jobs import INSTANCE_TAG
 from databricks_jobs.errors import ConfigurationError
 from orchestrators.create_job_and_run import RUN_FINISHED_EVENT
 from messaging import settings as caller_settings
 from triggers.http_responses import json_response
 from triggers.starter import RUNNING_STATUSES
+from workflow import watch
 from workflow.inputs import InputError, parse_json_body
 
 log = logging.getLogger(__name__)
@@ -114,54 +112,6 @@ def parse_notification(body: bytes) -> dict:
     return {"eventType": event_type, "jobId": job_id, "runId": run_id}
 
 
-class _JobInstances:
-    """job id -> instance id from the job's tag. A job's tag never changes, so hits are kept (LRU);
-    misses are not, because the job may be looked up before createJob's answer is recorded."""
-
-    def __init__(self, size: int = 1024):
-        self._size = size
-        self._items: "OrderedDict[int, str]" = OrderedDict()
-        self._lock = threading.Lock()
-
-    def get(self, job_id: int, fetch: Callable[[int], Mapping[str, Any]]) -> Optional[str]:
-        with self._lock:
-            if job_id in self._items:
-                self._items.move_to_end(job_id)
-                return self._items[job_id]
-        job = fetch(job_id) or {}
-        tags = (job.get("settings") or {}).get("tags") or job.get("tags") or {}
-        instance_id = tags.get(INSTANCE_TAG)
-        if isinstance(instance_id, str) and instance_id:
-            with self._lock:
-                self._items[job_id] = instance_id
-                while len(self._items) > self._size:
-                    self._items.popitem(last=False)
-            return instance_id
-        return None
-
-    def clear(self) -> None:
-        with self._lock:
-            self._items.clear()
-
-
-job_instances = _JobInstances()
-
-
-def _fetch_job(job_id: int) -> Mapping[str, Any]:
-    from databricks_jobs.client import get_jobs_client  # lazy: settings are read at first use
-    return get_jobs_client().get_job(job_id)
-
-
-# Tests replace this to reach an emulator or a stub.
-fetch_job: Callable[[int], Mapping[str, Any]] = _fetch_job
-
-
-def _not_found(exc: Exception) -> bool:
-    # jobs/get answers 400 INVALID_PARAMETER_VALUE or 404 RESOURCE_DOES_NOT_EXIST for a job that
-    # is not there (deleted, or another workspace's id).
-    return getattr(exc, "status", None) in (400, 403, 404)
-
-
 def _ignored(reason: str, **extra) -> func.HttpResponse:
     log.info("Databricks notification ignored: %s %s", reason, extra or "")
     return json_response(202, {"status": "ignored", "reason": reason, **extra})
@@ -178,29 +128,24 @@ async def handle_notification(req: func.HttpRequest, client: df.DurableOrchestra
 
     if note["eventType"] not in RUN_ENDED_EVENTS:
         return _ignored(f"event type {note['eventType']} does not end a run")
+    # The registry of awaited runs maps the run to its workflow: one read of one entity shard, no
+    # Jobs API call (a job may be shared by many workflows, or absent for a one-time run).
     try:
-        # Blocking HTTP (with the client's sleeping retries) runs off the worker's event loop.
-        instance_id = await asyncio.to_thread(job_instances.get, note["jobId"], fetch_job)
+        registry = await client.read_entity_state(df.EntityId(watch.REGISTRY_ENTITY, watch.shard_of(note["runId"])))
     except Exception as exc:
-        if _not_found(exc):
-            return _ignored("unknown job", jobId=note["jobId"])
-        log.warning("could not read job %s for a notification: %s", note["jobId"], exc)
-        return json_response(503, {"error": "Databricks could not be asked about the job; try again"},
-                     {"Retry-After": "30"})
-    if instance_id is None:
-        return _ignored("job has no durable_instance_id tag", jobId=note["jobId"])
-
+        log.warning("could not read the registry of awaited runs for a notification: %s", exc)
+        return json_response(503, {"error": "the registry of awaited runs could not be read; try again"},
+                             {"Retry-After": "30"})
+    entry = watch.merged([registry.entity_state if registry.entity_exists else None]).get(note["runId"])
+    if entry is None:
+        return _ignored("no workflow waits for this run", runId=note["runId"])
+    instance_id = entry["instanceId"]
     status = await client.get_status(instance_id)
     runtime = getattr(status, "runtime_status", None)
     if runtime is None:
-        return _ignored("no waiting workflow for the job", jobId=note["jobId"])
+        return _ignored("no waiting workflow for the run", runId=note["runId"])
     if runtime not in RUNNING_STATUSES:
-        return _ignored(f"workflow is {runtime.value}", jobId=note["jobId"])
-    custom = status.custom_status if isinstance(status.custom_status, dict) else {}
-    if custom.get("runId") is None or str(custom.get("runId")) != str(note["runId"]):
-        # Not this instance's run (a manual run of the job), or the run id is not recorded yet, in
-        # which case the first poll is about to happen anyway.
-        return _ignored("run is not the one the workflow waits for", runId=note["runId"])
+        return _ignored(f"workflow is {runtime.value}", runId=note["runId"])
 
     try:
         await client.raise_event(instance_id, RUN_FINISHED_EVENT,
@@ -209,7 +154,7 @@ async def handle_notification(req: func.HttpRequest, client: df.DurableOrchestra
         # The instance may have ended between the status read and the event (410/404).
         later = await client.get_status(instance_id)
         if later.runtime_status is None or later.runtime_status not in RUNNING_STATUSES:
-            return _ignored("workflow ended meanwhile", jobId=note["jobId"])
+            return _ignored("workflow ended meanwhile", runId=note["runId"])
         log.warning("could not raise %s on %s: %s", RUN_FINISHED_EVENT, instance_id, exc)
         return json_response(503, {"error": "the workflow could not be signalled; try again"}, {"Retry-After": "30"})
     log.info("Databricks %s for run %s delivered to workflow %s", note["eventType"], note["runId"], instance_id)

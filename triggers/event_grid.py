@@ -27,7 +27,7 @@ import azure.durable_functions as df
 import azure.functions as func
 
 from messaging import settings as caller_settings, storage_queues
-from triggers.starter import StartResult, derived_instance_id, start_once
+from triggers.starter import StartResult, derived_instance_id, resolve_job, start_once
 from workflow.inputs import InputError, orchestration_input, validate_request
 from workflow.settings import WorkflowSettings
 
@@ -180,7 +180,7 @@ async def handle_event(event: ReceivedEvent, client: df.DurableOrchestrationClie
         body = request_body_for(event)
         settings = settings or WorkflowSettings.from_env()
         try:
-            request = validate_request(body, settings)
+            request = await resolve_job(validate_request(body, settings))
         except InputError as error:
             raise _prefixed(error, event) from None
     except IgnoredEvent as reason:

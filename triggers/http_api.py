@@ -13,11 +13,12 @@ from urllib.parse import urlencode, urlsplit
 import azure.durable_functions as df
 import azure.functions as func
 
-from databricks_jobs.errors import ConfigurationError
+from databricks_jobs.errors import ConfigurationError, CredentialError
 from databricks_jobs.settings import check_configuration
 from orchestrators.create_job_and_run import CANCEL_EVENT
 from triggers.http_responses import json_response, method_not_allowed, ROUTE_METHODS
-from triggers.starter import INSTANCE_ID_PATTERN, RUNNING_STATUSES, derived_instance_id, start_once
+from triggers.starter import (INSTANCE_ID_PATTERN, RUNNING_STATUSES, JobLookupUnavailable, derived_instance_id,
+                              resolve_job, start_once)
 from workflow import policy
 from workflow.inputs import (InputError, orchestration_input, parse_json_body, require_json_content_type,
                              validate_request)
@@ -103,6 +104,15 @@ async def start_workflow(req: func.HttpRequest, client: df.DurableOrchestrationC
     except InputError as error:
         return _bad(error)
 
+    try:
+        request = await resolve_job(request)
+    except InputError as error:
+        return _bad(error)
+    except JobLookupUnavailable as error:
+        return json_response(503, {"error": f"Databricks could not be asked which job jobName means: {error}",
+                                   "setting": None, "field": "jobName"}, {"Retry-After": "30"})
+    except (ConfigurationError, CredentialError) as error:
+        return _misconfigured(error)
     instance_id = derived_instance_id("http", key) if key else None
     result = await start_once(client, orchestration_input(request, settings), instance_id)
     if result.different_request:

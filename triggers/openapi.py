@@ -29,10 +29,39 @@ API_PREFIX = "/api"
 bp = df.Blueprint()
 
 
+DATABRICKS_SCHEMA_PATH = ROOT / "workflow" / "schemas" / "databricks.schema.json"
+DATABRICKS_PREFIX = "Databricks."  # component names of the Databricks shapes: Databricks.Task, ...
+
+
+def _rebased(schema: Any, prefix_map: dict) -> Any:
+    """`schema` with each `$ref` rewritten by `prefix_map` (old prefix -> new prefix)."""
+    if isinstance(schema, list):
+        return [_rebased(s, prefix_map) for s in schema]
+    if not isinstance(schema, dict):
+        return schema
+    out = {}
+    for key, value in schema.items():
+        if key == "$ref" and isinstance(value, str):
+            for old, new in prefix_map.items():
+                if value.startswith(old):
+                    value = new + value[len(old):]
+                    break
+        out[key] = _rebased(value, prefix_map)
+    return out
+
+
 def input_schema_for_openapi() -> dict:
-    # $id would rebase references inside the OpenAPI document; $schema is implied by 3.1.
+    """The request body schemas as OpenAPI components: `WorkflowInput` and the Databricks shapes it
+    references, each `$ref` pointing inside the document. ($id would rebase references inside the
+    document; $schema is implied by 3.1.)"""
+    target = f"#/components/schemas/{DATABRICKS_PREFIX}"
     schema = json.loads(INPUT_SCHEMA_PATH.read_text("utf-8"))
-    return {k: v for k, v in schema.items() if k not in ("$schema", "$id")}
+    databricks = json.loads(DATABRICKS_SCHEMA_PATH.read_text("utf-8"))
+    components = {"WorkflowInput": _rebased({k: v for k, v in schema.items() if k not in ("$schema", "$id")},
+                                            {"databricks.schema.json#/$defs/": target})}
+    for name, definition in databricks["$defs"].items():
+        components[DATABRICKS_PREFIX + name] = _rebased(definition, {"#/$defs/": target})
+    return components
 
 
 @lru_cache(maxsize=1)
@@ -44,7 +73,8 @@ def load_document() -> dict:
 
 # JSON Schema keywords OpenAPI 2.0 schema objects do not have.
 _UNSUPPORTED_2 = {"propertyNames", "const", "examples", "$schema", "$id", "contentEncoding", "contentMediaType",
-                  "unevaluatedProperties", "dependentRequired", "if", "then", "else"}
+                  "unevaluatedProperties", "dependentRequired", "dependentSchemas", "if", "then", "else", "not",
+                  "$comment", "minContains", "maxContains", "contains", "prefixItems", "patternProperties"}
 _PARAM_SCHEMA_KEYS = ("type", "format", "pattern", "enum", "default", "minLength", "maxLength", "minimum", "maximum")
 
 
@@ -72,12 +102,15 @@ def _schema_2(schema: Any) -> Any:
                 out.update(_schema_2(options[0]))
             if len(options) != len(value):
                 out["x-nullable"] = True
-        elif key in ("properties", "patternProperties", "definitions"):
+        elif key in ("properties", "definitions"):
             out[key] = {name: _schema_2(s) for name, s in value.items()}
         elif key in ("items", "additionalProperties", "not"):
             out[key] = _schema_2(value)
         elif key == "allOf":
-            out[key] = _schema_2(value)
+            # Rules 2.0 cannot express leave empty items behind; the app still checks them.
+            kept = [item for item in _schema_2(value) if any(not k.startswith("x-") for k in item)]
+            if kept:
+                out[key] = kept
         else:
             out[key] = value
     return out
@@ -181,7 +214,10 @@ def sync_input_schema() -> bool:
 
     doc = json.loads(SPEC_PATH.read_text("utf-8"))
     before = json.dumps(doc, sort_keys=True)
-    doc["components"]["schemas"]["WorkflowInput"] = input_schema_for_openapi()
+    schemas = doc["components"]["schemas"]
+    for name in [n for n in schemas if n.startswith(DATABRICKS_PREFIX)]:
+        del schemas[name]
+    schemas.update(input_schema_for_openapi())
     for param in instance_id_parameters(doc):
         param["schema"]["pattern"] = INSTANCE_ID_PATTERN.pattern
     if json.dumps(doc, sort_keys=True) == before:

@@ -19,7 +19,7 @@ import azure.durable_functions as df
 import azure.functions as func
 
 from messaging import settings as caller_settings
-from triggers.starter import INSTANCE_ID_PATTERN, StartResult, derived_instance_id, start_once
+from triggers.starter import INSTANCE_ID_PATTERN, StartResult, derived_instance_id, resolve_job, start_once
 from workflow.inputs import InputError, WorkflowRequest, orchestration_input, parse_json_body, validate_request
 from workflow.settings import WorkflowSettings
 
@@ -62,6 +62,8 @@ async def handle_message(msg: func.QueueMessage, client: df.DurableOrchestration
     settings = settings or WorkflowSettings.from_env()
     try:
         request, instance_id = request_of(msg.get_body(), settings)
+        # A transient Databricks error raises JobLookupUnavailable: the host retries the message.
+        request = await resolve_job(request)
     except InputError as error:
         failure = QueueMessageError(msg.id, error)
         log.error("%s (dequeue count %s; moved to %s-poison after the last retry)", failure, getattr(msg, "dequeue_count", None),

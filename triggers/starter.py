@@ -5,6 +5,7 @@ from the caller's own request identity; a second delivery finds the instance and
 """
 from __future__ import annotations
 
+import asyncio
 import hashlib
 import json
 import logging
@@ -15,6 +16,7 @@ from typing import Optional
 import azure.durable_functions as df
 
 from orchestrators.create_job_and_run import ORCHESTRATOR_NAME
+from workflow.inputs import InputError, WorkflowRequest
 
 log = logging.getLogger(__name__)
 
@@ -34,6 +36,40 @@ def derived_instance_id(source: str, key: str) -> str:
     Idempotency-Key). Hashed so any key yields a valid, bounded id."""
     digest = hashlib.sha256(f"{source}\x00{key}".encode("utf-8")).hexdigest()[:32]
     return f"{source}-{digest}"
+
+
+class JobLookupUnavailable(Exception):
+    """Databricks could not be asked which job a name means right now; try the start again."""
+
+
+def _jobs_named(name: str) -> list:
+    from databricks_jobs.client import get_jobs_client  # lazy: keeps requests out of the cold start
+    return get_jobs_client().find_jobs_by_name(name)
+
+
+async def resolve_job(request: WorkflowRequest) -> WorkflowRequest:
+    """An existing job named by jobName becomes the job with that id, when exactly one job has the
+    name; otherwise the caller hears it now (422 naming jobName and how many matched), not from a
+    workflow that fails later. Databricks' own errors: a 4xx is the caller's (422), a transient one
+    raises JobLookupUnavailable, a configuration or credential error propagates."""
+    if not request.needs_job_lookup:
+        return request
+    from databricks_jobs.errors import DatabricksApiError
+
+    name = request.body["jobName"]
+    try:
+        # Blocking HTTP with sleeping retries: never on the worker's event loop.
+        jobs = await asyncio.to_thread(_jobs_named, name)
+    except DatabricksApiError as error:
+        if error.transient:
+            raise JobLookupUnavailable(str(error)) from None
+        raise InputError(f"Databricks refused to list the jobs named {json.dumps(name)}: {error}", "jobName",
+                         status=422) from None
+    if len(jobs) != 1:
+        found = "no job is" if not jobs else f"{len(jobs)} jobs are"
+        advice = "check the name" if not jobs else "give jobId to say which"
+        raise InputError(f"{found} named {json.dumps(name)} in the workspace; {advice}", "jobName", status=422)
+    return request.with_job_id(int(jobs[0]["job_id"]))
 
 
 @dataclass(frozen=True)

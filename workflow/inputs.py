@@ -8,12 +8,25 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Mapping, Optional
 
-from jsonschema import Draft202012Validator
-
+from workflow import jobspec
 from workflow.settings import WorkflowSettings
 
-INPUT_SCHEMA: dict = json.loads((Path(__file__).with_name("input.schema.json")).read_text("utf-8"))
-_VALIDATOR = Draft202012Validator(INPUT_SCHEMA)
+_HERE = Path(__file__).resolve().parent
+INPUT_SCHEMA: dict = json.loads((_HERE / "input.schema.json").read_text("utf-8"))
+DATABRICKS_SCHEMA: dict = json.loads((_HERE / "schemas" / "databricks.schema.json").read_text("utf-8"))
+_validator = None
+
+
+def _get_validator():
+    """Built on first use: jsonschema costs import time the function app's cold start does not need."""
+    global _validator
+    if _validator is None:
+        from jsonschema import Draft202012Validator
+        from referencing import Registry, Resource
+
+        registry = Registry().with_resource(DATABRICKS_SCHEMA["$id"], Resource.from_contents(DATABRICKS_SCHEMA))
+        _validator = Draft202012Validator(INPUT_SCHEMA, registry=registry)
+    return _validator
 
 # run-now documents notebook_params as at most 10,000 bytes of JSON.
 MAX_NOTEBOOK_PARAMS_BYTES = 10_000
@@ -109,16 +122,20 @@ def _shown(value: Any, limit: int = 80) -> str:
 
 
 def _field_of(error) -> Optional[str]:
-    """Path of the offending field; for a missing or unknown property, that property."""
+    """Path of the offending field; for a missing or unknown property, that property; for a rule
+    over several fields, the field its schema names (`x-field`)."""
     parts = list(error.absolute_path)
     instance = error.instance
+    schema = error.schema if isinstance(error.schema, Mapping) else {}
+    if schema.get("x-field"):
+        return json_path(parts + [schema["x-field"]])
     if isinstance(instance, Mapping):
         if error.validator == "required":
             parts += [k for k in error.validator_value if k not in instance][:1]
         elif error.validator == "additionalProperties":
+            import re
             allowed = set(error.schema.get("properties", {}))
             patterns = error.schema.get("patternProperties", {})
-            import re
             parts += sorted(k for k in instance if k not in allowed
                             and not any(re.search(p, k) for p in patterns))[:1]
     return json_path(parts)
@@ -164,60 +181,63 @@ def _message_of(error, field: Optional[str]) -> str:
 
 @dataclass(frozen=True)
 class WorkflowRequest:
-    """A validated request with every default resolved, so the orchestrator reads no settings."""
+    """A validated request with every default resolved, so the orchestrator reads no settings.
+    `body` is what the caller sent plus those defaults; `plan` is what the orchestrator runs."""
 
-    job_name: str
-    task_key: str
-    notebook_path: str
-    existing_cluster_id: str
-    notebook_params: Mapping[str, str]
-    timeout_seconds: int
-    poll_interval_seconds: int
-    delete_job_on_completion: bool = False
+    body: Mapping[str, Any]
+    resolved_job_id: Optional[int] = None  # an existing job named by jobName, looked up at start
+
+    @property
+    def plan(self) -> dict:
+        plan = jobspec.plan_of(self.body)
+        if self.resolved_job_id is not None:
+            plan["jobId"] = self.resolved_job_id
+        return plan
+
+    @property
+    def job_source(self) -> str:
+        return jobspec.job_source(self.body)
+
+    @property
+    def needs_job_lookup(self) -> bool:
+        """An existing job named only by jobName: the entry point resolves it to an id first."""
+        return self.job_source == jobspec.EXISTING and self.body.get("jobId") is None and self.resolved_job_id is None
+
+    def with_job_id(self, job_id: int) -> "WorkflowRequest":
+        return WorkflowRequest(self.body, int(job_id))
 
     def to_dict(self) -> dict:
-        return {
-            "jobName": self.job_name,
-            "taskKey": self.task_key,
-            "notebookPath": self.notebook_path,
-            "existingClusterId": self.existing_cluster_id,
-            "notebookParams": dict(self.notebook_params),
-            "timeoutSeconds": self.timeout_seconds,
-            "pollIntervalSeconds": self.poll_interval_seconds,
-            "deleteJobOnCompletion": self.delete_job_on_completion,
-        }
+        return self.plan
 
 
 def _first_error(errors):
-    """The most useful of several errors: the shallowest, and within oneOf/anyOf the deepest
-    branch error (its message names a real field rather than 'matches no alternative')."""
-    errors = sorted(errors, key=lambda e: (len(e.absolute_path), list(map(str, e.absolute_path))))
-    if not errors:
-        return None
-    from jsonschema.exceptions import best_match
-    return best_match(errors) if errors[0].validator in ("oneOf", "anyOf") else errors[0]
+    """The most useful of several errors: the shallowest; one that carries its own message
+    (`x-error`) over a generic one at the same depth."""
+    errors = sorted(errors, key=lambda e: (len(e.absolute_path), e.validator != "type",
+                                           "x-error" not in (e.schema or {}), list(map(str, e.absolute_path))))
+    return errors[0] if errors else None
 
 
 def validate_request(body: Any, settings: Optional[WorkflowSettings] = None) -> WorkflowRequest:
     """Validate caller input against the schema and apply the deployment's defaults."""
-    error = _first_error(_VALIDATOR.iter_errors(body))
+    error = _first_error(_get_validator().iter_errors(body))
     if error is not None:
         field = _field_of(error)
         raise InputError(_message_of(error, field), field)
     params = body.get("notebookParams") or {}
     if len(json.dumps(params).encode("utf-8")) > MAX_NOTEBOOK_PARAMS_BYTES:
         raise InputError(f"'notebookParams' is over {MAX_NOTEBOOK_PARAMS_BYTES} bytes as JSON", "notebookParams")
+    try:
+        jobspec.check_references(body)
+    except jobspec.PlanError as problem:
+        raise InputError(problem.message, problem.field) from None
     settings = settings or WorkflowSettings.from_env()
-    return WorkflowRequest(
-        job_name=body["jobName"],
-        task_key=body["taskKey"],
-        notebook_path=body["notebookPath"],
-        existing_cluster_id=body["existingClusterId"],
-        notebook_params=params,
-        timeout_seconds=body.get("timeoutSeconds", settings.default_timeout_seconds),
-        poll_interval_seconds=body.get("pollIntervalSeconds", settings.poll_interval_seconds),
-        delete_job_on_completion=body.get("deleteJobOnCompletion", settings.delete_job_on_completion),
-    )
+    resolved = dict(body)
+    resolved.setdefault("timeoutSeconds", settings.default_timeout_seconds)
+    resolved.setdefault("pollIntervalSeconds", settings.poll_interval_seconds)
+    if jobspec.job_source(body) == jobspec.CREATE:
+        resolved.setdefault("deleteJobOnCompletion", settings.delete_job_on_completion)
+    return WorkflowRequest(resolved)
 
 
 def orchestration_input(request: WorkflowRequest, settings: Optional[WorkflowSettings] = None, *,
@@ -225,14 +245,15 @@ def orchestration_input(request: WorkflowRequest, settings: Optional[WorkflowSet
     """The orchestrator's input: the request plus deployment options it must not read itself.
     `notify`: report the outputs through the notifyCompletion activity when the workflow ends."""
     settings = settings or WorkflowSettings.from_env()
-    body = request.to_dict()
+    plan = request.plan
     return {
-        "request": body,
+        "request": plan,
         # Tells a repeated start of the same request (a replay) from a different one under the same key.
-        "requestHash": hashlib.sha256(json.dumps(body, sort_keys=True).encode("utf-8")).hexdigest(),
+        "requestHash": hashlib.sha256(json.dumps(dict(request.body), sort_keys=True).encode("utf-8")).hexdigest(),
         "options": {
             "pollsPerExecution": settings.polls_per_execution,
             "webhookPollIntervalSeconds": settings.webhook_poll_interval_seconds,
+            "watcher": settings.run_watcher_interval_seconds > 0,
             "notify": notify,
         },
     }

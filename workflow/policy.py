@@ -96,32 +96,44 @@ def select_task_run(run: Mapping[str, Any], task_key: str) -> Optional[Mapping[s
 
 @dataclass(frozen=True)
 class PollSchedule:
-    """When to poll a run again: quickly at first (most notebook runs are short), then at a lag
-    proportional to how long the run has been going, never longer than `max_seconds`.
+    """How long to wait before the next look at a run that has been going `age` seconds.
 
-    A run that ends after t seconds is noticed within about max(steady, t * fraction) seconds,
-    while a day-long run costs a few hundred polls instead of thousands: each poll is an
-    activity, a Jobs API call and an orchestration replay."""
+    Quickly at first (most runs are short): the wait grows with the age from `first_seconds` to
+    `steady_seconds`, stays there until `steady_until` (a lag no worse than a fixed poll for runs
+    of up to that length), then is `fraction` of the age, never longer than `max_seconds`. A run that
+    ends after t seconds is noticed within about max(steady, t * fraction), and a day-long run costs
+    a few hundred looks instead of thousands: each look is an activity (or a share of a watcher
+    list), a Jobs API call and an orchestration replay."""
 
-    first_seconds: int = 5
-    step_seconds: int = 5
-    steady_seconds: int = 30
-    fraction: float = 0.1
-    max_seconds: int = 300
+    first_seconds: float = 5
+    steady_seconds: float = 30
+    steady_until: float = 600
+    fraction: float = 0.05
+    max_seconds: float = 300
 
-    def delay_after(self, polls_done: int, elapsed_seconds: float = 0) -> int:
-        """Seconds to wait after the `polls_done`-th poll (1-based), `elapsed_seconds` into the run."""
-        ramp = min(self.first_seconds + self.step_seconds * max(polls_done - 1, 0), self.steady_seconds)
-        delay = max(ramp, int(elapsed_seconds * self.fraction))
-        return max(1, min(delay, self.max_seconds))
+    def delay_at(self, age_seconds: float) -> int:
+        ramp = max(self.first_seconds, min(age_seconds, self.steady_seconds))
+        grown = self.fraction * age_seconds if age_seconds >= self.steady_until else 0
+        return max(1, int(min(self.max_seconds, max(ramp, grown))))
 
 
-def poll_schedule(*, webhooks: bool, max_seconds: int) -> PollSchedule:
-    """With Databricks webhooks on, a notification ends the wait and polls are only a safety net
-    against a lost one, so they can lag further behind (and cost less)."""
-    if webhooks:
-        return PollSchedule(steady_seconds=60, fraction=0.5, max_seconds=max_seconds)
-    return PollSchedule(max_seconds=max_seconds)
+OWN_SCHEDULE = PollSchedule()
+# With a run watcher or webhooks a signal ends the wait, so polls are only a safety net against a
+# stopped watcher or a lost notification: they come late and grow sparse.
+SAFETY_SCHEDULE = PollSchedule(first_seconds=300, steady_seconds=300, steady_until=0, fraction=0.25,
+                               max_seconds=900)
+
+
+def poll_schedule(*, signals: bool, max_seconds: int) -> PollSchedule:
+    """The schedule a workflow polls on: its own, or the safety net when signals can come."""
+    base = SAFETY_SCHEDULE if signals else OWN_SCHEDULE
+    return PollSchedule(base.first_seconds, base.steady_seconds, base.steady_until, base.fraction, max_seconds)
+
+
+def own_check_interval(age_seconds: float) -> float:
+    """How often one run would be looked at on its own at this age (the watcher lists no more
+    often than this, per run)."""
+    return OWN_SCHEDULE.delay_at(age_seconds)
 
 
 def status_retry_after(elapsed_seconds: float, *, minimum: int = 10, maximum: int = 300) -> int:
@@ -212,6 +224,66 @@ class ActivityRetry:
         return int(self.first_delay_seconds * self.backoff ** max(attempt - 2, 0))
 
 
+# Task results that mean the task never ran (so it has no output to fetch).
+_NOT_RUN = frozenset({"EXCLUDED", "UPSTREAM_FAILED", "UPSTREAM_CANCELED", "DISABLED"})
+
+
+def latest_attempts(run: Mapping[str, Any]) -> list:
+    """The latest attempt of each task, in the order the run lists them."""
+    latest: dict = {}
+    for task in run.get("tasks") or ():
+        key = task.get("taskKey")
+        best = latest.get(key)
+        if best is None or (task.get("attemptNumber") or 0, task.get("startTime") or 0) >= \
+                (best.get("attemptNumber") or 0, best.get("startTime") or 0):
+            latest[key] = task
+    return list(latest.values())
+
+
+def tasks_that_ran(run: Mapping[str, Any]) -> list:
+    """Latest attempts that started, so get-output has something to return."""
+    return [t for t in latest_attempts(run)
+            if t.get("runId") and (t.get("startTime") or 0) > 0 and t.get("resultState") not in _NOT_RUN]
+
+
+def task_result_state(task: Mapping[str, Any]) -> Optional[str]:
+    """A task's outcome in the caller's vocabulary (RESULT_STATES)."""
+    raw = task.get("resultState")
+    if raw is None:
+        return None
+    return _RESULT_STATE_OF.get(raw, FAILED)
+
+
+def failed_task_keys(run: Mapping[str, Any]) -> list:
+    return [t["taskKey"] for t in latest_attempts(run) if task_result_state(t) in (FAILED, TIMEDOUT)]
+
+
+def should_repair(run: Mapping[str, Any], repairs_done: int, max_attempts: int) -> bool:
+    """Repair (rerun the failed tasks) when the run failed because tasks failed and attempts remain."""
+    return repairs_done < max_attempts and result_state(run) == FAILED and bool(failed_task_keys(run))
+
+
+def _task_entry(task: Mapping[str, Any], output: Mapping[str, Any]) -> dict:
+    entry = {
+        "taskKey": task.get("taskKey"),
+        "runId": task.get("runId"),
+        "lifeCycleState": task.get("lifeCycleState"),
+        "resultState": task_result_state(task),
+        "databricksResultState": task.get("resultState"),
+        "notebookResult": output.get("notebookResult"),
+        "runPageUrl": task.get("runPageUrl"),
+    }
+    if output.get("truncated"):
+        entry["notebookResultTruncated"] = True
+    for key in ("error", "errorTrace"):
+        if output.get(key):
+            entry[key] = output[key]
+    if output.get("noNotebookOutput") or not output:
+        # A Python, SQL or run-job task (or one that never ran) has no dbutils.notebook.exit() value.
+        entry["noNotebookOutput"] = True
+    return entry
+
+
 def outputs(
     *,
     job_id: Optional[int],
@@ -219,29 +291,45 @@ def outputs(
     result: Optional[str],
     run: Optional[Mapping[str, Any]] = None,
     task_output: Optional[Mapping[str, Any]] = None,
+    task_outputs: Optional[Mapping[str, Any]] = None,
+    output_task_key: Optional[str] = None,
+    repairs: Optional[list] = None,
 ) -> dict:
     """The workflow outputs: the Arazzo names first, then what an operator needs to act.
-    `resultState` is one of RESULT_STATES; `databricksResultState` is Databricks' own detail."""
+    `resultState` is one of RESULT_STATES; `databricksResultState` is Databricks' own detail.
+    `notebookResult` is the output of `output_task_key`'s task, or of the only task; `tasks` has
+    one entry per task (latest attempt)."""
     run = run or {}
-    task_output = task_output or {}
+    task_outputs = dict(task_outputs or {})
+    problem = task_outputs.pop("outputError", None)
+    tasks = latest_attempts(run)
+    key = output_task_key or (tasks[0]["taskKey"] if len(tasks) == 1 else None)
+    main = task_output if task_output is not None else task_outputs.get(key, {}) if key else {}
     out: dict = {
         "jobId": job_id,
         "runId": run_id,
         "resultState": result,
-        "notebookResult": task_output.get("notebookResult"),
+        "notebookResult": main.get("notebookResult"),
         "lifeCycleState": run.get("lifeCycleState"),
         "databricksResultState": databricks_result_state(run),
         "stateMessage": run.get("stateMessage"),
         "runPageUrl": run.get("runPageUrl"),
     }
-    if task_output.get("truncated"):
+    if main.get("truncated"):
         out["notebookResultTruncated"] = True
     if not is_success(result):
-        for key in ("error", "errorTrace"):
-            if task_output.get(key):
-                out[key] = task_output[key]
-    if task_output.get("outputError"):
-        out["outputError"] = task_output["outputError"]
+        source = main if main.get("error") else next(
+            (task_outputs[t["taskKey"]] for t in tasks
+             if task_result_state(t) in (FAILED, TIMEDOUT) and task_outputs.get(t["taskKey"], {}).get("error")), {})
+        for field in ("error", "errorTrace"):
+            if source.get(field):
+                out[field] = source[field]
+    if tasks:
+        out["tasks"] = [_task_entry(t, task_outputs.get(t["taskKey"], {})) for t in tasks]
+    if repairs:
+        out["repairs"] = list(repairs)
+    if problem or (task_output or {}).get("outputError"):
+        out["outputError"] = problem or task_output["outputError"]
     return out
 
 

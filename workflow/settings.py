@@ -23,6 +23,11 @@ SETTINGS: tuple[tuple[str, str, str], ...] = (
      "Delete each job the workflow created once its run has ended and its output is fetched, unless the input's "
      "deleteJobOnCompletion says otherwise. Keeps a workspace under its saved-jobs limit (10,000), at the cost of "
      "the run page and run history."),
+    ("WORKFLOW_RUN_WATCHER_INTERVAL_SECONDS", "15",
+     "Tick of the workspace run watcher: it lists the workspace's active runs at most this often (less often when "
+     "few runs are awaited) and tells each workflow whose run has left the list. One of 5, 6, 10, 12, 15, 20, 30, "
+     "60; 0 turns the watcher off (each workflow then polls for itself). Read when the worker indexes functions "
+     "(restart to change)."),
     ("WORKFLOW_HISTORY_RETENTION_DAYS", "30",
      "Days the Durable task hub keeps the history of finished workflows (Completed, Failed, Terminated). A timer "
      "purges older ones on `WORKFLOW_PURGE_SCHEDULE`; running workflows are never purged. 0 turns the purge off."),
@@ -85,6 +90,17 @@ def int_setting(env: Mapping[str, str], name: str, low: Optional[int] = None, hi
     return value
 
 
+WATCHER_INTERVALS = (0, 5, 6, 10, 12, 15, 20, 30, 60)  # divisors of a minute: a regular NCRONTAB tick
+
+
+def watcher_interval(env: Mapping[str, str]) -> int:
+    name = "WORKFLOW_RUN_WATCHER_INTERVAL_SECONDS"
+    raw = raw_setting(env, name)
+    if not raw.isdigit() or int(raw) not in WATCHER_INTERVALS:
+        raise WorkflowSettingError(name, f"must be one of {', '.join(map(str, WATCHER_INTERVALS))} (got {json.dumps(raw)})")
+    return int(raw)
+
+
 def _bool(env: Mapping[str, str], name: str) -> bool:
     raw = raw_setting(env, name).lower()
     if raw not in _TRUE | _FALSE:
@@ -99,6 +115,7 @@ class WorkflowSettings:
     webhook_poll_interval_seconds: int = int(DEFAULTS["WORKFLOW_WEBHOOK_POLL_INTERVAL_SECONDS"])
     polls_per_execution: int = int(DEFAULTS["WORKFLOW_POLLS_PER_EXECUTION"])
     max_body_bytes: int = int(DEFAULTS["WORKFLOW_MAX_BODY_BYTES"])
+    run_watcher_interval_seconds: int = int(DEFAULTS["WORKFLOW_RUN_WATCHER_INTERVAL_SECONDS"])
     delete_job_on_completion: bool = DEFAULTS["WORKFLOW_DELETE_JOB_ON_COMPLETION"] == "true"
 
     @classmethod
@@ -110,5 +127,6 @@ class WorkflowSettings:
             webhook_poll_interval_seconds=int_setting(env, "WORKFLOW_WEBHOOK_POLL_INTERVAL_SECONDS"),
             polls_per_execution=int_setting(env, "WORKFLOW_POLLS_PER_EXECUTION"),
             max_body_bytes=int_setting(env, "WORKFLOW_MAX_BODY_BYTES"),
+            run_watcher_interval_seconds=watcher_interval(env),
             delete_job_on_completion=_bool(env, "WORKFLOW_DELETE_JOB_ON_COMPLETION"),
         )

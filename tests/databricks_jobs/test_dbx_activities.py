@@ -10,12 +10,22 @@ from responses import matchers
 from activities import jobs
 from activities.jobs import bp, cancelRun, createJob, deleteJob, getJobRun, getJobRunOutput, runJobNow
 from databricks_jobs import ConfigurationError, DatabricksApiError
+from workflow.jobspec import DEFINITION_TAG, RUN_KEY_TAG, fingerprint
 
 HOST = "https://adb-1234567890123456.7.azuredatabricks.net"
 API = HOST + "/api/2.1/jobs"
 LONG_ID = "orchestration-" + "x" * 80
-CREATE_INPUT = {"instanceId": "abc123", "runKey": "run-key-1", "jobName": "nightly", "taskKey": "main",
-                "notebookPath": "/Workspace/Users/me/nb", "existingClusterId": "0923-164208-meows279"}
+JOB = {"name": "nightly", "tasks": [{"task_key": "main", "existing_cluster_id": "0923-164208-meows279",
+                                     "notebook_task": {"notebook_path": "/Workspace/Users/me/nb"}}],
+       "queue": {"enabled": True}, "max_concurrent_runs": 1000, "timeout_seconds": 3900}
+CREATE_INPUT = {"instanceId": "abc123", "runKey": "run-key-1", "job": JOB}
+
+
+@pytest.fixture(autouse=True)
+def no_known_jobs():
+    jobs.known_jobs.clear()
+    yield
+    jobs.known_jobs.clear()
 
 
 @pytest.fixture
@@ -28,39 +38,47 @@ def listed(*jobs_):
     return {"jobs": [{"job_id": job_id, "settings": {"name": name, "tags": tags}} for job_id, name, tags in jobs_]}
 
 
-def test_blueprint_registers_the_six_activities_by_name():
+def test_blueprint_registers_the_activities_by_name():
     names = {}
     for builder in bp._function_builders:
         function = builder.build()
         binding = json.loads(function.get_function_json())["bindings"][0]
         names[function.get_function_name()] = (binding["type"], binding["activity"], binding["name"])
     assert names == {name: ("activityTrigger", name, "request")
-                     for name in ("createJob", "runJobNow", "getJobRun", "getJobRunOutput", "cancelRun", "deleteJob")}
+                     for name in ("createJob", "runJobNow", "submitRun", "getJobRun", "getJobRunOutput", "repairRun",
+                                  "cancelRun", "deleteJob")}
 
 
-def test_create_job_creates_a_tagged_notebook_job_when_none_exists(mocked):
-    # Same name and even the same instance id, but another workflow run (the id was reused after
-    # its history was purged): not ours.
-    mocked.get(API + "/list", json=listed((9, "nightly", {"durable_instance_id": "abc123",
-                                                          "durable_run_key": "an-older-run"})),
+def _definition_tag(job=JOB, destination=None):
+    return fingerprint(jobs.job_settings(job, tag=(DEFINITION_TAG, ""), notification_destination_id=destination))
+
+
+def test_create_job_creates_the_definitions_job_tagged_with_its_fingerprint_when_none_exists(mocked):
+    # Same name, another definition (an older version of the notebook job): not this one.
+    mocked.get(API + "/list", json=listed((9, "nightly", {DEFINITION_TAG: "an-older-definition"})),
                match=[matchers.query_param_matcher({"name": "nightly", "limit": "25"})])
     create = mocked.post(API + "/create", json={"job_id": 42})
-    result = createJob({**CREATE_INPUT, "notebookParams": {"day": "mon"}})
-    assert result == {"jobId": 42, "created": True, "webhooks": False}
-    assert json.loads(create.calls[0].request.body) == {
-        "name": "nightly",
-        "tasks": [{"task_key": "main", "existing_cluster_id": "0923-164208-meows279",
-                   "notebook_task": {"notebook_path": "/Workspace/Users/me/nb", "base_parameters": {"day": "mon"}}}],
-        "tags": {"durable_instance_id": "abc123", "durable_run_key": "run-key-1"},
-    }
+    assert createJob(CREATE_INPUT) == {"jobId": 42, "created": True, "webhooks": False}
+    body = json.loads(create.calls[0].request.body)
+    assert body == {**JOB, "tags": {DEFINITION_TAG: _definition_tag()}}
 
 
-def test_create_job_returns_the_job_an_earlier_execution_created(mocked):
-    mocked.get(API + "/list", json=listed((9, "nightly", {"durable_instance_id": "abc123",
-                                                          "durable_run_key": "run-key-1"})))
+def test_create_job_reuses_the_job_of_the_same_definition(mocked):
+    mocked.get(API + "/list", json=listed((9, "nightly", {DEFINITION_TAG: _definition_tag()})))
     create = mocked.post(API + "/create", json={"job_id": 42})
     assert createJob(CREATE_INPUT) == {"jobId": 9, "created": False, "webhooks": False}
     assert create.call_count == 0
+    # Known from now on in this process: no Jobs API call at all for the next start.
+    calls_before = len(mocked.calls)
+    assert createJob({**CREATE_INPUT, "runKey": "run-key-2"})["jobId"] == 9
+    assert len(mocked.calls) == calls_before
+
+
+def test_a_private_job_is_tagged_with_the_workflow_runs_key_and_never_reused(mocked):
+    mocked.get(API + "/list", json=listed((9, "nightly", {DEFINITION_TAG: _definition_tag()})))
+    create = mocked.post(API + "/create", json={"job_id": 42})
+    assert createJob({**CREATE_INPUT, "private": True})["jobId"] == 42
+    assert json.loads(create.calls[0].request.body)["tags"] == {RUN_KEY_TAG: "run-key-1"}
 
 
 def test_create_job_re_executed_creates_one_job(mocked):
@@ -76,18 +94,12 @@ def test_create_job_re_executed_creates_one_job(mocked):
 
     mocked.add_callback("GET", API + "/list", callback=list_jobs)
     mocked.add_callback("POST", API + "/create", callback=create_job)
-    first, second = createJob(CREATE_INPUT), createJob(CREATE_INPUT)
+    first = createJob(CREATE_INPUT)
+    jobs.known_jobs.clear()  # another process: nothing cached
+    second = createJob(CREATE_INPUT)
     assert first == {"jobId": 1, "created": True, "webhooks": False}
     assert second == {"jobId": 1, "created": False, "webhooks": False}
     assert len(state["jobs"]) == 1
-
-
-def test_a_long_instance_id_is_tagged_by_its_sha256(mocked):
-    mocked.get(API + "/list", json={})
-    create = mocked.post(API + "/create", json={"job_id": 1})
-    createJob({**CREATE_INPUT, "instanceId": LONG_ID})
-    tag = json.loads(create.calls[0].request.body)["tags"]["durable_instance_id"]
-    assert tag == hashlib.sha256(LONG_ID.encode()).hexdigest()
 
 
 def test_create_job_subscribes_the_notification_destination(mocked, configure):
@@ -97,6 +109,7 @@ def test_create_job_subscribes_the_notification_destination(mocked, configure):
     assert createJob(CREATE_INPUT) == {"jobId": 3, "created": True, "webhooks": True}
     body = json.loads(create.calls[0].request.body)
     assert body["webhook_notifications"] == {event: [{"id": "0a1b2c3d-dest"}] for event in ("on_start", "on_success", "on_failure")}
+    assert body["tags"][DEFINITION_TAG] == _definition_tag(destination="0a1b2c3d-dest") != _definition_tag()
 
 
 @pytest.mark.parametrize("run_key, token", [
@@ -126,9 +139,9 @@ def test_get_job_run_summarises_a_running_run_without_result_state(mocked):
         "runPageUrl": "https://adb/#job/2/run/1", "startTime": 1700000000000, "endTime": 0,
         "tasks": [
             {"taskKey": "main", "runId": 3, "attemptNumber": 0, "lifeCycleState": "TERMINATED",
-             "resultState": "FAILED", "startTime": 1700000000000},
+             "resultState": "FAILED", "startTime": 1700000000000, "runPageUrl": None, "type": "notebook_task"},
             {"taskKey": "main", "runId": 4, "attemptNumber": 1, "lifeCycleState": "RUNNING",
-             "resultState": None, "startTime": 1700000100000},
+             "resultState": None, "startTime": 1700000100000, "runPageUrl": None, "type": None},
         ],
     }
 
@@ -147,6 +160,16 @@ def test_get_job_run_output_reads_the_task_run(mocked):
         "notebook_output": {"result": "{\"rows\": 3}", "truncated": False}, "metadata": {"run_id": 3}},
         match=[matchers.query_param_matcher({"run_id": "3"})])
     assert getJobRunOutput({"runId": 3}) == {"runId": 3, "notebookResult": "{\"rows\": 3}", "truncated": False}
+
+
+def test_get_job_run_output_of_several_tasks_in_one_call_says_which_have_no_notebook_output(mocked):
+    mocked.get(API + "/runs/get-output", json={"notebook_output": {"result": "7"}},
+               match=[matchers.query_param_matcher({"run_id": "3"})])
+    mocked.get(API + "/runs/get-output", json={"logs": "hello from a python script"},
+               match=[matchers.query_param_matcher({"run_id": "4"})])
+    assert getJobRunOutput({"tasks": [{"taskKey": "nb", "runId": 3}, {"taskKey": "py", "runId": 4}]}) == {"tasks": [
+        {"taskKey": "nb", "runId": 3, "notebookResult": "7", "truncated": False},
+        {"taskKey": "py", "runId": 4, "truncated": False, "noNotebookOutput": True}]}
 
 
 def test_get_job_run_output_of_a_failed_task(mocked):
@@ -194,7 +217,7 @@ def test_input_may_arrive_as_json_text(mocked):
 
 
 @pytest.mark.parametrize("activity, request_", [
-    (createJob, {k: v for k, v in CREATE_INPUT.items() if k != "notebookPath"}),
+    (createJob, {k: v for k, v in CREATE_INPUT.items() if k != "job"}),
     (runJobNow, {"jobId": 1}),
     (getJobRun, {}),
 ])
@@ -213,8 +236,3 @@ def test_bad_configuration_fails_the_first_activity_call_naming_the_setting(conf
     configure(**{"host": HOST, "auth": "pat", "token": "dapi-x", **env})
     with pytest.raises(ConfigurationError, match=f"^Configuration error: {setting}: "):
         getJobRun({"runId": 1})
-
-
-def test_the_tag_rule_matches_the_run_token_rule():
-    assert jobs.instance_tag_value("short") == "short"
-    assert len(jobs.instance_tag_value(LONG_ID)) == 64

@@ -231,8 +231,9 @@ def test_no_token_appears_in_logs_or_activity_outputs(identity_endpoint, databri
     key_vault.get(HOST + "/api/2.1/jobs/list", json={"jobs": []})
     key_vault.post(HOST + "/api/2.1/jobs/create", json={"job_id": 5})
     key_vault.get(HOST + "/api/2.1/jobs/runs/get", json=run_payload())
-    outputs.append(createJob({"instanceId": "i-1", "runKey": "k-1", "jobName": "nb", "taskKey": "main",
-                              "notebookPath": "/Users/me/nb", "existingClusterId": "0923-abc"}))
+    outputs.append(createJob({"instanceId": "i-1", "runKey": "k-1", "private": True, "job": {
+        "name": "nb", "tasks": [{"task_key": "main", "existing_cluster_id": "0923-abc",
+                                 "notebook_task": {"notebook_path": "/Users/me/nb"}}]}}))
     outputs.append(getJobRun({"runId": 1}))
 
     secrets = set(identity_endpoint.issued) | {KV_PAT, identity_endpoint.SECRET}

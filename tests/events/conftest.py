@@ -47,10 +47,8 @@ def clean_settings(monkeypatch):
     for name in ("DATABRICKS_AUTH", "DATABRICKS_TOKEN", "DATABRICKS_JOBS_API_VERSION"):
         monkeypatch.delenv(name, raising=False)
     storage_queues.reset_cache()
-    databricks_webhook.job_instances.clear()
     yield
     storage_queues.reset_cache()
-    databricks_webhook.job_instances.clear()
 
 
 # -- Azurite ----------------------------------------------------------------------------------------
@@ -163,10 +161,19 @@ def app_stack(monkeypatch):
     started = []
 
     def build(*, webhooks: bool = True, destination_password: str = WEBHOOK_PASSWORD, foreground: bool = True,
-              scenario: Optional[dict] = None):
+              scenario: Optional[dict] = None, watcher: bool = False):
+        from activities.jobs import known_jobs
+        from triggers import run_watcher
+
         clock = VirtualClock(datetime(2026, 1, 5, tzinfo=timezone.utc))
         app = function_app.app
-        server = DevServer(app, ReplayHost(app, clock))
+        # The run watcher (a timer trigger) runs on the virtual clock when asked for; without it,
+        # workflows rely on webhooks and their own polls.
+        monkeypatch.setenv("WORKFLOW_RUN_WATCHER_INTERVAL_SECONDS", "15" if watcher else "0")
+        monkeypatch.setattr(run_watcher, "utcnow", lambda: datetime.fromtimestamp(clock.now(), tz=timezone.utc))
+        run_watcher.memory.pages = None
+        known_jobs.clear()
+        server = DevServer(app, ReplayHost(app, clock, timer_triggers=["watch_runs"] if watcher else False))
         base_url = server.start()
         if foreground:
             server.host.stop()

@@ -23,6 +23,28 @@ class FakeDurableClient:
         self.instances: Dict[str, dict] = {}
         self.started: List[tuple] = []
         self.events: List[tuple] = []
+        self.entities: Dict[tuple, Any] = {}  # (name, key) -> state
+        self.entity_reads: List[tuple] = []
+
+    async def read_entity_state(self, entity_id, *args, **kwargs):
+        key = (entity_id.name.lower(), entity_id.key)
+        self.entity_reads.append(key)
+        if key not in self.entities:
+            return SimpleNamespace(entity_exists=False, entity_state=None)
+        return SimpleNamespace(entity_exists=True, entity_state=json.loads(json.dumps(self.entities[key])))
+
+    async def signal_entity(self, entity_id, operation_name, operation_input=None, *args, **kwargs):
+        """The registry of awaited runs, applied at once with its real state transitions."""
+        from workflow import watch
+        key = (entity_id.name.lower(), entity_id.key)
+        self.entities[key] = watch.apply(self.entities.get(key), operation_name, operation_input)
+
+    def register_run(self, run_id: int, instance_id: str, job_id: Optional[int] = None, since: float = 0.0):
+        """What a workflow signals once its run exists."""
+        import asyncio
+        from workflow import watch
+        asyncio.run(self.signal_entity(df.EntityId(watch.REGISTRY_ENTITY, watch.shard_of(run_id)), "watch",
+                                       {"runId": run_id, "instanceId": instance_id, "jobId": job_id, "since": since}))
 
     async def start_new(self, name, instance_id=None, client_input=None):
         instance_id = instance_id or uuid.uuid4().hex

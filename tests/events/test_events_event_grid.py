@@ -84,7 +84,7 @@ def test_blob_created_maps_to_the_configured_notebook(client, monkeypatch):
     deliver(blob_event(), client)  # redelivered
     assert len(client.started) == 1
     request = client.started[0][2]["request"]
-    assert request["notebookPath"] == "/Workspace/ingest"
+    assert request["job"]["tasks"][0]["notebook_task"]["notebook_path"] == "/Workspace/ingest"
     assert request["notebookParams"] == {"mode": "append",
                                          "input_path": "https://acct.blob.core.windows.net/landing/2026/01/sales.csv"}
 
@@ -138,13 +138,13 @@ def test_invalid_event_that_cannot_be_kept_raises_so_event_grid_retries(client, 
     # retries, then dead-letters to its own container. Nothing is lost silently.
     monkeypatch.setenv("WORKFLOW_INVALID_EVENT_QUEUE", "workflow-requests-invalid")
     with pytest.raises(Exception, match="AzureWebJobsStorage"):
-        deliver(eventgrid_event({"jobName": "x"}), client)
+        deliver(eventgrid_event({"jobName": 5}), client)
     assert client.started == []
 
 
 def test_invalid_event_without_a_queue_is_only_logged(client, monkeypatch, caplog):
     monkeypatch.setenv("WORKFLOW_INVALID_EVENT_QUEUE", "")
-    deliver(eventgrid_event({"jobName": "x"}), client)
+    deliver(eventgrid_event({"jobName": 5}), client)
     assert client.started == [] and "not kept (no queue)" in caplog.text
 
 

@@ -62,7 +62,7 @@ def test_run_that_did_not_succeed_fails_the_action_with_the_outputs(app_stack):
 def test_invalid_request_fails_the_action_at_once(app_stack):
     stack = app_stack(webhooks=False, foreground=False)
     action = LogicAppsHttpAction(stack.clock)
-    ok, response = action.run(f"{stack.base_url}{START}", {"jobName": "x"})
+    ok, response = action.run(f"{stack.base_url}{START}", {"jobName": "x", "notebookPath": "/Workspace/nb"})
     assert not ok and response.status_code == 400 and response.json()["field"] == "taskKey"
     assert action.polls == [] and stack.host.instance_ids() == []
 

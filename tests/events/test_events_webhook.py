@@ -1,4 +1,5 @@
-"""POST /api/databricks/notifications: Basic auth in constant time, job tag -> instance, runFinished."""
+"""POST /api/databricks/notifications: Basic auth in constant time, run -> instance through the
+registry of awaited runs (no Jobs API call), runFinished."""
 import asyncio
 import base64
 import hmac
@@ -24,19 +25,18 @@ def credentials(monkeypatch):
 
 
 @pytest.fixture
-def jobs(monkeypatch):
-    """Jobs by id as jobs/get answers them; lookups are counted."""
-    known = {JOB_ID: {"job_id": JOB_ID, "settings": {"name": "nightly", "tags": {"durable_instance_id": INSTANCE}}}}
+def jobs(monkeypatch, client):
+    """The waiting workflow's run is in the registry; any Jobs API call would fail the test."""
     calls = []
 
-    def fetch(job_id):
-        calls.append(job_id)
-        if job_id not in known:
-            raise DatabricksApiError(400, "INVALID_PARAMETER_VALUE", f"Job {job_id} does not exist.")
-        return known[job_id]
+    def no_jobs_api(*args, **kwargs):
+        calls.append(args)
+        raise AssertionError("the webhook endpoint must not call the Jobs API")
 
-    monkeypatch.setattr(databricks_webhook, "fetch_job", fetch)
-    return {"known": known, "calls": calls}
+    import databricks_jobs.client
+    monkeypatch.setattr(databricks_jobs.client, "get_jobs_client", no_jobs_api)
+    client.register_run(RUN_ID, INSTANCE, JOB_ID)
+    return {"calls": calls}
 
 
 def basic(user=USER, password=PASSWORD):
@@ -86,11 +86,11 @@ def test_task_level_notification_uses_the_parent_run(client, jobs):
     assert post(client, body)[1]["status"] == "delivered"
 
 
-def test_job_lookups_are_cached(client, jobs):
+def test_each_notification_reads_one_registry_shard_and_calls_no_jobs_api(client, jobs):
     client.set_running(INSTANCE, runId=RUN_ID)
     post(client, payload())
     post(client, payload("jobs.on_failure"))
-    assert jobs["calls"] == [JOB_ID]
+    assert len(client.entity_reads) == 2 and jobs["calls"] == []
 
 
 @pytest.mark.parametrize("authorization", [
@@ -152,11 +152,9 @@ def test_oversize_notification_is_413(client, jobs):
 
 @pytest.mark.parametrize("setup, note, reason", [
     (lambda c: c.set_running(INSTANCE, runId=RUN_ID), payload("jobs.on_start"), "does not end a run"),
-    (lambda c: c.set_running(INSTANCE, runId=RUN_ID), payload(job_id=123), "unknown job"),
+    (lambda c: c.set_running(INSTANCE, runId=RUN_ID), payload(run_id=RUN_ID + 1), "no workflow waits"),
     (lambda c: None, payload(), "no waiting workflow"),
-    (lambda c: c.set_running(INSTANCE, runId=RUN_ID + 1), payload(), "not the one"),
-    (lambda c: c.set_running(INSTANCE, runId=None), payload(), "not the one"),
-], ids=["on-start", "unknown-job", "no-instance", "other-run", "run-not-recorded"])
+], ids=["on-start", "unregistered-run", "no-instance"])
 def test_notifications_that_match_no_waiting_run_are_acknowledged_and_ignored(setup, note, reason, client, jobs):
     setup(client)
     response, body = post(client, note)
@@ -164,10 +162,14 @@ def test_notifications_that_match_no_waiting_run_are_acknowledged_and_ignored(se
     assert client.events == [] and client.started == []
 
 
-def test_job_without_the_instance_tag_is_ignored(client, jobs):
-    jobs["known"][5] = {"job_id": 5, "settings": {"name": "manual", "tags": {}}}
-    response, body = post(client, payload(job_id=5))
-    assert body == {"status": "ignored", "reason": "job has no durable_instance_id tag", "jobId": 5}
+def test_a_run_of_a_shared_job_reaches_the_workflow_waiting_for_that_run_only(client, jobs):
+    other = "queue-0123456789abcdef0123456789abcdef"
+    client.register_run(RUN_ID + 4, other, JOB_ID)  # another workflow's run of the same shared job
+    client.set_running(INSTANCE)
+    client.set_running(other)
+    response, body = post(client, payload(run_id=RUN_ID + 4))
+    assert body == {"status": "delivered", "instanceId": other}
+    assert [e[0] for e in client.events] == [other]
 
 
 def test_finished_instance_is_ignored(client, jobs):
@@ -177,11 +179,11 @@ def test_finished_instance_is_ignored(client, jobs):
     assert body["status"] == "ignored" and "Completed" in body["reason"] and client.events == []
 
 
-def test_databricks_unreachable_is_503_with_retry_after(client, monkeypatch):
-    def down(job_id):
-        raise DatabricksApiError(0, "TRANSPORT_ERROR", "connection refused")
+def test_a_registry_that_cannot_be_read_is_503_with_retry_after(client, jobs):
+    async def down(*args, **kwargs):
+        raise Exception("the task hub is not answering")
 
-    monkeypatch.setattr(databricks_webhook, "fetch_job", down)
+    client.read_entity_state = down
     response, body = post(client, payload())
     assert response.status_code == 503 and response.headers["Retry-After"] == "30" and client.events == []
 
@@ -197,30 +199,3 @@ def test_an_unusable_password_setting_refuses_every_call_even_one_that_sends_tha
     response, _ = post(client, payload(), authorization=basic(password=password))
     assert response.status_code == 401 and client.events == []
     assert "DATABRICKS_WEBHOOK_PASSWORD" in caplog.text and password not in caplog.text
-
-
-def test_looking_up_the_job_does_not_block_the_event_loop(client, monkeypatch):
-    import threading
-
-    released = threading.Event()
-
-    def slow_fetch(job_id):
-        assert released.wait(timeout=5), "the event loop was blocked by the Jobs API call"
-        return {"settings": {"tags": {"durable_instance_id": INSTANCE}}}
-
-    monkeypatch.setattr(databricks_webhook, "fetch_job", slow_fetch)
-    databricks_webhook.job_instances.clear()
-    client.set_running(INSTANCE, runId=RUN_ID)
-
-    async def scenario():
-        async def other_request():
-            await asyncio.sleep(0)
-            released.set()
-        req = func.HttpRequest("POST", "https://app.example/api/databricks/notifications",
-                               headers={"Content-Type": "application/json", "Authorization": basic()},
-                               body=json.dumps(payload()).encode())
-        fn = databricks_notification.build().get_user_function().client_function
-        response, _ = await asyncio.gather(fn(req, client), other_request())
-        return response
-
-    assert asyncio.run(scenario()).status_code == 202

@@ -101,13 +101,11 @@ def test_lag_is_bounded_by_a_second_with_webhooks_and_by_the_poll_interval_witho
                                                 "off": off["lag"], "polls": [delivered["polls"], refused["polls"],
                                                                               off["polls"]]}))
     assert delivered["lag"] <= 1.0
-    # Without a notification the next poll finds the end: at most the schedule's lag, i.e. the
-    # larger of its steady 30 s and 10 % of the run so far, and never past the interval ceilings.
+    # Without a notification the next poll finds the end: at most the schedule's wait at that age.
     settings = WorkflowSettings()
     for figures, schedule in (
-            (refused, poll_schedule(webhooks=True, max_seconds=settings.webhook_poll_interval_seconds)),
-            (off, poll_schedule(webhooks=False, max_seconds=settings.poll_interval_seconds))):
-        bound = max(schedule.steady_seconds, schedule.fraction * (duration + START_AT))
-        assert figures["lag"] <= min(bound, schedule.max_seconds)
+            (refused, poll_schedule(signals=True, max_seconds=settings.webhook_poll_interval_seconds)),
+            (off, poll_schedule(signals=False, max_seconds=settings.poll_interval_seconds))):
+        assert figures["lag"] <= schedule.delay_at(duration + START_AT)
     # The safety net costs fewer polls than polling alone.
     assert delivered["polls"] < off["polls"] and refused["polls"] < off["polls"]

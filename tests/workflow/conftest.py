@@ -3,10 +3,12 @@ talking over loopback HTTP to the Jobs API emulator, which runs on the same virt
 from __future__ import annotations
 
 import logging
+from datetime import datetime, timezone
 
 import pytest
 
 import databricks_jobs
+from activities.jobs import known_jobs
 from devhost import ReplayHost, VirtualClock
 from jobs_emulator import JobsEmulator
 from orchestrators.create_job_and_run import ORCHESTRATOR_NAME
@@ -37,15 +39,30 @@ def databricks_env(monkeypatch, emulator):
     monkeypatch.setenv("DATABRICKS_TOKEN", SECRET_TOKEN)
     monkeypatch.delenv("DATABRICKS_NOTIFICATION_DESTINATION_ID", raising=False)
     databricks_jobs.reset_all()
+    known_jobs.clear()
     yield
     databricks_jobs.reset_all()
+    known_jobs.clear()
+
+
+@pytest.fixture(params=["plain", "at-least-once"])
+def host_mode(request):
+    """Every workflow test runs twice: as the host usually behaves, and with every activity executed
+    twice (at-least-once delivery) and every due event batched into one episode (as the Durable
+    extension batches them)."""
+    return request.param
 
 
 @pytest.fixture
-def host(clock, databricks_env):
+def host(clock, databricks_env, host_mode, monkeypatch):
     from function_app import app
+    from triggers import run_watcher
 
-    h = ReplayHost(app, clock)
+    # The workspace run watcher is a timer trigger: it runs on the virtual clock like everything else.
+    monkeypatch.setattr(run_watcher, "utcnow", lambda: datetime.fromtimestamp(clock.now(), tz=timezone.utc))
+    run_watcher.memory.pages = None
+    twice = host_mode == "at-least-once"
+    h = ReplayHost(app, clock, timer_triggers=["watch_runs"], activities_twice=twice, batch_events=twice)
     yield h
     h.stop()
 
@@ -66,3 +83,10 @@ def run_workflow(host):
 def all_logs(caplog):
     caplog.set_level(logging.DEBUG)
     return caplog
+
+
+@pytest.fixture
+def own_polls(host):
+    """For tests of the workflow's OWN poll schedule: no run watcher, so every look is its own poll."""
+    host.timer_triggers = False
+    return WorkflowSettings(run_watcher_interval_seconds=0)

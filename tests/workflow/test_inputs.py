@@ -9,18 +9,36 @@ VALID = {"jobName": "nightly", "taskKey": "main", "notebookPath": "/Workspace/Us
          "existingClusterId": "0923-164208-meows279"}
 
 
-def test_valid_input_gets_deployment_defaults():
-    request = validate_request(dict(VALID), WorkflowSettings(default_timeout_seconds=3600, poll_interval_seconds=20))
-    assert request.to_dict() == {**VALID, "notebookParams": {}, "timeoutSeconds": 3600, "pollIntervalSeconds": 20,
-                                 "deleteJobOnCompletion": False}
+def test_the_seed_request_is_a_one_task_job_to_create_and_reuse_with_deployment_defaults():
+    plan = validate_request(dict(VALID), WorkflowSettings(default_timeout_seconds=3600, poll_interval_seconds=20)).plan
+    assert plan["jobSource"] == "create" and plan["jobName"] == "nightly" and plan["taskKey"] == "main"
+    assert (plan["timeoutSeconds"], plan["pollIntervalSeconds"], plan["deleteJobOnCompletion"]) == (3600, 20, False)
+    assert plan["job"] == {
+        "name": "nightly",
+        "tasks": [{"task_key": "main", "notebook_task": {"notebook_path": "/Workspace/Users/a@b.c/nb"},
+                   "existing_cluster_id": "0923-164208-meows279"}],
+        # Shared by every workflow of this definition: each gets its own run, queued when busy.
+        "queue": {"enabled": True}, "max_concurrent_runs": 1000,
+        # The workflow deadline cancels the run; the job's own timeout is the backstop.
+        "timeout_seconds": 3600 + 300,
+    }
+    assert plan["submit"] is None and plan["notebookParams"] == {}
+
+
+def test_notebook_params_travel_with_the_run_not_the_job_so_the_job_is_reused():
+    one = validate_request(dict(VALID, notebookParams={"day": "1"}), WorkflowSettings()).plan
+    two = validate_request(dict(VALID, notebookParams={"day": "2"}), WorkflowSettings()).plan
+    assert one["job"] == two["job"] and one["notebookParams"] == {"day": "1"}
 
 
 def test_job_deletion_defaults_to_the_setting_and_the_input_overrides_it():
     keep, delete = WorkflowSettings(delete_job_on_completion=False), WorkflowSettings(delete_job_on_completion=True)
-    assert validate_request(dict(VALID), delete).delete_job_on_completion is True
-    assert validate_request(dict(VALID, deleteJobOnCompletion=False), delete).delete_job_on_completion is False
-    assert validate_request(dict(VALID, deleteJobOnCompletion=True), keep).delete_job_on_completion is True
+    assert validate_request(dict(VALID), delete).plan["deleteJobOnCompletion"] is True
+    assert validate_request(dict(VALID, deleteJobOnCompletion=False), delete).plan["deleteJobOnCompletion"] is False
+    assert validate_request(dict(VALID, deleteJobOnCompletion=True), keep).plan["deleteJobOnCompletion"] is True
     assert WorkflowSettings.from_env({"WORKFLOW_DELETE_JOB_ON_COMPLETION": "True"}).delete_job_on_completion is True
+    # An existing job is never deleted, whatever the setting says.
+    assert validate_request({"jobId": 7}, delete).plan["deleteJobOnCompletion"] is False
 
 
 def test_explicit_options_win_over_defaults():
@@ -31,13 +49,14 @@ def test_explicit_options_win_over_defaults():
 def test_orchestration_input_carries_options_the_orchestrator_must_not_read_itself():
     settings = WorkflowSettings(polls_per_execution=7, webhook_poll_interval_seconds=600)
     envelope = orchestration_input(validate_request(dict(VALID), settings), settings)
-    assert envelope["options"] == {"pollsPerExecution": 7, "webhookPollIntervalSeconds": 600, "notify": False}
+    assert envelope["options"] == {"pollsPerExecution": 7, "webhookPollIntervalSeconds": 600, "notify": False,
+                                   "watcher": True}
     assert "token" not in json.dumps(envelope)
 
 
 BAD = [
     ({k: v for k, v in VALID.items() if k != "jobName"}, "jobName", "required"),
-    ({k: v for k, v in VALID.items() if k != "existingClusterId"}, "existingClusterId", "required"),
+    ({k: v for k, v in VALID.items() if k != "taskKey"}, "taskKey", "is required with notebookPath"),
     ({**VALID, "token": "dapi123"}, "token", "not a known field"),
     ({**VALID, "jobName": 5}, "jobName", "must be a string, not an integer"),
     ({**VALID, "jobName": ""}, "jobName", "must be at least 1 characters long"),

@@ -28,7 +28,7 @@ T0 = datetime(2026, 1, 1, tzinfo=timezone.utc)
 _HANDLE = create_job_and_run.build().get_user_function()
 
 RUNNING = {"runId": 2, "jobId": 1, "lifeCycleState": "RUNNING", "stateMessage": "", "runPageUrl": "u",
-           "startTime": 0, "endTime": 0, "tasks": [{"taskKey": "main", "runId": 3, "attemptNumber": 0}]}
+           "startTime": 1, "endTime": 0, "tasks": [{"taskKey": "main", "runId": 3, "attemptNumber": 0, "startTime": 1}]}
 
 
 def _flatten(actions):
@@ -71,10 +71,13 @@ class Episodes:
         flat = _flatten(self.state["actions"])
         new = []
         for action in flat[self.seen:]:
-            if action["actionType"] in (0, 1, 5):
+            if action["actionType"] in (0, 1, 5, 9):  # a signal to an entity takes a sequence id too
                 self.ids.append(self.next_id)
                 if action["actionType"] == 5:
                     self.history.append(self._ev(10, EventId=self.next_id, FireAt=action["fireAt"]))
+                elif action["actionType"] == 9:
+                    self.history.append(self._ev(14, EventId=self.next_id, InstanceId=action["instanceId"],
+                                                 Name=action["operation"], Input=action["input"]))
                 else:
                     self.history.append(self._ev(4, EventId=self.next_id, Name=action["functionName"]))
                 self.next_id += 1
@@ -129,8 +132,9 @@ def _start(webhooks: bool = False) -> Episodes:
 
 
 def _names(actions) -> list:
-    """What the actions schedule; event waiters (first yielded once per execution) are left out."""
-    return [a.get("functionName") or {5: "timer"}.get(a["actionType"]) for a in actions if a["actionType"] != 6]
+    """What the actions schedule; event waiters (first yielded once per execution) and signals to
+    the registry of awaited runs are left out."""
+    return [a.get("functionName") or {5: "timer"}.get(a["actionType"]) for a in actions if a["actionType"] not in (6, 9)]
 
 
 def _final_state_after_cancel(ep, after):

@@ -57,28 +57,37 @@ def test_select_task_run_takes_the_latest_attempt_of_the_named_task():
 
 
 def test_poll_schedule_starts_fast_then_lags_in_proportion_to_the_run_up_to_its_ceiling():
-    schedule = policy.PollSchedule(first_seconds=5, step_seconds=5, steady_seconds=30, fraction=0.1, max_seconds=300)
-    assert [schedule.delay_after(n, elapsed_seconds=0) for n in range(1, 9)] == [5, 10, 15, 20, 25, 30, 30, 30]
-    assert schedule.delay_after(20, elapsed_seconds=600) == 60  # 10 % of the run so far
-    assert schedule.delay_after(20, elapsed_seconds=86400) == 300  # never past the ceiling
-    assert policy.PollSchedule(max_seconds=10).delay_after(50, elapsed_seconds=5000) == 10
+    schedule = policy.PollSchedule(first_seconds=5, steady_seconds=30, steady_until=600, fraction=0.05,
+                                   max_seconds=300)
+    assert [schedule.delay_at(age) for age in (0, 5, 10, 20, 40, 599)] == [5, 5, 10, 20, 30, 30]
+    assert schedule.delay_at(1200) == 60  # 5 % of the run so far
+    assert schedule.delay_at(86400) == 300  # never past the ceiling
+    assert policy.PollSchedule(max_seconds=10).delay_at(5000) == 10
 
 
-def test_webhooks_make_polls_a_sparser_safety_net():
-    plain = policy.poll_schedule(webhooks=False, max_seconds=300)
-    hooked = policy.poll_schedule(webhooks=True, max_seconds=900)
-    assert plain == policy.PollSchedule(max_seconds=300)
-    assert hooked.delay_after(1, 0) == plain.delay_after(1, 0) == 5  # the first look is as quick
-    assert hooked.delay_after(10, 600) == 300 > plain.delay_after(10, 600) == 60
-    assert hooked.delay_after(100, 86400) == 900
+def _looks(schedule, seconds):
+    age, looks = 0.0, 0
+    while age < seconds:
+        age += schedule.delay_at(age)
+        looks += 1
+    return looks
+
+
+def test_signals_make_polls_a_sparse_safety_net():
+    own = policy.poll_schedule(signals=False, max_seconds=300)
+    safety = policy.poll_schedule(signals=True, max_seconds=900)
+    assert own == policy.PollSchedule(max_seconds=300)
+    assert own.delay_at(0) == 5 and safety.delay_at(0) == 300  # a signal, not a poll, ends a short run
+    assert safety.delay_at(86400) == 900
+    assert _looks(safety, 3600) < _looks(own, 3600) / 5
 
 
 def test_a_day_long_run_costs_hundreds_of_polls_not_thousands():
-    schedule, elapsed, polls = policy.PollSchedule(), 0, 0
-    while elapsed < 86400:
-        polls += 1
-        elapsed += schedule.delay_after(polls, elapsed)
-    assert 250 < polls < 400
+    assert 150 < _looks(policy.PollSchedule(), 86400) < 400
+
+
+def test_the_watcher_looks_no_more_often_per_run_than_a_run_would_poll_itself():
+    assert policy.own_check_interval(0) == 5 and policy.own_check_interval(7200) == 300
 
 
 def test_idempotency_token_is_stable_and_fits_databricks_limit():
