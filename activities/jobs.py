@@ -83,9 +83,32 @@ def job_settings(job: Mapping[str, Any], *, tag: tuple, notification_destination
     return settings
 
 
+def _release_1_request(request: Mapping[str, Any]) -> Dict[str, Any]:
+    """createJob's input from a workflow still running on release 1.0's code path (orchestrators/v1):
+    a job of its own, tagged with its instance and run key, notebook parameters in the task."""
+    notebook_task: Dict[str, Any] = {"notebook_path": _required(request, "notebookPath", "createJob")}
+    if request.get("notebookParams"):
+        notebook_task["base_parameters"] = dict(request["notebookParams"])
+    job: Dict[str, Any] = {
+        "name": _required(request, "jobName", "createJob"),
+        "tasks": [{"task_key": _required(request, "taskKey", "createJob"),
+                   "existing_cluster_id": _required(request, "existingClusterId", "createJob"),
+                   "notebook_task": notebook_task}],
+        "tags": {"durable_instance_id": run_idempotency_token(_required(request, "instanceId", "createJob"))},
+    }
+    if request.get("timeoutSeconds"):
+        job["timeout_seconds"] = int(request["timeoutSeconds"]) + RELEASE_1_TIMEOUT_MARGIN_SECONDS
+    return {"instanceId": request["instanceId"], "runKey": request.get("runKey"), "private": True, "job": job}
+
+
+RELEASE_1_TIMEOUT_MARGIN_SECONDS = 300
+
+
 @bp.activity_trigger(input_name="request", activity="createJob")
 def createJob(request: Any) -> Dict[str, Any]:
     request = activity_input(request)
+    if "job" not in request and "notebookPath" in request:
+        request = _release_1_request(request)
     job = _required(request, "job", "createJob")
     destination = _settings().notification_destination_id
     if request.get("private"):

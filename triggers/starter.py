@@ -15,6 +15,7 @@ from typing import Optional
 
 import azure.durable_functions as df
 
+from orchestrators import versions
 from orchestrators.create_job_and_run import ORCHESTRATOR_NAME
 from workflow.inputs import InputError, WorkflowRequest
 
@@ -93,7 +94,7 @@ async def start_once(client: df.DurableOrchestrationClient, orchestration_input:
     """Start the workflow unless an instance with `instance_id` already exists. A repeat whose
     request differs from the one that started the instance is reported, not replayed."""
     if instance_id is None:
-        new_id = await client.start_new(ORCHESTRATOR_NAME, None, orchestration_input)
+        new_id = await client.start_new(ORCHESTRATOR_NAME, None, orchestration_input, version=versions.CURRENT)
         return StartResult(new_id, True)
     status = await client.get_status(instance_id, show_input=True)
     if status.runtime_status is not None:
@@ -102,7 +103,7 @@ async def start_once(client: df.DurableOrchestrationClient, orchestration_input:
         different = theirs is not None and theirs != orchestration_input.get("requestHash")
         return StartResult(instance_id, False, different)
     try:
-        await client.start_new(ORCHESTRATOR_NAME, instance_id, orchestration_input)
+        await client.start_new(ORCHESTRATOR_NAME, instance_id, orchestration_input, version=versions.CURRENT)
     except Exception:
         # Two deliveries raced past the status check: the extension refuses the second start of
         # a running instance, which is exactly the dedupe we want.

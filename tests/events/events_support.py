@@ -46,7 +46,7 @@ class FakeDurableClient:
         asyncio.run(self.signal_entity(df.EntityId(watch.REGISTRY_ENTITY, watch.shard_of(run_id)), "watch",
                                        {"runId": run_id, "instanceId": instance_id, "jobId": job_id, "since": since}))
 
-    async def start_new(self, name, instance_id=None, client_input=None):
+    async def start_new(self, name, instance_id=None, client_input=None, version=None):
         instance_id = instance_id or uuid.uuid4().hex
         if instance_id in self.instances and self.instances[instance_id]["status"] in ("Pending", "Running"):
             raise Exception("An Orchestration instance with the status Running already exists.")
