@@ -61,9 +61,10 @@ def test_version_failure_strategy_fail(app, clock):
 
 
 def test_the_python_client_sends_the_version(server):
+    # At or below the repository host.json's defaultVersion, which the toy app's worker runs with.
     client = df.DurableOrchestrationClient(server.management.binding_json(server.base_url))
-    iid = run_coroutine(client.start_new("versioned", None, None, version="3.1"), timeout=10)
-    assert server.host.wait_for_completion(iid, timeout=10)["output"] == {"version": "3.1"}
+    iid = run_coroutine(client.start_new("versioned", None, None, version="1.5"), timeout=10)
+    assert server.host.wait_for_completion(iid, timeout=10)["output"] == {"version": "1.5"}
 
 
 # ------------------------------------------------------------------ replace_app, history_check

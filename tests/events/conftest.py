@@ -18,16 +18,11 @@ from typing import List, Optional
 
 import pytest
 
-from events_support import FakeDurableClient
+from events_support import (AZURITE_DIR, AZURITE_QUEUE_BIN, DEV_ACCOUNT, DEV_KEY, FakeDurableClient,
+                            _free_port, _install_azurite)
 from messaging import settings as caller_settings, storage_queues
 from triggers import databricks_webhook
 
-ROOT = Path(__file__).resolve().parents[2]
-AZURITE_DIR = ROOT / ".tools" / "azurite"
-AZURITE_QUEUE_BIN = AZURITE_DIR / "node_modules" / ".bin" / "azurite-queue"
-# Azurite's well-known development account (public, documented; not a secret).
-DEV_ACCOUNT = "devstoreaccount1"
-DEV_KEY = "Eby8vdM02xNOcqFlqUwJPLlmEtlCDXJ1OUzFT50uSRZ6IFsuFq2UVErCz4I6tq/K1SZFPTOtr/KBHBeksoGMGw=="
 
 @pytest.fixture
 def client() -> FakeDurableClient:
@@ -52,26 +47,6 @@ def clean_settings(monkeypatch):
 
 
 # -- Azurite ----------------------------------------------------------------------------------------
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def _install_azurite() -> None:
-    if AZURITE_QUEUE_BIN.exists():
-        return
-    npm = shutil.which("npm")
-    if npm is None:
-        pytest.fail("npm is required to install Azurite (the queue tests need a real queue service); "
-                    "install Node.js 18+ with npm", pytrace=False)
-    # `npm ci` installs exactly the committed lock file.
-    result = subprocess.run([npm, "ci", "--no-audit", "--no-fund", "--loglevel=error"], cwd=AZURITE_DIR,
-                            capture_output=True, text=True, timeout=600)
-    if result.returncode != 0 or not AZURITE_QUEUE_BIN.exists():
-        pytest.fail(f"npm ci in {AZURITE_DIR} failed:\n{result.stdout}\n{result.stderr}", pytrace=False)
-
 
 @pytest.fixture(scope="session")
 def azurite():

@@ -2,12 +2,24 @@
 from __future__ import annotations
 
 import json
+import shutil
+import socket
+import subprocess
 import uuid
+from pathlib import Path
 from datetime import datetime, timezone
 from types import SimpleNamespace
 from typing import Any, Dict, List, Optional
 
 import azure.durable_functions as df
+import pytest
+
+ROOT = Path(__file__).resolve().parents[2]
+AZURITE_DIR = ROOT / ".tools" / "azurite"
+AZURITE_QUEUE_BIN = AZURITE_DIR / "node_modules" / ".bin" / "azurite-queue"
+# Azurite's well-known development account (public, documented; not a secret).
+DEV_ACCOUNT = "devstoreaccount1"
+DEV_KEY = "Eby8vdM02xNOcqFlqUwJPLlmEtlCDXJ1OUzFT50uSRZ6IFsuFq2UVErCz4I6tq/K1SZFPTOtr/KBHBeksoGMGw=="
 
 VALID_INPUT = {"jobName": "nightly-load", "taskKey": "main", "notebookPath": "/Workspace/Users/a@b.c/load",
                "existingClusterId": "0923-164208-meows279"}
@@ -113,3 +125,25 @@ def app_functions(app):
     first call and then refuses the same names as duplicates."""
     app.functions_bindings = {}
     return app.get_functions()
+
+
+# -- Azurite ----------------------------------------------------------------------------------------
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def _install_azurite() -> None:
+    if AZURITE_QUEUE_BIN.exists():
+        return
+    npm = shutil.which("npm")
+    if npm is None:
+        pytest.fail("npm is required to install Azurite (the queue tests need a real queue service); "
+                    "install Node.js 18+ with npm", pytrace=False)
+    # `npm ci` installs exactly the committed lock file.
+    result = subprocess.run([npm, "ci", "--no-audit", "--no-fund", "--loglevel=error"], cwd=AZURITE_DIR,
+                            capture_output=True, text=True, timeout=600)
+    if result.returncode != 0 or not AZURITE_QUEUE_BIN.exists():
+        pytest.fail(f"npm ci in {AZURITE_DIR} failed:\n{result.stdout}\n{result.stderr}", pytrace=False)

@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from conftest import AZURITE_DIR, DEV_ACCOUNT, DEV_KEY, _free_port, _install_azurite
+from events_support import AZURITE_DIR, DEV_ACCOUNT, DEV_KEY, _free_port, _install_azurite
 
 ROOT = Path(__file__).resolve().parents[2]
 

@@ -15,6 +15,7 @@ from datetime import datetime, timedelta, timezone
 
 import pytest
 
+from orchestrators import versions
 from orchestrators.create_job_and_run import CANCEL_EVENT, RUN_FINISHED_EVENT, create_job_and_run
 from workflow.inputs import orchestration_input, validate_request
 from workflow.settings import WorkflowSettings
@@ -53,7 +54,7 @@ class Episodes:
     def __init__(self, orchestration_input: dict):
         self.now = T0
         self.input = json.dumps(orchestration_input)
-        self.history = [self._ev(12), self._ev(0, Name="create_job_and_run", Version="", Input=self.input)]
+        self.history = [self._ev(12), self._ev(0, Name="create_job_and_run", Version=versions.CURRENT, Input=self.input)]
         self.next_id = 0
         self.seen = 0
         self.ids: list = []  # sequence id per flattened action (None for event waiters)
