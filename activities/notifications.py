@@ -19,7 +19,6 @@ from datetime import datetime, timezone
 from typing import Any, Callable, Mapping, Optional
 
 import azure.durable_functions as df
-import requests
 
 from activities.jobs import activity_input
 from databricks_jobs.errors import ConfigurationError
@@ -94,6 +93,8 @@ def publish_to_topic(event: dict, endpoint: str, key: str, *, session: Optional[
         headers["aeg-sas-key"] = key
     else:
         headers["Authorization"] = f"Bearer {token_provider()}"
+    import requests  # on first use: it is heavy, and cold start pays for every import
+
     sender = session or requests
     try:
         response = sender.post(endpoint, data=json.dumps([event]), headers=headers, timeout=HTTP_TIMEOUT_SECONDS)

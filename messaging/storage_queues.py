@@ -11,15 +11,17 @@ import os
 import threading
 from typing import Mapping, Optional
 
-from azure.core.exceptions import ResourceExistsError
-from azure.storage.queue import QueueClient, TextBase64EncodePolicy
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:  # the SDK is imported on first use: it is heavy, and cold start pays for every import
+    from azure.storage.queue import QueueClient
 
 log = logging.getLogger(__name__)
 
 # A queue message is at most 64 KiB as sent; base64 grows text by 4/3.
 MAX_MESSAGE_TEXT_BYTES = (64 * 1024 * 3) // 4
 
-_clients: dict[tuple[str, str, str], QueueClient] = {}
+_clients: dict[tuple[str, str, str], "QueueClient"] = {}
 _lock = threading.Lock()
 
 
@@ -43,6 +45,9 @@ def queue_client(queue: str, connection: str, env: Optional[Mapping[str, str]] =
     service_uri = env.get(f"{connection}__queueServiceUri", "")
     if not service_uri and env.get(f"{connection}__accountName"):
         service_uri = f"https://{env[f'{connection}__accountName']}.queue.core.windows.net"
+    from azure.core.exceptions import ResourceExistsError
+    from azure.storage.queue import QueueClient, TextBase64EncodePolicy
+
     key = (connection, conn_str or service_uri, queue)
     with _lock:
         client = _clients.get(key)
