@@ -255,7 +255,8 @@ def task_result_state(task: Mapping[str, Any]) -> Optional[str]:
 
 
 def failed_task_keys(run: Mapping[str, Any]) -> list:
-    return [t["taskKey"] for t in latest_attempts(run) if task_result_state(t) in (FAILED, TIMEDOUT)]
+    """Tasks that failed themselves (not those skipped because an upstream task failed)."""
+    return [t["taskKey"] for t in latest_attempts(run) if t.get("resultState") in ("FAILED", "TIMEDOUT")]
 
 
 def should_repair(run: Mapping[str, Any], repairs_done: int, max_attempts: int) -> bool:

@@ -15,32 +15,7 @@ from devhost import ReplayHost, VirtualClock
 from devhost.serve import DevServer
 from jobs_emulator import Behavior, Scenario, JobsEmulator
 
-START = "/api/workflows/create-job-and-run"
-TOKEN = "dapi-http-tests-0123456789abcdef-SECRET"
-VALID = {"jobName": "nightly-load", "taskKey": "main", "notebookPath": "/Workspace/Users/me@contoso.com/load",
-         "existingClusterId": "0923-164208-meows279"}
-
-
-@pytest.fixture
-def stack(monkeypatch):
-    import function_app
-
-    clock = VirtualClock(datetime(2026, 3, 1, tzinfo=timezone.utc))
-    emulator = JobsEmulator(clock=clock.now, tokens={TOKEN})
-    clock.on_advance(emulator.tick)
-    monkeypatch.setenv("DATABRICKS_HOST", emulator.start(port=0))
-    monkeypatch.setenv("DATABRICKS_AUTH", "pat")
-    monkeypatch.setenv("DATABRICKS_TOKEN", TOKEN)
-    monkeypatch.delenv("DATABRICKS_NOTIFICATION_DESTINATION_ID", raising=False)
-    databricks_jobs.reset_all()
-    host = ReplayHost(function_app.app, clock)
-    server = DevServer(function_app.app, host)
-    base_url = server.start()
-    host.stop()  # the test drives the workflow in virtual time itself
-    yield SimpleNamespace(base_url=base_url, host=host, clock=clock, emulator=emulator)
-    server.stop()
-    emulator.stop()
-    databricks_jobs.reset_all()
+from http_support import START, TOKEN, VALID
 
 
 def start(stack, body=VALID, **kwargs):

@@ -244,12 +244,14 @@ def test_continue_as_new_bounds_history_across_a_long_run(run_workflow, emulator
     assert status["customStatus"]["polls"] >= 400  # progress carried across executions
 
 
-def test_a_24_hour_run_finishes_in_seconds_of_wall_time(run_workflow, emulator, clock, own_polls):
+def test_a_24_hour_run_finishes_in_seconds_of_wall_time(run_workflow, emulator, clock, own_polls, host):
     emulator.scenario = Scenario(rules=[("*", Behavior(phases=(("PENDING", 300), ("RUNNING", 86400)),
                                                         notebook_result="done"))])
     started_wall, started_virtual = time.monotonic(), clock.now()
     status = run_workflow(own_polls, timeoutSeconds=2 * 86400)
     assert status["output"]["notebookResult"] == "done"
+    # History stays small however long the run: at most 100 events per orchestration execution.
+    assert max(len(x["history"]) for x in host.executions(status["instanceId"])) <= 100
     assert clock.now() - started_virtual >= 86700
     assert time.monotonic() - started_wall < 30
 
@@ -352,3 +354,11 @@ def test_an_event_started_workflow_reports_its_failure_too(host, sent_notificati
 def test_a_workflow_started_over_http_sends_no_notification(run_workflow, sent_notifications):
     assert run_workflow()["runtimeStatus"] == "Completed"
     assert sent_notifications == []
+
+
+def test_with_the_run_watcher_a_long_run_keeps_each_execution_under_100_history_events(run_workflow, emulator, host):
+    emulator.scenario = Scenario(rules=[("*", Behavior(phases=(("PENDING", 60), ("RUNNING", 3 * 3600)),
+                                                        notebook_result="done"))])
+    status = run_workflow(timeoutSeconds=86400)
+    assert status["output"]["notebookResult"] == "done"
+    assert max(len(x["history"]) for x in host.executions(status["instanceId"])) <= 100
