@@ -7,6 +7,12 @@ workspace's runs for every waiting workflow, another purges finished workflows' 
 import azure.durable_functions as df
 import azure.functions as func
 
+import telemetry
+
+# First, before any function runs: spans and metrics go to Application Insights when
+# APPLICATIONINSIGHTS_CONNECTION_STRING is set; otherwise nothing is loaded (telemetry/setup.py).
+telemetry.configure()
+
 from activities.jobs import bp as activities_bp
 from activities.notifications import bp as notifications_bp
 from entities.awaited_runs import bp as awaited_runs_bp

@@ -20,6 +20,7 @@ from typing import Any, Dict, List, Mapping, Optional
 
 import azure.durable_functions as df
 
+from telemetry.tracing import traced_activity
 from workflow.jobspec import DEFINITION_TAG, RUN_KEY_TAG, fingerprint
 from workflow.policy import run_idempotency_token
 
@@ -105,6 +106,7 @@ RELEASE_1_TIMEOUT_MARGIN_SECONDS = 300
 
 
 @bp.activity_trigger(input_name="request", activity="createJob")
+@traced_activity("createJob")
 def createJob(request: Any) -> Dict[str, Any]:
     request = activity_input(request)
     if "job" not in request and "notebookPath" in request:
@@ -164,6 +166,7 @@ def _is_gone(error) -> bool:
 # -- starting the run ----------------------------------------------------------------------------
 
 @bp.activity_trigger(input_name="request", activity="runJobNow")
+@traced_activity("runJobNow")
 def runJobNow(request: Any) -> Dict[str, Any]:
     request = activity_input(request)
     token = run_idempotency_token(_required(request, "runKey", "runJobNow"))
@@ -177,6 +180,7 @@ def runJobNow(request: Any) -> Dict[str, Any]:
 
 
 @bp.activity_trigger(input_name="request", activity="submitRun")
+@traced_activity("submitRun")
 def submitRun(request: Any) -> Dict[str, Any]:
     request = activity_input(request)
     token = run_idempotency_token(_required(request, "runKey", "submitRun"))
@@ -232,6 +236,7 @@ def _task_summary(task: Mapping[str, Any]) -> Dict[str, Any]:
 
 
 @bp.activity_trigger(input_name="request", activity="getJobRun")
+@traced_activity("getJobRun")
 def getJobRun(request: Any) -> Dict[str, Any]:
     request = activity_input(request)
     run_id = int(_required(request, "runId", "getJobRun"))
@@ -254,6 +259,7 @@ def output_summary(task_run_id: int, output: Mapping[str, Any]) -> Dict[str, Any
 
 
 @bp.activity_trigger(input_name="request", activity="getJobRunOutput")
+@traced_activity("getJobRunOutput")
 def getJobRunOutput(request: Any) -> Dict[str, Any]:
     """Output of one task run (`runId`), or of several (`tasks`: [{"taskKey", "runId"}]) in one call."""
     request = activity_input(request)
@@ -269,6 +275,7 @@ def getJobRunOutput(request: Any) -> Dict[str, Any]:
 
 
 @bp.activity_trigger(input_name="request", activity="repairRun")
+@traced_activity("repairRun")
 def repairRun(request: Any) -> Dict[str, Any]:
     """Rerun the failed tasks of an ended run. `repairsSeen` is how many repairs the workflow has
     made: when the run's history already shows more, this activity ran before (at least once) and
@@ -288,6 +295,7 @@ def repairRun(request: Any) -> Dict[str, Any]:
 
 
 @bp.activity_trigger(input_name="request", activity="cancelRun")
+@traced_activity("cancelRun")
 def cancelRun(request: Any) -> Dict[str, Any]:
     request = activity_input(request)
     run_id = int(_required(request, "runId", "cancelRun"))
@@ -297,6 +305,7 @@ def cancelRun(request: Any) -> Dict[str, Any]:
 
 
 @bp.activity_trigger(input_name="request", activity="deleteJob")
+@traced_activity("deleteJob")
 def deleteJob(request: Any) -> Dict[str, Any]:
     from databricks_jobs.errors import DatabricksApiError
 

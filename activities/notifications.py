@@ -24,6 +24,7 @@ from activities.jobs import activity_input
 from databricks_jobs.errors import ConfigurationError
 from databricks_jobs.secret_values import scrub
 from messaging import settings as caller_settings, storage_queues
+from telemetry.tracing import traced_activity
 
 log = logging.getLogger(__name__)
 
@@ -151,5 +152,6 @@ def notify(payload: Mapping[str, Any], targets: Optional[caller_settings.Complet
 
 
 @bp.activity_trigger(input_name="payload", activity=ACTIVITY_NAME)
+@traced_activity(ACTIVITY_NAME)
 def notifyCompletion(payload: Any) -> dict:  # noqa: N802 - the function name is the activity name
     return notify(activity_input(payload))

@@ -168,6 +168,7 @@ class HttpAttempt:
     retry_wait: Optional[float]  # seconds until the next attempt; None when this was the last
     request_id: Optional[str]  # Databricks' x-request-id
     elapsed_seconds: float
+    error_code: Optional[str] = None  # Databricks' error_code of an error answer (status >= 400)
 
 
 class _Exchange(NamedTuple):
@@ -600,9 +601,11 @@ class JobsClient:
                 except (MaxRetryError, Urllib3HTTPError):  # exhausted, out of time, or not retryable
                     next_retry = None
             request_id = response.headers.get(REQUEST_ID_HEADER) if response is not None else None
+            error_code = (parse_error_body(response.status_code, response.text, response.reason or "")[0]
+                          if response is not None and response.status_code >= 400 else None)
             self._observe(HttpAttempt(method, path, attempt, status, error_type,
                                       next_retry.planned_sleep if next_retry is not None else None,
-                                      request_id, elapsed))
+                                      request_id, elapsed, error_code))
             if next_retry is None:
                 if response is None:
                     raise DatabricksApiError(
@@ -643,8 +646,19 @@ def _merged(pages: Iterator[Dict[str, Any]], keys: Iterable[str], section: Optio
     return first
 
 
-_client: ProcessWide[JobsClient] = ProcessWide(
-    lambda: JobsClient.from_settings(get_settings(), get_token_provider()), close=JobsClient.close)
+def build_jobs_client(**kwargs: Any) -> JobsClient:
+    """A client from the settings and the process-wide token provider that reports every HTTP
+    attempt to telemetry (a span and metrics; no-ops unless telemetry is configured). `kwargs` go
+    to JobsClient (tests: sleep_func, clock)."""
+    from telemetry.jobs_api import attempt_observer
+
+    settings = get_settings()
+    return JobsClient.from_settings(settings, get_token_provider(),
+                                    attempt_observer=attempt_observer(settings.host, settings.jobs_api_version),
+                                    **kwargs)
+
+
+_client: ProcessWide[JobsClient] = ProcessWide(build_jobs_client, close=JobsClient.close)
 
 
 def get_jobs_client() -> JobsClient:

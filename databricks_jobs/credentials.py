@@ -242,6 +242,12 @@ def key_vault_failure(exc: BaseException, *, secret_name: str, client_id: Option
 
 # -- providers -----------------------------------------------------------------------------------
 
+def _count_fetch(auth_mode: str, ok: bool) -> None:
+    from telemetry.metrics import token_fetched  # databricks.token.fetches; a no-op unless telemetry is on
+
+    token_fetched(auth_mode, ok)
+
+
 class EntraTokenProvider:
     """Entra ID tokens from an azure-core `TokenCredential` (managed identity or DefaultAzureCredential)."""
 
@@ -254,7 +260,9 @@ class EntraTokenProvider:
         *,
         client_id: Optional[str] = None,
         transport: Optional[ObservedTransport] = None,
+        auth_mode: str = AUTH_MANAGED_IDENTITY,
     ):
+        self._auth_mode = auth_mode  # for telemetry
         self._credential = credential
         self._workspace_resource_id = workspace_resource_id
         self._refresh_lead = refresh_lead_seconds
@@ -273,6 +281,7 @@ class EntraTokenProvider:
         except Exception as exc:  # classified below by type and status; raised outside, unchained
             status, transport_error = self._transport.last() if self._transport is not None else (None, None)
             failure = entra_failure(exc, client_id=self._client_id, status=status, transport_error=transport_error)
+        _count_fetch(self._auth_mode, failure is None)
         if failure is not None:
             raise failure
         try:
@@ -343,6 +352,7 @@ class KeyVaultPatProvider:
             failure = (entra_failure(exc, client_id=self._client_id, status=status, transport_error=transport_error)
                        if identity_failed else
                        key_vault_failure(exc, secret_name=self._secret_name, client_id=self._client_id))
+        _count_fetch(AUTH_KEY_VAULT, failure is None)
         if failure is not None:
             raise failure
         setting = "DATABRICKS_KEY_VAULT_SECRET_NAME"
@@ -415,7 +425,8 @@ def build_token_provider(settings: Settings, *, sleep_func: Callable[[float], No
     credential = azure_credential(settings, transport=identity_transport, retry_total=AZURE_RETRY_TOTAL)
     if settings.auth in (AUTH_MANAGED_IDENTITY, AUTH_DEFAULT_AZURE_CREDENTIAL):
         return EntraTokenProvider(credential, settings.azure_workspace_resource_id,
-                                  client_id=settings.managed_identity_client_id, transport=identity_transport)
+                                  client_id=settings.managed_identity_client_id, transport=identity_transport,
+                                  auth_mode=settings.auth)
     if settings.auth == AUTH_KEY_VAULT:
         from azure.keyvault.secrets import SecretClient
 

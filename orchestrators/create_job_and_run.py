@@ -24,6 +24,7 @@ import azure.durable_functions as df
 
 from orchestrators import versions
 from orchestrators.v1.workflow import orchestrate as orchestrate_release_1
+from telemetry.workflow import workflow_ended, workflow_failed
 from workflow import policy, watch
 
 ORCHESTRATOR_NAME = "create_job_and_run"
@@ -464,6 +465,7 @@ def create_job_and_run(context: df.DurableOrchestrationContext):
             yield from _notify(run, policy.failure_outputs(job_id=p["jobId"], run_id=p["runId"], error=str(failure)))
         if not context.is_replaying:
             log.warning("workflow %s failed: %s", context.instance_id, failure)
+            workflow_failed(context, p, str(failure))
         raise
     if outputs is None:
         return None  # continued as new
@@ -477,4 +479,5 @@ def create_job_and_run(context: df.DurableOrchestrationContext):
     if not context.is_replaying:  # once per workflow, not once per replay
         log.info("workflow %s: job %s run %s ended %s after %s polls", context.instance_id, p["jobId"],
                  p["runId"], outputs["resultState"], p["polls"])
+        workflow_ended(context, p, outputs)
     return outputs

@@ -27,6 +27,8 @@ import azure.durable_functions as df
 import azure.functions as func
 
 from messaging import settings as caller_settings, storage_queues
+from telemetry.metrics import workflow_started
+from telemetry.tracing import traced_trigger
 from triggers.starter import StartResult, derived_instance_id, resolve_job, start_once
 from workflow.inputs import InputError, orchestration_input, validate_request
 from workflow.settings import WorkflowSettings
@@ -196,11 +198,14 @@ async def handle_event(event: ReceivedEvent, client: df.DurableOrchestrationClie
     result = await start_once(client, orchestration_input(request, settings, notify=True), instance_id)
     log.info("event %s (%s): workflow %s %s", event.id, event.type, result.instance_id,
              "started" if result.started else "already existed (redelivery)")
+    if result.started:
+        workflow_started("eventgrid")
     return result
 
 
 @bp.function_name(FUNCTION_NAME)
 @bp.event_grid_trigger(arg_name="event")
 @bp.durable_client_input(client_name="client")
+@traced_trigger("eventgrid " + FUNCTION_NAME, {"workflow.caller": "eventgrid"})
 async def start_workflow_from_event(event: func.EventGridEvent, client: df.DurableOrchestrationClient) -> None:
     await handle_event(ReceivedEvent.of(event), client)

@@ -16,6 +16,8 @@ import azure.functions as func
 from databricks_jobs.errors import ConfigurationError, CredentialError
 from databricks_jobs.settings import check_configuration
 from orchestrators.create_job_and_run import CANCEL_EVENT
+from telemetry.metrics import workflow_started
+from telemetry.tracing import traced_route
 from triggers.http_responses import json_response, method_not_allowed, ROUTE_METHODS
 from triggers.starter import (INSTANCE_ID_PATTERN, RUNNING_STATUSES, JobLookupUnavailable, derived_instance_id,
                               resolve_job, start_once)
@@ -85,6 +87,7 @@ async def _existing_instance(req: func.HttpRequest, client: df.DurableOrchestrat
 
 @bp.route(route=START_ROUTE, methods=ROUTE_METHODS)
 @bp.durable_client_input(client_name="client")
+@traced_route(START_ROUTE)
 async def start_workflow(req: func.HttpRequest, client: df.DurableOrchestrationClient) -> func.HttpResponse:
     if req.method.upper() != "POST":
         return method_not_allowed("POST")
@@ -121,6 +124,8 @@ async def start_workflow(req: func.HttpRequest, client: df.DurableOrchestrationC
         return json_response(422, {"error": "'Idempotency-Key' was already used for a different request",
                                    "field": "Idempotency-Key"})
     log.info("workflow %s %s", result.instance_id, "started" if result.started else "already existed")
+    if result.started:
+        workflow_started("http")
     response = _accepted(req, result.instance_id, _links(req, result.instance_id))
     if not result.started:
         response.headers["Idempotent-Replayed"] = "true"
@@ -129,6 +134,7 @@ async def start_workflow(req: func.HttpRequest, client: df.DurableOrchestrationC
 
 @bp.route(route=STATUS_ROUTE, methods=ROUTE_METHODS)
 @bp.durable_client_input(client_name="client")
+@traced_route(STATUS_ROUTE)
 async def get_workflow_status(req: func.HttpRequest, client: df.DurableOrchestrationClient) -> func.HttpResponse:
     if req.method.upper() != "GET":
         return method_not_allowed("GET")
@@ -164,6 +170,7 @@ _CANCELLABLE = RUNNING_STATUSES | {df.OrchestrationRuntimeStatus.Suspended}
 
 @bp.route(route=CANCEL_ROUTE, methods=ROUTE_METHODS)
 @bp.durable_client_input(client_name="client")
+@traced_route(CANCEL_ROUTE)
 async def cancel_workflow(req: func.HttpRequest, client: df.DurableOrchestrationClient) -> func.HttpResponse:
     if req.method.upper() != "POST":
         return method_not_allowed("POST")

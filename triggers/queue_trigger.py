@@ -19,6 +19,8 @@ import azure.durable_functions as df
 import azure.functions as func
 
 from messaging import settings as caller_settings
+from telemetry.metrics import workflow_started
+from telemetry.tracing import traced_trigger
 from triggers.starter import INSTANCE_ID_PATTERN, StartResult, derived_instance_id, resolve_job, start_once
 from workflow.inputs import InputError, WorkflowRequest, orchestration_input, parse_json_body, validate_request
 from workflow.settings import WorkflowSettings
@@ -77,10 +79,13 @@ async def handle_message(msg: func.QueueMessage, client: df.DurableOrchestration
     result = await start_once(client, orchestration_input(request, settings, notify=True), instance_id)
     log.info("queue message %s: workflow %s %s", msg.id, result.instance_id,
              "started" if result.started else "already existed (duplicate delivery)")
+    if result.started:
+        workflow_started("queue")
     return result
 
 
 @bp.queue_trigger(arg_name="msg", queue_name=REQUEST_QUEUE, connection=CONNECTION)
 @bp.durable_client_input(client_name="client")
+@traced_trigger("queue start_workflow_from_queue", {"workflow.caller": "queue"})
 async def start_workflow_from_queue(msg: func.QueueMessage, client: df.DurableOrchestrationClient) -> None:
     await handle_message(msg, client)

@@ -25,6 +25,8 @@ import azure.durable_functions as df
 import azure.functions as func
 
 from orchestrators.create_job_and_run import RUN_FINISHED_EVENT
+from telemetry.metrics import watcher_tick
+from telemetry.tracing import traced_trigger
 from workflow import policy, watch
 from workflow.settings import WorkflowSettingError, watcher_interval
 
@@ -107,6 +109,7 @@ async def watch_once(client: df.DurableOrchestrationClient, now: float, tick: fl
     interval = watch.list_interval(awaited, now, tick=tick, pages=pages, check_every=check_every)
     if not watch.due(now, interval, tick):
         return {"awaited": len(awaited), "listed": False, "interval": interval}
+    refused = False
     try:
         active, calls = await asyncio.to_thread(_list_active, plan)
     except Exception as error:
@@ -117,7 +120,7 @@ async def watch_once(client: df.DurableOrchestrationClient, now: float, tick: fl
         # every workflow now, so each sees the refusal on its own runs/get and fails at once with it,
         # instead of at its next sparse safety-net poll.
         log.warning("run watcher: Databricks refused to list runs (%s); telling every awaited workflow", error)
-        active, calls = set(), 0
+        active, calls, refused = set(), 0, True
     else:
         memory.pages = max(calls, 1)
     decision = watch.decide(awaited, active, now)
@@ -143,7 +146,7 @@ async def watch_once(client: df.DurableOrchestrationClient, now: float, tick: fl
         log.info("run watcher: %d awaited, %d active, told %d workflow(s), forgot %d (%d list call(s))",
                  len(awaited), len(active), len(told), len(gone), calls)
     return {"awaited": len(awaited), "listed": True, "calls": calls, "told": told, "forgotten": gone,
-            "interval": interval}
+            "interval": interval, "refused": refused, "signaled": len(decision.signal)}
 
 
 _RUNNING = frozenset({df.OrchestrationRuntimeStatus.Pending, df.OrchestrationRuntimeStatus.Running,
@@ -152,15 +155,18 @@ _RUNNING = frozenset({df.OrchestrationRuntimeStatus.Pending, df.OrchestrationRun
 
 @bp.timer_trigger(arg_name="timer", schedule=SCHEDULE, run_on_startup=False)
 @bp.durable_client_input(client_name="client")
+@traced_trigger("timer watch_runs")
 async def watch_runs(timer: func.TimerRequest, client: df.DurableOrchestrationClient) -> None:
     if not INTERVAL:
         return
     from databricks_jobs.errors import DatabricksJobsError
 
     try:
-        await watch_once(client, utcnow().timestamp(), INTERVAL)
+        watcher_tick(await watch_once(client, utcnow().timestamp(), INTERVAL))
     except DatabricksJobsError as error:
         # The next tick tries again; meanwhile workflows keep their own safety-net polls.
+        watcher_tick(None, failed=True)
         log.warning("run watcher: this tick could not list runs: %s", error)
     except Exception:
+        watcher_tick(None, failed=True)
         log.exception("run watcher tick failed")
