@@ -24,7 +24,6 @@ import azure.durable_functions as df
 
 from orchestrators import versions
 from orchestrators.v1.workflow import orchestrate as orchestrate_release_1
-from telemetry.workflow import workflow_ended, workflow_failed
 from workflow import policy, watch
 
 ORCHESTRATOR_NAME = "create_job_and_run"
@@ -465,6 +464,7 @@ def create_job_and_run(context: df.DurableOrchestrationContext):
             yield from _notify(run, policy.failure_outputs(job_id=p["jobId"], run_id=p["runId"], error=str(failure)))
         if not context.is_replaying:
             log.warning("workflow %s failed: %s", context.instance_id, failure)
+            from telemetry.workflow import workflow_failed  # on first use: cold start
             workflow_failed(context, p, str(failure))
         raise
     if outputs is None:
@@ -479,5 +479,6 @@ def create_job_and_run(context: df.DurableOrchestrationContext):
     if not context.is_replaying:  # once per workflow, not once per replay
         log.info("workflow %s: job %s run %s ended %s after %s polls", context.instance_id, p["jobId"],
                  p["runId"], outputs["resultState"], p["polls"])
+        from telemetry.workflow import workflow_ended  # on first use: cold start
         workflow_ended(context, p, outputs)
     return outputs

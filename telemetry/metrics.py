@@ -14,7 +14,6 @@ from __future__ import annotations
 import logging
 import re
 import threading
-from dataclasses import dataclass
 from typing import Any, Dict, Mapping, Optional, Tuple
 
 log = logging.getLogger(__name__)
@@ -24,13 +23,20 @@ METER_NAME = "durable_databricks_jobs"
 COUNTER, HISTOGRAM, GAUGE = "counter", "histogram", "gauge"
 
 
-@dataclass(frozen=True)
 class Metric:
-    name: str
-    kind: str  # COUNTER | HISTOGRAM | GAUGE
-    unit: str  # UCUM: s, {workflow}, ...
-    attributes: Tuple[str, ...]
-    description: str
+    """One metric of the catalog. A plain class: a dataclass would cost cold start for nothing."""
+
+    __slots__ = ("name", "kind", "unit", "attributes", "description")
+
+    def __init__(self, name: str, kind: str, unit: str, attributes: Tuple[str, ...], description: str):
+        self.name = name
+        self.kind = kind  # COUNTER | HISTOGRAM | GAUGE
+        self.unit = unit  # UCUM: s, {workflow}, ...
+        self.attributes = attributes
+        self.description = description
+
+    def __repr__(self) -> str:
+        return f"Metric({self.name!r}, {self.kind!r}, {self.unit!r}, {self.attributes!r})"
 
 
 # Callers of the workflow (the `caller` attribute).
@@ -81,13 +87,13 @@ METRICS: Tuple[Metric, ...] = (
 
 BY_NAME: Dict[str, Metric] = {m.name: m for m in METRICS}
 
-_CODE = re.compile(r"[A-Za-z][A-Za-z0-9_.]{0,63}")
+_CODE = r"[A-Za-z][A-Za-z0-9_.]{0,63}"  # compiled (and cached by re) on first use, not at import
 
 
 def code(value: Any, default: str = "OTHER") -> str:
     """`value` if it looks like a code (letters, digits, _ and ., at most 64), else `default`."""
     text = str(value) if value is not None else ""
-    return text if _CODE.fullmatch(text) else default
+    return text if re.fullmatch(_CODE, text) else default
 
 
 def flag(value: Any) -> str:

@@ -22,8 +22,6 @@ import threading
 from contextlib import contextmanager
 from typing import Any, Callable, Dict, Iterator, Mapping, Optional, Tuple
 
-from telemetry.metrics import code
-
 log = logging.getLogger(__name__)
 
 TRACER_NAME = "durable_databricks_jobs"
@@ -58,6 +56,8 @@ def error_attributes(exc: BaseException) -> Dict[str, Any]:
         attributes["http.response.status_code"] = status
     error_code = getattr(exc, "error_code", None)
     if error_code:
+        from telemetry.metrics import code
+
         attributes["databricks.error_code"] = code(error_code)
     return attributes
 

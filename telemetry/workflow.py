@@ -28,7 +28,7 @@ ORCHESTRATOR_STARTED = 12
 NO_RESULT_STATE = "none"  # workflow.ended's result_state when the orchestration itself failed
 TERMINAL_LIFE_CYCLE_STATES = frozenset({"TERMINATED", "SKIPPED", "INTERNAL_ERROR"})
 
-_API_ERROR = re.compile(r"Databricks API error (\d{1,3}) ([A-Z_]*)")
+_API_ERROR = r"Databricks API error (\d{1,3}) ([A-Z_]*)"  # patterns compile on first use, not at import
 # The fixed prefixes activity errors start with (databricks_jobs.errors, activities.notifications,
 # the host's function timeout), as reasons.
 _KIND_REASONS = (
@@ -40,14 +40,14 @@ _KIND_REASONS = (
     ("Invalid activity input:", "INVALID_ACTIVITY_INPUT"),
     ("Timeout value of ", "FUNCTION_TIMEOUT"),
 )
-_STEP = re.compile(r"([A-Za-z][A-Za-z0-9_]{0,63}): ")
+_STEP = r"([A-Za-z][A-Za-z0-9_]{0,63}): "
 
 
 def failure_reason(text: str) -> Dict[str, str]:
     """{"reason", "step"} of a failed workflow's error text ("<activity>: <error>")."""
     text = text or ""
-    step = _STEP.match(text)
-    match = _API_ERROR.search(text)
+    step = re.match(_STEP, text)
+    match = re.search(_API_ERROR, text)
     if match:
         reason = code(match.group(2)) if match.group(2) else f"HTTP_{match.group(1)}"
     else:
