@@ -2,12 +2,14 @@
 from `make bench`, never from tests)."""
 import pytest
 
-from bench import activity_overhead, poll_cost
+from bench import activity_overhead, baselines, cold_start, jobs_per_definition, poll_cost, report, speedups, waiting
 
 
 @pytest.fixture(autouse=True)
 def isolated_env(monkeypatch):
-    for name in ("DATABRICKS_HOST", "DATABRICKS_AUTH", "DATABRICKS_TOKEN", "IDENTITY_ENDPOINT", "IDENTITY_HEADER"):
+    for name in ("DATABRICKS_HOST", "DATABRICKS_AUTH", "DATABRICKS_TOKEN", "IDENTITY_ENDPOINT", "IDENTITY_HEADER",
+                 "DATABRICKS_NOTIFICATION_DESTINATION_ID", "DATABRICKS_WEBHOOK_USERNAME", "DATABRICKS_WEBHOOK_PASSWORD",
+                 "WORKFLOW_RUN_WATCHER_INTERVAL_SECONDS"):
         monkeypatch.delenv(name, raising=False)
     yield
     import databricks_jobs
@@ -28,3 +30,109 @@ def test_poll_cost_bench_runs_and_beats_the_fixed_poll(monkeypatch, capsys):
     out = capsys.readouterr().out
     ratio = float(out.split("poll ratio: ")[1].split()[0])
     assert 0 < ratio < 1
+
+
+# -- the waiting benchmark -----------------------------------------------------------------------
+
+def test_airflow_model_polls_every_30_s_from_the_start_and_fetches_the_output_once():
+    waited = baselines.airflow_run_now(45.0)
+    assert waited.seen == 60.0 and waited.lag == 15.0
+    assert [c for c in waited.calls] == [(0.0, "POST run-now"), (0.0, "GET runs/get"), (0.0, "GET runs/get"),
+                                         (30.0, "GET runs/get"), (60.0, "GET runs/get"), (60.0, "GET runs/get-output")]
+    assert baselines.airflow_run_now(60.0).lag == 0.0  # terminal at the poll instant itself
+
+
+def test_sdk_model_backs_off_from_1_to_10_s_with_seeded_jitter():
+    waited = baselines.sdk_waiter(3600.0, seed=7)
+    polls = [t for t, name in waited.calls if name == "GET runs/get"]
+    gaps = [b - a for a, b in zip(polls, polls[1:])]
+    assert all(min(i + 1, 10) <= gap < min(i + 1, 10) + 1 for i, gap in enumerate(gaps))
+    assert waited.seen >= 3600.0 and waited.calls[0] == (0.0, "POST run-now")
+    assert baselines.sdk_waiter(3600.0, seed=7) == waited and baselines.sdk_waiter(3600.0, seed=8) != waited
+
+
+def test_end_times_sample_the_window_evenly_and_avoid_the_poll_grid():
+    ends = waiting.end_times(60, 20)
+    assert len(ends) == 20 and 30 < min(ends) and max(ends) < 90  # w = 60 s at T = 1 min
+    assert all(abs(e / 15 - round(e / 15)) > 1e-6 for t in waiting.T_VALUES for e in waiting.end_times(t, 20))
+    long = waiting.end_times(86400, 1000)
+    assert 0.9 * 86400 < min(long) and max(long) < 1.1 * 86400
+
+
+def test_watcher_is_measured_at_every_n_and_in_rounds_of_n_below_the_end_time_count():
+    every = waiting.specs()
+    watcher = {(s["n"], s["t"]): s for s in every if s["mode"] == "watcher"}
+    assert {n for n, _ in watcher} == set(waiting.N_VALUES)
+    assert [len(r) for r in watcher[(1, 60)]["rounds"]] == [1] * waiting.END_TIMES
+    assert [len(r) for r in watcher[(10, 600)]["rounds"]] == [10, 10]
+    assert [len(r) for r in watcher[(1000, 86400)]["rounds"]] == [1000]
+    assert (1, 28800) in watcher and (1000, 28800) not in watcher
+    assert every[0]["n"] == 1000 and every[0]["t"] == 86400  # the longest starts first
+
+
+def test_waiting_bench_runs_the_real_app_in_each_mode(monkeypatch, tmp_path, capsys):
+    monkeypatch.setattr(waiting, "T_VALUES", (60,))
+    monkeypatch.setattr(waiting, "N_VALUES", (1, 2))
+    monkeypatch.setattr(waiting, "N1_EXTRA_T", ())
+    monkeypatch.setattr(waiting, "END_TIMES", 2)
+    monkeypatch.setattr(waiting, "SAMPLE_RUNS", 2)
+    monkeypatch.setattr(waiting, "DOCS_DIR", tmp_path)
+    waiting.run()
+    out = capsys.readouterr().out
+    assert "| 1 min | (a) app, watcher | 2 | 2 |" in out
+    assert "| 1 min | (d) Airflow, 30 s poll | any | 2 |" in out
+    assert "PASS  webhook T=1 min" in out  # notified runs complete at the notification's instant
+    assert ("PASS  history events" in out) and ("MISS" in out or "PASS" in out)
+    text = (tmp_path / "benchmarks.md").read_text("utf-8")
+    assert "<!-- waiting:start -->" in text and "(c) app, webhooks" in text
+    assert (tmp_path / "waiting-benchmark.png").read_bytes()[:4] == b"\x89PNG"
+
+
+def test_app_simulation_counts_every_call_and_shares_one_job():
+    [result] = waiting.run_all([{"mode": "poll", "n": None, "t": 60, "rounds": [[55.0, 65.0]], "tick": 15}], 1)
+    calls = result["calls"]
+    assert calls["POST create"] == 1 and calls["POST run-now"] == 2 and calls["GET runs/get-output"] == 2
+    assert result["total_calls"] == sum(calls.values())
+    assert sorted(round(r["end"], 3) for r in result["runs"]) == [55.0, 65.0]  # each run lasts what it was asked
+    for run in result["runs"]:
+        assert 0 <= run["lag"] <= 30  # the own schedule looks every 30 s at that age
+        assert run["maxHistory"] <= 100
+
+
+# -- the other benchmarks ------------------------------------------------------------------------
+
+def test_jobs_per_definition_bench_keeps_one_job_and_the_baseline_one_per_workflow(monkeypatch, capsys):
+    monkeypatch.setattr(jobs_per_definition, "WORKFLOWS", 4)
+    monkeypatch.setattr(jobs_per_definition, "BATCH", 2)
+    jobs_per_definition.run()  # its targets are for 1,000 workflows: creating the job weighs more in 2
+    out = capsys.readouterr().out
+    results_line = [line for line in out.splitlines() if line.startswith("| private-kept | 5-6 | cold")]
+    assert results_line and results_line[0].endswith("| 6 |")  # one kept job per workflow
+    assert "| shared | 5-6 | cold | 1 | 0 | 2 | 1.50 | 1 |" in out  # a cold cache looks the job up once
+    assert "PASS  shared: saved jobs left = 1" in out
+
+
+def test_cold_start_bench_compares_with_the_functions_libraries(monkeypatch, capsys):
+    monkeypatch.setattr(cold_start, "REPETITIONS", 1)
+    cold_start.run()
+    out = capsys.readouterr().out
+    assert "ratio: " in out and "(all)" in out
+
+
+def test_speedups_keep_the_timestamps_the_engine_sees_and_are_undone():
+    import socketserver
+    with speedups.applied():
+        speedups.check()
+        assert socketserver.StreamRequestHandler.disable_nagle_algorithm is True
+    assert socketserver.StreamRequestHandler.disable_nagle_algorithm is False
+    with pytest.raises(AssertionError):
+        speedups.check()
+
+
+def test_report_sections_are_replaced_in_place_and_kept_in_order(tmp_path):
+    report.write_section("cold_start", "cold v1", tmp_path)
+    report.write_section("waiting", "waiting v1", tmp_path)
+    report.write_section("cold_start", "cold v2", tmp_path)
+    text = (tmp_path / "benchmarks.md").read_text("utf-8")
+    assert "cold v1" not in text and text.count("cold v2") == 1
+    assert text.index("waiting v1") < text.index("cold v2")

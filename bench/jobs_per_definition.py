@@ -1,0 +1,165 @@
+"""One saved job per definition (issue #9): what 1,000 workflows of one definition leave behind and
+what each start costs.
+
+1,000 workflows of the same request run through the real app (devhost's ReplayHost and the real
+replay engine, activities over loopback HTTP to the Jobs API emulator, virtual time, the app's
+default settings with the run watcher on) in 10 batches of 100 started together, each run a few
+seconds long. Per batch: Jobs API calls per start (jobs/list + jobs/create + run-now, all made
+before a workflow's first poll); at the end: saved jobs left in the workspace. Then one more batch
+with a cold cache (a new worker process: `activities.jobs.known_jobs` cleared).
+
+Baseline, in the same run: the previous model, one private job per workflow, kept. Today's
+private-job mode (`deleteJobOnCompletion: true`) deletes its job when the run ends, so it is not
+that model; the baseline is the same private job per workflow (tagged with the workflow run's key,
+looked up by name before and after creating, exactly as the app's createJob does) without the
+delete: the benchmark wraps the createJob activity to ask for a private job while the request keeps
+deleteJobOnCompletion false. Its saved jobs grow to 1,000, and with them the jobs/list pages each
+start reads (every job has the definition's name). Today's opt-in delete mode is shown for context.
+
+Targets: the shared mode leaves 1 saved job; its calls per start in the last batch are no more than
+in the first batch (no growth) and at most 1.1 (run-now, plus one look-up per process)."""
+from __future__ import annotations
+
+import os
+import time
+from datetime import datetime, timezone
+from typing import Dict, List
+
+WORKFLOWS = 1000
+BATCH = 100
+RUN_SECONDS = 4.0
+TARGET_CALLS_PER_START = 1.1
+TOKEN = "dapi-bench-not-a-secret"
+REQUEST = {"jobName": "bench-one-definition", "taskKey": "main", "notebookPath": "/Workspace/bench/definition",
+           "existingClusterId": "0101-000000-bench"}
+START_ENDPOINTS = (("GET", "list"), ("POST", "create"), ("POST", "run-now"))
+MODES = ("shared", "private-kept", "private-deleted")
+
+
+def _run_mode(mode: str, workflows: int, batch: int) -> dict:
+    from bench import speedups
+
+    with speedups.applied():
+        return _measure_mode(mode, workflows, batch)
+
+
+def _measure_mode(mode: str, workflows: int, batch: int) -> dict:
+    import databricks_jobs
+    import function_app
+    from activities.jobs import activity_input, known_jobs
+    from devhost import ReplayHost, VirtualClock
+    from jobs_emulator import Behavior, JobsEmulator, Scenario
+    from orchestrators.create_job_and_run import ORCHESTRATOR_NAME
+    from triggers import run_watcher
+    from workflow.inputs import orchestration_input, validate_request
+    from workflow.settings import WorkflowSettings
+
+    clock = VirtualClock(datetime(2026, 1, 1, tzinfo=timezone.utc))
+    emulator = JobsEmulator(clock=clock.now, tokens={TOKEN}, request_log_limit=1000, scenario=Scenario(rules=[
+        ("*", Behavior(phases=(("PENDING", 1.0), ("RUNNING", RUN_SECONDS - 1.0)), notebook_result="done"))]))
+    clock.on_advance(emulator.tick)
+    saved_env = {k: os.environ.get(k) for k in ("DATABRICKS_HOST", "DATABRICKS_AUTH", "DATABRICKS_TOKEN",
+                                                "DATABRICKS_NOTIFICATION_DESTINATION_ID")}
+    os.environ.update(DATABRICKS_HOST=emulator.start(port=0), DATABRICKS_AUTH="pat", DATABRICKS_TOKEN=TOKEN)
+    os.environ.pop("DATABRICKS_NOTIFICATION_DESTINATION_ID", None)
+    databricks_jobs.reset_all()
+    known_jobs.clear()
+    saved_utcnow = run_watcher.utcnow
+    run_watcher.utcnow = lambda: datetime.fromtimestamp(clock.now(), tz=timezone.utc)
+    run_watcher.memory.pages = None
+    host = ReplayHost(function_app.app, clock, timer_triggers=["watch_runs"])
+    create = host.activities["createJob"]
+    original_create = create.user_function
+    if mode == "private-kept":
+        # The previous model: a private job per workflow run, never deleted (see the docstring).
+        create.user_function = lambda request: original_create({**activity_input(request), "private": True})
+    settings = WorkflowSettings()
+    body = {**REQUEST, "deleteJobOnCompletion": mode == "private-deleted"}
+    batches: List[dict] = []
+    started = time.perf_counter()
+    try:
+        request = validate_request(body, settings)
+        rounds = [("warm", n) for n in range(0, workflows, batch)] + [("cold", workflows)]
+        for cache, first in rounds:
+            if cache == "cold":
+                known_jobs.clear()
+            emulator.reset_call_counts()
+            ids = [host.start_new(ORCHESTRATOR_NAME, f"{mode}-{first + i:05d}", orchestration_input(request, settings))
+                   for i in range(batch)]
+            for iid in ids:
+                status = host.run_until_complete(iid, max_virtual_seconds=3600)
+                if (status["output"] or {}).get("resultState") != "SUCCESS":
+                    raise RuntimeError(f"{iid} ended {status['runtimeStatus']}: {status['output']}")
+            counts = emulator.call_counts()
+            starts = {f"{m} {e}": counts.get((m, e), 0) for m, e in START_ENDPOINTS}
+            batches.append({"first": first + 1, "last": first + batch, "cache": cache, "calls": starts,
+                            "per_start": sum(starts.values()) / batch,
+                            "list_pages_per_start": starts["GET list"] / batch,
+                            "jobs_after": len(emulator.jobs)})
+    finally:
+        create.user_function = original_create
+        host.stop()
+        emulator.stop()
+        run_watcher.utcnow = saved_utcnow
+        known_jobs.clear()
+        databricks_jobs.reset_all()
+        for key, value in saved_env.items():
+            if value is None:
+                os.environ.pop(key, None)
+            else:
+                os.environ[key] = value
+    return {"mode": mode, "batches": batches, "jobs_left": batches[-1]["jobs_after"],
+            "wall_seconds": time.perf_counter() - started}
+
+
+def measure(workflows: int = None, batch: int = None) -> Dict[str, dict]:
+    workflows = WORKFLOWS if workflows is None else workflows
+    batch = BATCH if batch is None else batch
+    return {mode: _run_mode(mode, workflows, batch) for mode in MODES}
+
+
+def table(results: Dict[str, dict]) -> str:
+    lines = ["| mode | starts | cache | jobs/list | jobs/create | run-now | calls per start | saved jobs after |",
+             "|---|---|---|---|---|---|---|---|"]
+    for mode, result in results.items():
+        for b in result["batches"]:
+            c = b["calls"]
+            lines.append(f"| {mode} | {b['first']}-{b['last']} | {b['cache']} | {c['GET list']} | {c['POST create']} | "
+                         f"{c['POST run-now']} | {b['per_start']:.2f} | {b['jobs_after']} |")
+    return "\n".join(lines)
+
+
+def verdicts(results: Dict[str, dict]) -> List[tuple]:
+    shared = results["shared"]["batches"]
+    warm = [b for b in shared if b["cache"] == "warm"]
+    cold = [b for b in shared if b["cache"] == "cold"]
+    kept = results["private-kept"]["batches"]
+    return [
+        ("shared: saved jobs left = 1", results["shared"]["jobs_left"] == 1, f"{results['shared']['jobs_left']}"),
+        ("shared: calls per start do not grow (last batch <= first batch)", warm[-1]["per_start"] <= warm[0]["per_start"],
+         f"first {warm[0]['per_start']:.2f}, last {warm[-1]['per_start']:.2f}"),
+        (f"shared: calls per start <= {TARGET_CALLS_PER_START} in every batch, cold cache included",
+         max(b["per_start"] for b in shared) <= TARGET_CALLS_PER_START,
+         f"max {max(b['per_start'] for b in shared):.2f}, cold {cold[0]['per_start']:.2f}"),
+        ("baseline (private, kept): saved jobs grow with the workflows", results["private-kept"]["jobs_left"] >= len(kept) - 1,
+         f"{results['private-kept']['jobs_left']} left; per start first {kept[0]['per_start']:.2f}, "
+         f"last {kept[-2]['per_start']:.2f}"),
+    ]
+
+
+def run() -> bool:
+    results = measure()
+    print(table(results))
+    met = True
+    for name, ok, figures in verdicts(results):
+        print(f"{'PASS' if ok else 'MISS'}  {name}: {figures}")
+        met = met and ok
+    walls = ", ".join(f"{m} {r['wall_seconds']:.1f} s" for m, r in results.items())
+    print(f"wall time: {walls}")
+    print("target met" if met else "TARGET MISSED")
+    return met
+
+
+if __name__ == "__main__":
+    import sys
+    sys.exit(0 if run() else 1)
