@@ -53,7 +53,9 @@ def error_attributes(exc: BaseException) -> Dict[str, Any]:
     attributes: Dict[str, Any] = {"error.type": type(exc).__name__}
     status = getattr(exc, "status", None)
     if isinstance(status, int) and not isinstance(status, bool):
-        attributes["http.response.status_code"] = status
+        # Not http.response.status_code: this span is not the HTTP call (that is the attempt span
+        # beneath it), and Application Insights keeps http.* out of customDimensions.
+        attributes["databricks.status_code"] = status
     error_code = getattr(exc, "error_code", None)
     if error_code:
         from telemetry.metrics import code

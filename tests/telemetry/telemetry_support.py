@@ -23,6 +23,12 @@ T0 = datetime(2026, 1, 1, tzinfo=timezone.utc)
 SECRET_TOKEN = "dapi0123456789abcdef0123456789abcdef-TELEMETRY-SECRET"
 FUNCTION_KEY = "fnkey-TELEMETRY-SECRET-0123456789"
 
+# What the `workflow ended` span of a completed workflow carries (docs/operations.md queries them).
+WORKFLOW_END_ATTRIBUTES = {
+    "workflow.instance_id", "workflow.result_state", "workflow.reason", "workflow.failed", "workflow.signals",
+    "workflow.polls", "workflow.run_duration_seconds", "workflow.detection_lag_seconds", "databricks.job_id",
+    "databricks.run_id"}
+
 REQUEST = {"jobName": "nightly-load", "taskKey": "main", "notebookPath": "/Workspace/Users/me@contoso.com/load",
            "existingClusterId": "0923-164208-meows279"}
 

@@ -66,7 +66,7 @@ def test_a_503_is_throttling_too_and_a_refusal_marks_the_activity_span_failed(cl
     (activity,) = recorded.spans("activity getJobRun")
     assert activity.status.status_code.name == "ERROR"
     assert activity.attributes["error.type"] == "DatabricksApiError"
-    assert activity.attributes["http.response.status_code"] == 400
+    assert activity.attributes["databricks.status_code"] == 400
     refused = [s for s in recorded.spans("GET /api/2.1/jobs/runs/get") if s.attributes["databricks.attempt"] == 2]
     assert refused[0].attributes["databricks.error_code"] == activity.attributes["databricks.error_code"]
 
@@ -105,3 +105,21 @@ def test_token_fetches_are_counted_by_auth_mode_and_outcome(recorded):
     assert recorded.total("databricks.token.fetches", auth_mode="managed_identity", outcome="success") == 1
     assert recorded.total("databricks.token.fetches", auth_mode="default_azure_credential", outcome="failure") == 1
     assert "eyJ" not in recorded.metric_text()
+
+
+def test_only_code_shaped_values_from_an_answer_reach_the_attempt_span(recorded):
+    from databricks_jobs.client import HttpAttempt
+    from telemetry.jobs_api import attempt_observer
+
+    observe = attempt_observer("https://adb-1.7.azuredatabricks.net", "2.2")
+    observe(HttpAttempt("GET", "jobs/runs/get", 1, 403, None, None, "0a1b-2c3d", 0.01, "PERMISSION_DENIED"))
+    observe(HttpAttempt("GET", "jobs/runs/get", 1, 400, None, None, "id with spaces <script>", 0.01,
+                        "Bearer dapi0123 leaked: text"))
+    good, odd = recorded.spans("GET /api/2.2/jobs/runs/get")
+    assert good.attributes["databricks.request_id"] == "0a1b-2c3d"
+    assert good.attributes["databricks.error_code"] == "PERMISSION_DENIED"
+    assert good.attributes["url.full"] == "https://adb-1.7.azuredatabricks.net/api/2.2/jobs/runs/get"
+    assert good.attributes["server.address"] == "adb-1.7.azuredatabricks.net" and good.attributes["server.port"] == 443
+    assert "databricks.request_id" not in odd.attributes
+    assert odd.attributes["databricks.error_code"] == "UNKNOWN"
+    assert "dapi0123" not in recorded.span_text() + recorded.metric_text()

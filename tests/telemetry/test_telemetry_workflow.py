@@ -7,7 +7,7 @@ from __future__ import annotations
 import pytest
 
 from orchestrators.create_job_and_run import ORCHESTRATOR_NAME
-from telemetry_support import REQUEST, parent_id
+from telemetry_support import REQUEST, WORKFLOW_END_ATTRIBUTES, parent_id
 from workflow.inputs import orchestration_input, validate_request
 from workflow.settings import WorkflowSettings
 
@@ -86,6 +86,7 @@ def test_workflow_metrics_match_the_run_databricks_reports(make_host, emulator, 
     assert recorded.histogram("workflow.polls")["sum"] == len(polls)
 
     (ended,) = recorded.spans("workflow ended")
+    assert WORKFLOW_END_ATTRIBUTES <= set(ended.attributes)
     assert ended.attributes["workflow.instance_id"] == instance_id
     assert ended.attributes["databricks.run_id"] == outputs["runId"]
     assert ended.attributes["workflow.detection_lag_seconds"] == pytest.approx(lag["sum"])
@@ -144,6 +145,6 @@ def test_a_failed_orchestration_is_counted_with_the_error_code_and_step(make_hos
     failed_activity = recorded.spans("activity createJob")[0]
     assert failed_activity.status.status_code.name == "ERROR"
     assert failed_activity.attributes["databricks.error_code"] == "UNAUTHENTICATED"
-    assert failed_activity.attributes["http.response.status_code"] == 401
+    assert failed_activity.attributes["databricks.status_code"] == 401
     (ended,) = recorded.spans("workflow ended")
     assert ended.status.status_code.name == "ERROR" and ended.attributes["workflow.failed"] == "true"
