@@ -8,6 +8,7 @@ final outputs as ONE JSON object on the last line. Exit status 0 when resultStat
 from __future__ import annotations
 
 import json
+import os
 import sys
 import time
 from typing import Any, Optional, TextIO
@@ -83,7 +84,10 @@ def _body(response: requests.Response) -> Any:
 def run_demo(app_spec: Any = "function_app:app", *, request_body: Optional[dict] = None,
              max_retry_after: float = 1.0, timeout: float = 900.0,
              out: TextIO = sys.stdout) -> int:
-    server, emulator, emulator_url = start_stack(app_spec, port=0)
+    # As `serve` runs it: with its timer triggers, so the workspace run watcher notices the run's end
+    # (a 5 s tick keeps the demo short; read when the app is imported).
+    os.environ.setdefault("WORKFLOW_RUN_WATCHER_INTERVAL_SECONDS", "5")
+    server, emulator, emulator_url = start_stack(app_spec, port=0, timer_triggers=True)
     try:
         print(f"devhost app       {server.base_url}", file=out, flush=True)
         print(f"jobs emulator     {emulator_url or 'not started (DATABRICKS_HOST is set)'}",
