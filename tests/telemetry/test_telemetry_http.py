@@ -100,3 +100,27 @@ def test_no_planted_token_or_function_key_reaches_a_span_or_a_metric(stack, reco
         assert secret not in metrics
     for span in recorded.spans():
         assert not any("?" in str(v) for k, v in span.attributes.items() if k.startswith("url."))
+
+
+def test_event_grid_and_queue_starts_are_counted_once_per_workflow_by_caller(stack, recorded):
+    import json
+
+    event = {"id": "evt-1", "topic": "/subscriptions/s/resourceGroups/rg/providers/Microsoft.EventGrid/topics/jobs",
+             "subject": "etl", "eventType": "Databricks.JobRun.Requested", "eventTime": "2026-01-01T00:00:10Z",
+             "dataVersion": "1.0", "data": REQUEST}
+    for _ in range(2):  # a redelivery finds its workflow
+        delivered = requests.post(f"{stack.base_url}/runtime/webhooks/eventgrid?functionName=start_workflow_from_event",
+                                  json=[event], headers={"aeg-event-type": "Notification"}, timeout=10)
+        assert delivered.status_code == 202, delivered.text
+    message = json.dumps({**REQUEST, "instanceId": "queued-order-1"})
+    for _ in range(2):  # a duplicate message with the same instance id
+        queued = requests.post(f"{stack.base_url}/admin/functions/start_workflow_from_queue",
+                               json={"input": message}, timeout=10)
+        assert queued.status_code == 202
+
+    assert len(stack.host.instance_ids()) == 2
+    assert recorded.total("workflow.started", caller="eventgrid") == 1
+    assert recorded.total("workflow.started", caller="queue") == 1
+    assert len(recorded.spans("eventgrid start_workflow_from_event")) == 2
+    queue_spans = recorded.spans("queue start_workflow_from_queue")
+    assert len(queue_spans) == 2 and all(s.attributes["workflow.caller"] == "queue" for s in queue_spans)
