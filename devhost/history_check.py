@@ -33,13 +33,12 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Dict, Iterable, List, Optional, Sequence, Union
 
-import azure.functions as func
 
 from . import extension as ext
 from .functions import index_functions
 from .replay import (CONTINUE_AS_NEW, EVENT_RAISED, EVENT_SENT, EXECUTION_STARTED,
-                     OUT_OF_PROC_MARKER, TASK_COMPLETED, TASK_FAILED, TASK_SCHEDULED,
-                     TIMER_CREATED, TIMER_FIRED, parse_timestamp)
+                     TASK_COMPLETED, TASK_FAILED, TASK_SCHEDULED, TIMER_CREATED, TIMER_FIRED,
+                     parse_timestamp, run_orchestrator)
 
 SCHEDULING_EVENTS = (TASK_SCHEDULED, TIMER_CREATED, EVENT_SENT)
 
@@ -114,16 +113,7 @@ def _invoke(functions, history: List[Dict[str, Any]], long_timer_fields: bool):
     if long_timer_fields:
         ctx["longRunningTimerIntervalDuration"] = "3.00:00:00"
         ctx["maximumShortTimerDuration"] = "6.00:00:00"
-    try:
-        out = info.user_function(**{info.trigger_param: func.OrchestrationContext(json.dumps(ctx))})
-        return json.loads(out), None
-    except Exception as exc:  # noqa: BLE001 - reported, not raised
-        text = str(exc)
-        if OUT_OF_PROC_MARKER in text:
-            message, data = text.split(OUT_OF_PROC_MARKER, 1)
-            state = json.loads(data)
-            return state, state.get("error") or message
-        return None, f"{type(exc).__name__}: {exc}"
+    return run_orchestrator(info, json.dumps(ctx))
 
 
 def _check_execution(functions, number: int, history: List[Dict[str, Any]],

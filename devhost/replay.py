@@ -313,6 +313,21 @@ class DurableOptions:
                                                 or cls.version_failure_strategy))
 
 
+def run_orchestrator(info: FunctionInfo, context_json: str) -> Tuple[Optional[dict], Optional[str]]:
+    """One replay through the worker's handle: (orchestrator state, error text). A failing
+    orchestrator's state travels after the SDK's `$OutOfProcData$` marker, as the extension reads it."""
+    try:
+        out = info.user_function(**{info.trigger_param: func.OrchestrationContext(context_json)})
+        return json.loads(out), None
+    except Exception as exc:  # noqa: BLE001 - reported as the instance's failure, not raised
+        text = str(exc)
+        if OUT_OF_PROC_MARKER in text:
+            message, data = text.split(OUT_OF_PROC_MARKER, 1)
+            state = json.loads(data)
+            return state, state.get("error") or message
+        return None, f"{type(exc).__name__}: {exc}"
+
+
 class ReplayHost:
     """Runs a function app's orchestrations through the real azure-functions-durable engine.
 
@@ -1012,17 +1027,7 @@ class ReplayHost:
             return None, (f"The function '{inst.name}' doesn't exist, is disabled, or is not an "
                           f"orchestrator function. Additional info: The following are the known "
                           f"orchestrator functions: {known}.")
-        body = self._context_json(inst)
-        try:
-            out = info.user_function(**{info.trigger_param: func.OrchestrationContext(body)})
-            return json.loads(out), None
-        except Exception as exc:
-            text = str(exc)
-            if OUT_OF_PROC_MARKER in text:
-                message, data = text.split(OUT_OF_PROC_MARKER, 1)
-                state = json.loads(data)
-                return state, state.get("error") or message
-            return None, f"{type(exc).__name__}: {exc}"
+        return run_orchestrator(info, self._context_json(inst))
 
     def _version_rejected(self, inst: _Instance) -> bool:
         """DTFx TaskOrchestrationDispatcher's versioning check, before any user code runs."""

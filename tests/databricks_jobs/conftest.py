@@ -276,3 +276,13 @@ def emulator_client(monkeypatch, emulator, api_version, sleeps):
     client_module._client.override(built)
     yield built
     databricks_jobs.reset_all()
+
+
+@pytest.fixture(autouse=True)
+def no_known_jobs():
+    """createJob remembers job ids per process; each test starts with none (its own workspace)."""
+    from activities.jobs import known_jobs
+
+    known_jobs.clear()
+    yield
+    known_jobs.clear()

@@ -21,13 +21,6 @@ JOB = {"name": "nightly", "tasks": [{"task_key": "main", "existing_cluster_id": 
 CREATE_INPUT = {"instanceId": "abc123", "runKey": "run-key-1", "job": JOB}
 
 
-@pytest.fixture(autouse=True)
-def no_known_jobs():
-    jobs.known_jobs.clear()
-    yield
-    jobs.known_jobs.clear()
-
-
 @pytest.fixture
 def mocked(pat_env):
     with responses.RequestsMock(assert_all_requests_are_fired=False) as mock:

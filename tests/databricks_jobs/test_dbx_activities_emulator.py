@@ -16,13 +16,6 @@ JOB = {"name": "nightly-load", "tasks": [{"task_key": "main", "existing_cluster_
 CREATE_INPUT = {"instanceId": "instance-abc", "runKey": "run-key-abc", "job": JOB}
 
 
-@pytest.fixture(autouse=True)
-def no_known_jobs():
-    jobs.known_jobs.clear()
-    yield
-    jobs.known_jobs.clear()
-
-
 @pytest.fixture
 def client(emulator_client):
     return emulator_client
