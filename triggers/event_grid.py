@@ -27,7 +27,6 @@ import azure.durable_functions as df
 import azure.functions as func
 
 from messaging import settings as caller_settings, storage_queues
-from telemetry.metrics import workflow_started
 from telemetry.tracing import traced_trigger
 from triggers.starter import StartResult, derived_instance_id, resolve_job, start_once
 from workflow.inputs import InputError, orchestration_input, validate_request
@@ -199,6 +198,8 @@ async def handle_event(event: ReceivedEvent, client: df.DurableOrchestrationClie
     log.info("event %s (%s): workflow %s %s", event.id, event.type, result.instance_id,
              "started" if result.started else "already existed (redelivery)")
     if result.started:
+        from telemetry.metrics import workflow_started  # on first use: cold start
+
         workflow_started("eventgrid")
     return result
 

@@ -16,7 +16,6 @@ import azure.functions as func
 from databricks_jobs.errors import ConfigurationError, CredentialError
 from databricks_jobs.settings import check_configuration
 from orchestrators.create_job_and_run import CANCEL_EVENT
-from telemetry.metrics import workflow_started
 from telemetry.tracing import traced_route
 from triggers.http_responses import json_response, method_not_allowed, ROUTE_METHODS
 from triggers.starter import (INSTANCE_ID_PATTERN, RUNNING_STATUSES, JobLookupUnavailable, derived_instance_id,
@@ -125,6 +124,8 @@ async def start_workflow(req: func.HttpRequest, client: df.DurableOrchestrationC
                                    "field": "Idempotency-Key"})
     log.info("workflow %s %s", result.instance_id, "started" if result.started else "already existed")
     if result.started:
+        from telemetry.metrics import workflow_started  # on first use: cold start
+
         workflow_started("http")
     response = _accepted(req, result.instance_id, _links(req, result.instance_id))
     if not result.started:

@@ -19,7 +19,6 @@ import azure.durable_functions as df
 import azure.functions as func
 
 from messaging import settings as caller_settings
-from telemetry.metrics import workflow_started
 from telemetry.tracing import traced_trigger
 from triggers.starter import INSTANCE_ID_PATTERN, StartResult, derived_instance_id, resolve_job, start_once
 from workflow.inputs import InputError, WorkflowRequest, orchestration_input, parse_json_body, validate_request
@@ -80,6 +79,8 @@ async def handle_message(msg: func.QueueMessage, client: df.DurableOrchestration
     log.info("queue message %s: workflow %s %s", msg.id, result.instance_id,
              "started" if result.started else "already existed (duplicate delivery)")
     if result.started:
+        from telemetry.metrics import workflow_started  # on first use: cold start
+
         workflow_started("queue")
     return result
 

@@ -25,7 +25,6 @@ import azure.durable_functions as df
 import azure.functions as func
 
 from orchestrators.create_job_and_run import RUN_FINISHED_EVENT
-from telemetry.metrics import watcher_tick
 from telemetry.tracing import traced_trigger
 from workflow import policy, watch
 from workflow.settings import WorkflowSettingError, watcher_interval
@@ -160,6 +159,7 @@ async def watch_runs(timer: func.TimerRequest, client: df.DurableOrchestrationCl
     if not INTERVAL:
         return
     from databricks_jobs.errors import DatabricksJobsError
+    from telemetry.metrics import watcher_tick  # on first use: cold start
 
     try:
         watcher_tick(await watch_once(client, utcnow().timestamp(), INTERVAL))
