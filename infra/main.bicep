@@ -232,6 +232,8 @@ var hostSettings = {
   TASKHUB_NAME: taskHubName
   APPLICATIONINSIGHTS_CONNECTION_STRING: monitoring.outputs.connectionString
   APPLICATIONINSIGHTS_AUTHENTICATION_STRING: 'ClientId=${identity.outputs.clientId};Authorization=AAD'
+  // The Python worker links the app's OpenTelemetry spans under each invocation's trace.
+  PYTHON_ENABLE_OPENTELEMETRY: 'true'
   // azure-identity's DefaultAzureCredential picks the user-assigned identity by this (the app has
   // no system-assigned one); notifyCompletion's Event Grid token relies on it.
   AZURE_CLIENT_ID: identity.outputs.clientId

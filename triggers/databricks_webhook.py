@@ -27,6 +27,7 @@ import azure.durable_functions as df
 import azure.functions as func
 
 from databricks_jobs.errors import ConfigurationError
+from telemetry.tracing import traced_route
 from orchestrators.create_job_and_run import RUN_FINISHED_EVENT
 from messaging import settings as caller_settings
 from triggers.http_responses import json_response
@@ -163,5 +164,6 @@ async def handle_notification(req: func.HttpRequest, client: df.DurableOrchestra
 
 @bp.route(route=ROUTE, methods=["POST"], auth_level=func.AuthLevel.ANONYMOUS)
 @bp.durable_client_input(client_name="client")
+@traced_route(ROUTE)
 async def databricks_notification(req: func.HttpRequest, client: df.DurableOrchestrationClient) -> func.HttpResponse:
     return await handle_notification(req, client)

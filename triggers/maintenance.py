@@ -26,6 +26,7 @@ from typing import Callable, Mapping, Optional
 import azure.durable_functions as df
 import azure.functions as func
 
+from telemetry.tracing import traced_trigger
 from workflow.settings import int_setting, raw_setting
 
 log = logging.getLogger(__name__)
@@ -88,6 +89,7 @@ SCHEDULE = purge_schedule()
 
 @bp.timer_trigger(arg_name="timer", schedule=SCHEDULE, run_on_startup=False)
 @bp.durable_client_input(client_name="client")
+@traced_trigger("timer purge_workflow_history")
 async def purge_workflow_history(timer: func.TimerRequest, client: df.DurableOrchestrationClient) -> None:
     if timer.past_due:
         log.info("history purge is running late (past due)")

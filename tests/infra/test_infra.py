@@ -34,6 +34,7 @@ HOST_SETTINGS = {
     "APPLICATIONINSIGHTS_CONNECTION_STRING": "where the host sends telemetry",
     "APPLICATIONINSIGHTS_AUTHENTICATION_STRING": "Entra-authenticated telemetry (local auth is off)",
     "AZURE_CLIENT_ID": "azure-identity DefaultAzureCredential's choice of user-assigned identity",
+    "PYTHON_ENABLE_OPENTELEMETRY": "the Python worker joins the app's OpenTelemetry spans to the host's trace",
 }
 
 # Settings of the app the template deliberately does not set, each with its reason. Empty on
