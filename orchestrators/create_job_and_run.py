@@ -23,7 +23,6 @@ from typing import Any, Optional
 import azure.durable_functions as df
 
 from orchestrators import versions
-from orchestrators.v1.workflow import orchestrate as orchestrate_release_1
 from workflow import policy, watch
 
 ORCHESTRATOR_NAME = "create_job_and_run"
@@ -450,7 +449,9 @@ def _notify(run: _Run, outputs: dict):
 @bp.orchestration_trigger(context_name="context", orchestration=ORCHESTRATOR_NAME)
 def create_job_and_run(context: df.DurableOrchestrationContext):
     if versions.runs_release_1(context.version):
-        # Started by release 1.0: it finishes on that release's code (orchestrators/versions.py).
+        # Started by release 1.0: it finishes on that release's code (orchestrators/versions.py),
+        # loaded only when such a workflow is still running.
+        from orchestrators.v1.workflow import orchestrate as orchestrate_release_1
         return (yield from orchestrate_release_1(context))
     run = _Run(context, context.get_input())
     notify = run.options.get("notify")
