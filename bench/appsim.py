@@ -37,6 +37,7 @@ MODES = ("watcher", "poll", "webhook")
 T0 = datetime(2026, 1, 1, tzinfo=timezone.utc)
 ORIGIN = T0.timestamp()
 RUN_SECONDS_PARAM = "bench_run_seconds"
+RETRY_SECONDS_PARAM = "bench_retry_seconds"
 PENDING_SECONDS = 5.0  # every run waits this long for its cluster before it runs
 TOKEN = "dapi-bench-not-a-secret"
 WEBHOOK_USER, WEBHOOK_PASSWORD, DESTINATION_ID = "bench-webhook", "bench-webhook-password", "bench-destination"
@@ -65,17 +66,26 @@ class Simulation:
 
 
 class _RunLengths:
-    """A Scenario whose runs last what their `bench_run_seconds` notebook parameter says."""
+    """A Scenario whose runs last what their `bench_run_seconds` notebook parameter says. With
+    `bench_retry_seconds` the first attempt fails after that long and the retry (the job's
+    max_retries / min_retry_interval_millis decide when it starts) runs `bench_retry_seconds`."""
 
     def __new__(cls):
         from jobs_emulator import Behavior, Scenario
+        from jobs_emulator.scenario import BUILTIN_BEHAVIORS
 
         class RunLengths(Scenario):
             def behavior_for_task(self, task: dict, attempt: int = 0):
                 params = (task.get("notebook_task") or {}).get("base_parameters") or {}
                 seconds = float(params[RUN_SECONDS_PARAM])
-                return Behavior(phases=(("PENDING", PENDING_SECONDS), ("RUNNING", seconds - PENDING_SECONDS)),
-                                notebook_result="done")
+                phases = (("PENDING", PENDING_SECONDS), ("RUNNING", seconds - PENDING_SECONDS))
+                if RETRY_SECONDS_PARAM not in params:
+                    return Behavior(phases=phases, notebook_result="done")
+                if attempt == 0:
+                    fail = BUILTIN_BEHAVIORS["fail"]
+                    return Behavior(phases=phases, result_state="FAILED", state_message=fail.state_message,
+                                    notebook_result=None, error=fail.error, error_trace=fail.error_trace)
+                return Behavior(phases=(("RUNNING", float(params[RETRY_SECONDS_PARAM])),), notebook_result="done")
 
         return RunLengths()
 
@@ -99,22 +109,34 @@ class _Completions(logging.Handler):
 
 def simulate(mode: str, rounds: Sequence[Sequence[float]], *, tick: int = 15,
              policy_overrides: Optional[dict] = None, watch_overrides: Optional[dict] = None,
-             settings_overrides: Optional[dict] = None) -> Simulation:
+             settings_overrides: Optional[dict] = None, retry_pause: Optional[float] = None) -> Simulation:
     """Wait for runs in one workspace: each round starts one workflow per entry (the run's length in
     seconds) together, and the next round starts when the last workflow of the round completed.
 
     `tick`: the watcher's WORKFLOW_RUN_WATCHER_INTERVAL_SECONDS; `policy_overrides` /
     `watch_overrides`: constants of workflow.policy / workflow.watch to replace in this process
-    (e.g. {"SAFETY_SCHEDULE": PollSchedule(...)}); `settings_overrides`: WorkflowSettings fields."""
+    (e.g. {"SAFETY_SCHEDULE": PollSchedule(...)}); `settings_overrides`: WorkflowSettings fields.
+
+    `retry_pause`: every run fails once and is retried (max_retries 1, min_retry_interval_millis
+    = retry_pause s); each entry of a round is then (first attempt's seconds, retry's seconds)."""
     if mode not in MODES:
         raise ValueError(f"mode must be one of {MODES}")
     from bench import speedups
 
     with speedups.applied():
-        return _simulate(mode, rounds, tick, policy_overrides, watch_overrides, settings_overrides)
+        return _simulate(mode, rounds, tick, policy_overrides, watch_overrides, settings_overrides, retry_pause)
 
 
-def _simulate(mode, rounds, tick, policy_overrides, watch_overrides, settings_overrides) -> Simulation:
+def _run_end(entry, retry_pause: Optional[float]) -> float:
+    """When a run of this entry ends, seconds after it started."""
+    if retry_pause is None:
+        return float(entry)
+    first, retry = entry
+    return max(float(first), float(retry_pause)) + float(retry)
+
+
+def _simulate(mode, rounds, tick, policy_overrides, watch_overrides, settings_overrides,
+              retry_pause) -> Simulation:
     # Read when triggers.run_watcher is imported: set before the app is.
     os.environ["WORKFLOW_RUN_WATCHER_INTERVAL_SECONDS"] = str(tick if mode == "watcher" else 0)
     for name in ("DATABRICKS_NOTIFICATION_DESTINATION_ID", "DATABRICKS_JOBS_API_VERSION"):
@@ -177,15 +199,15 @@ def _simulate(mode, rounds, tick, policy_overrides, watch_overrides, settings_ov
         round_starts: List[int] = []
         runs: List[dict] = []
         # One definition for every workflow (the timeout is part of the job's settings).
-        timeout = int(min(2592000, 3 * max(max(r) for r in rounds) + 7200))
+        timeout = int(min(2592000, 3 * max(_run_end(e, retry_pause) for r in rounds for e in r) + 7200))
         wall_started = time.perf_counter()
         for number, lengths in enumerate(rounds):
             started_at = clock.now()
             round_starts.append(int(started_at - ORIGIN))
-            ids = _start_round(host, settings, lengths, number, timeout, validate_request, orchestration_input,
-                               ORCHESTRATOR_NAME)
-            _drive(host, clock, emulator, completions, ids, [started_at + float(s) for s in lengths], per_second,
-                   limit=3 * max(lengths) + 7200)
+            ids = _start_round(host, settings, lengths, number, timeout, retry_pause, validate_request,
+                               orchestration_input, ORCHESTRATOR_NAME)
+            ends = [started_at + _run_end(e, retry_pause) for e in lengths]
+            _drive(host, clock, emulator, completions, ids, ends, per_second, limit=timeout)
             deliveries = emulator.deliveries if mode == "webhook" else []
             for iid in ids:
                 status = host.get_status(iid, show_input=False)
@@ -230,12 +252,21 @@ def _simulate(mode, rounds, tick, policy_overrides, watch_overrides, settings_ov
         known_jobs.clear()
 
 
-def _start_round(host, settings, lengths, number, timeout, validate_request, orchestration_input,
+def _start_round(host, settings, lengths, number, timeout, retry_pause, validate_request, orchestration_input,
                  name) -> List[str]:
     ids = []
-    for index, seconds in enumerate(lengths):
-        request = validate_request({**REQUEST, "timeoutSeconds": timeout,
-                                    "notebookParams": {RUN_SECONDS_PARAM: repr(float(seconds))}}, settings)
+    for index, entry in enumerate(lengths):
+        body = {**REQUEST, "timeoutSeconds": timeout}
+        if retry_pause is None:
+            body["notebookParams"] = {RUN_SECONDS_PARAM: repr(float(entry))}
+        else:
+            body.pop("notebookPath"), body.pop("existingClusterId")
+            body["tasks"] = [{"task_key": REQUEST["taskKey"], "existing_cluster_id": REQUEST["existingClusterId"],
+                              "notebook_task": {"notebook_path": REQUEST["notebookPath"]},
+                              "max_retries": 1, "min_retry_interval_millis": int(retry_pause * 1000)}]
+            body["notebookParams"] = {RUN_SECONDS_PARAM: repr(float(entry[0])),
+                                      RETRY_SECONDS_PARAM: repr(float(entry[1]))}
+        request = validate_request(body, settings)
         ids.append(host.start_new(name, f"bench-{number:03d}-{index:05d}", orchestration_input(request, settings)))
     return ids
 

@@ -25,6 +25,8 @@ TOP = 12
 APP_IMPORT = "import function_app"
 BASELINE_IMPORT = "import azure.functions, azure.durable_functions"
 # The app's own packages, shown module by module; libraries are summed per top-level package.
+WRITE_DOCS = True
+DOCS_DIR = None  # None: the repository's docs/
 APP_PACKAGES = ("function_app", "activities", "orchestrators", "triggers", "entities", "workflow",
                 "databricks_jobs", "messaging")
 
@@ -88,8 +90,21 @@ def run() -> bool:
     met = figures["ratio"] <= TARGET_RATIO
     print(f"ratio: {figures['ratio']:.2f} (target <= {TARGET_RATIO}) {'PASS' if met else 'MISS'}")
     print("what the app adds (python -X importtime, self time of modules the baseline does not import):")
-    for name, ms, count in added_modules():
+    added = added_modules()
+    for name, ms, count in added:
         print(f"  {ms:7.1f} ms  {name} ({count} module{'s' if count != 1 else ''})")
+    if WRITE_DOCS:
+        from bench import report
+        rows = "\n".join(f"| {name} | {ms:.1f} | {count} |" for name, ms, count in added)
+        report.write_section("cold_start", (
+            "## Cold start (`bench/cold_start.py`, issue #10)\n\n"
+            f"`{APP_IMPORT}` against `{BASELINE_IMPORT}` (the baseline every Durable Functions Python app pays), "
+            f"each in {figures['repetitions']} fresh interpreters, alternating, import time only, medians: "
+            f"**{figures['app_ms']:.0f} ms vs {figures['baseline_ms']:.0f} ms, ratio {figures['ratio']:.2f}** "
+            f"(target <= {TARGET_RATIO}: {'PASS' if met else 'MISS'}).\n\n"
+            "What the app adds (`python -X importtime`: self time of the modules the baseline does not import; "
+            "libraries summed per top-level package, the app's modules by name; one run, so +-1 ms):\n\n"
+            "| package or module | ms | modules |\n|---|---|---|\n" + rows), DOCS_DIR)
     print("target met" if met else "TARGET MISSED")
     return met
 

@@ -34,6 +34,8 @@ REQUEST = {"jobName": "bench-one-definition", "taskKey": "main", "notebookPath":
            "existingClusterId": "0101-000000-bench"}
 START_ENDPOINTS = (("GET", "list"), ("POST", "create"), ("POST", "run-now"))
 MODES = ("shared", "private-kept", "private-deleted")
+WRITE_DOCS = True
+DOCS_DIR = None  # None: the repository's docs/
 
 
 def _run_mode(mode: str, workflows: int, batch: int) -> dict:
@@ -156,6 +158,18 @@ def run() -> bool:
         met = met and ok
     walls = ", ".join(f"{m} {r['wall_seconds']:.1f} s" for m, r in results.items())
     print(f"wall time: {walls}")
+    if WRITE_DOCS:
+        from bench import report
+        checks = "\n".join(f"- **{'PASS' if ok else 'MISS'}** {name}: {figures}" for name, ok, figures in verdicts(results))
+        report.write_section("jobs_per_definition", (
+            "## One saved job per definition (`bench/jobs_per_definition.py`, issue #9)\n\n"
+            f"{WORKFLOWS:,} workflows of one definition through the real app on devhost (virtual time, watcher on), "
+            f"in batches of {BATCH} started together, then one batch more with a cold cache (a new worker). Calls per "
+            "start: jobs/list + jobs/create + run-now, all made before a workflow's first poll. Baseline "
+            "(`private-kept`): the previous model, a private job per workflow run that is kept: createJob asked for "
+            "a private job (tagged with the run key, looked up by name before and after creating) while the request "
+            "keeps deleteJobOnCompletion false. `private-deleted` is today's opt-in deleteJobOnCompletion: true.\n\n"
+            + table(results) + "\n\n" + checks + f"\n\nWall: {walls}."), DOCS_DIR)
     print("target met" if met else "TARGET MISSED")
     return met
 

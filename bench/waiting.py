@@ -28,8 +28,8 @@ Every call the app makes is counted: jobs/list and jobs/create once per definiti
 runs of a simulation), run-now, runs/get, runs/list (the watcher), runs/get-output.
 
 Run alone: `python -m bench.waiting` (writes docs/benchmarks.md's section and
-docs/waiting-benchmark.png); `python -m bench.waiting --explore` measures the tuning knobs instead
-(bench/waiting_tuning.py).
+docs/waiting-benchmark.png); `python -m bench.waiting --explore [tick|own|safety|resignal ...]`
+measures the tuning knobs instead (bench/waiting_tuning.py).
 """
 from __future__ import annotations
 
@@ -113,7 +113,7 @@ def simulate_spec(spec: dict) -> dict:
 
     sim = appsim.simulate(spec["mode"], spec["rounds"], tick=spec["tick"],
                           policy_overrides=spec.get("policy"), watch_overrides=spec.get("watch"),
-                          settings_overrides=spec.get("settings"))
+                          settings_overrides=spec.get("settings"), retry_pause=spec.get("retry_pause"))
     return {"spec": spec, "runs": sim.runs, "calls": sim.calls, "total_calls": sim.total_calls,
             "peak_per_second": sim.peak_per_second, "peak_after_start": sim.peak_after_start,
             "max_history": sim.max_history, "executions": sim.executions, "watcher_ticks": sim.watcher_ticks,
@@ -338,7 +338,8 @@ def run(argv: Iterable[str] = ()) -> bool:
     argv = list(argv)
     if "--explore" in argv:
         from bench import waiting_tuning
-        return waiting_tuning.run()
+        groups = [a for a in argv if not a.startswith("--")]
+        return waiting_tuning.run(groups or waiting_tuning.GROUPS)
     started = time.perf_counter()
     results = run_all(specs())
     rows = [row(r) for r in results]

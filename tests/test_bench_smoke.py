@@ -101,22 +101,26 @@ def test_app_simulation_counts_every_call_and_shares_one_job():
 
 # -- the other benchmarks ------------------------------------------------------------------------
 
-def test_jobs_per_definition_bench_keeps_one_job_and_the_baseline_one_per_workflow(monkeypatch, capsys):
+def test_jobs_per_definition_bench_keeps_one_job_and_the_baseline_one_per_workflow(monkeypatch, capsys, tmp_path):
     monkeypatch.setattr(jobs_per_definition, "WORKFLOWS", 4)
     monkeypatch.setattr(jobs_per_definition, "BATCH", 2)
+    monkeypatch.setattr(jobs_per_definition, "DOCS_DIR", tmp_path)
     jobs_per_definition.run()  # its targets are for 1,000 workflows: creating the job weighs more in 2
     out = capsys.readouterr().out
     results_line = [line for line in out.splitlines() if line.startswith("| private-kept | 5-6 | cold")]
     assert results_line and results_line[0].endswith("| 6 |")  # one kept job per workflow
     assert "| shared | 5-6 | cold | 1 | 0 | 2 | 1.50 | 1 |" in out  # a cold cache looks the job up once
     assert "PASS  shared: saved jobs left = 1" in out
+    assert "<!-- jobs_per_definition:start -->" in (tmp_path / "benchmarks.md").read_text("utf-8")
 
 
-def test_cold_start_bench_compares_with_the_functions_libraries(monkeypatch, capsys):
+def test_cold_start_bench_compares_with_the_functions_libraries(monkeypatch, capsys, tmp_path):
     monkeypatch.setattr(cold_start, "REPETITIONS", 1)
+    monkeypatch.setattr(cold_start, "DOCS_DIR", tmp_path)
     cold_start.run()
     out = capsys.readouterr().out
     assert "ratio: " in out and "(all)" in out
+    assert "| (all) |" in (tmp_path / "benchmarks.md").read_text("utf-8")
 
 
 def test_speedups_keep_the_timestamps_the_engine_sees_and_are_undone():
