@@ -28,7 +28,7 @@ Every call the app makes is counted: jobs/list and jobs/create once per definiti
 runs of a simulation), run-now, runs/get, runs/list (the watcher), runs/get-output.
 
 Run alone: `python -m bench.waiting` (writes docs/benchmarks.md's section and
-docs/waiting-benchmark.png); `python -m bench.waiting --explore [tick|own|safety|resignal ...]`
+docs/waiting-benchmark.png); `python -m bench.waiting --explore [tick|own|safety|cadence|resignal ...]`
 measures the tuning knobs instead (bench/waiting_tuning.py).
 """
 from __future__ import annotations
@@ -270,12 +270,12 @@ def chart(rows: Sequence[dict], path: Path) -> None:
     line(f"(c) app, webhooks (any N; lag 0 drawn at {floor} s)",
          [(r["t"], r["calls_per_run"], r["mean_lag"]) for r in rows if r["mode"] == "webhook"],
          color="tab:green", marker="D")
-    blues = plt.get_cmap("Blues")
+    palette = ("tab:cyan", "tab:blue", "tab:purple", "tab:red", "tab:brown")  # not the other systems' colours
     ns = sorted({r["n"] for r in rows if r["mode"] == "watcher"})
     for i, n in enumerate(ns):
         line(f"(a) app, watcher, N={n}", [(r["t"], r["calls_per_run"], r["mean_lag"]) for r in rows
                                           if r["mode"] == "watcher" and r["n"] == n],
-             color=blues(0.35 + 0.65 * (i + 1) / len(ns)), marker="o")
+             color=palette[i % len(palette)], marker="ov^<>"[i % 5], linewidth=1.6)
     ts = sorted({r["t"] for r in rows})
     for ax, title, unit in ((calls_ax, "Jobs API calls per run", "calls per run"),
                             (lag_ax, "Mean detection lag (run end -> workflow completed)", "seconds")):

@@ -10,6 +10,7 @@ setting changed, on the same end times as the defaults it is compared with:
   the watcher's list cadence for few runs;
 - safety: SAFETY_SCHEDULE (with WORKFLOW_WEBHOOK_POLL_INTERVAL_SECONDS as its ceiling): the
   safety-net polls a workflow makes while signals (watcher or webhooks) are expected;
+- cadence: the watcher's list cadence, today's rule against a proposal (bench/watch_credit.py);
 - resignal: RESIGNAL_SECONDS, with runs whose task fails once and is retried after a pause
   (WAITING_FOR_RETRY takes the run off the active list without ending it).
 Each group writes its own section of docs/benchmarks.md ("waiting-tuning-<group>")."""
@@ -26,6 +27,7 @@ EXPLORE_END_TIMES = 10
 TICKS = (5, 10, 15, 20, 30, 60)
 TICK_N = 100
 TICK_T = (600, 3600, 86400)
+TICK_N1_T = (60, 600, 28800)
 
 
 def _schedule(first, steady, steady_until, fraction, max_seconds) -> object:
@@ -50,6 +52,9 @@ SAFETY_VARIANTS = (
     ("1800 s, 100 % of age, max 21600 s", (1800, 1800, 0, 1.0, 21600), 21600),
     ("3600 s, 300 % of age, max 86400 s", (3600, 3600, 0, 3.0, 86400), 86400),
 )
+CADENCE_N = (1, 10, 25, 100)
+CADENCE_T = (600, 3600, 86400)
+CADENCE_VARIANTS = ("today: urgent x pages / awaited", "proposal: per-run credit (bench/watch_credit.py)")
 RESIGNAL_VALUES = (120, 300, 600, 1800)
 RESIGNAL_N = 100
 RESIGNAL_T = (3600, 86400)
@@ -80,7 +85,7 @@ def experiments() -> List[dict]:
     for tick in TICKS:
         for t in TICK_T:
             out.append({**_spec("watcher", TICK_N, t, tick=tick), "group": "tick", "variant": f"tick {tick} s"})
-        for t in (60, 600, 28800):
+        for t in TICK_N1_T:
             out.append({**_spec("watcher", 1, t, tick=tick), "group": "tick", "variant": f"tick {tick} s"})
     for label, fields, ceiling in OWN_VARIANTS:
         for t in T_ALL:
@@ -94,6 +99,12 @@ def experiments() -> List[dict]:
                 out.append({**_spec(mode, n, t), "group": "safety", "variant": label,
                             "policy": {"SAFETY_SCHEDULE": _schedule(*fields)},
                             "settings": {"webhook_poll_interval_seconds": ceiling}})
+    from bench import watch_credit
+    for index, label in enumerate(CADENCE_VARIANTS):
+        for n in CADENCE_N:
+            for t in CADENCE_T:
+                extra = {"watch": {"list_interval": watch_credit.list_interval}} if index else {}
+                out.append({**_spec("watcher", n, t), "group": "cadence", "variant": label, **extra})
     for value in RESIGNAL_VALUES:
         for t in RESIGNAL_T:
             rounds, pause = retry_rounds(t, RESIGNAL_N)
@@ -107,6 +118,7 @@ TITLES = {
     "tick": "Watcher tick (WORKFLOW_RUN_WATCHER_INTERVAL_SECONDS)",
     "own": "OWN_SCHEDULE (the poll-only cadence, and the watcher's list cadence for few runs)",
     "safety": "SAFETY_SCHEDULE (safety-net polls while signals are expected)",
+    "cadence": "the watcher's list cadence: today's rule against a per-run credit (a proposal)",
     "resignal": "RESIGNAL_SECONDS (runs retried once: the first attempt fails at about T/2, the retry starts at 3T/4 "
                 "and lasts 2-30 s)",
 }
@@ -123,7 +135,7 @@ def table(rows: Sequence[dict]) -> str:
     return "\n".join(lines)
 
 
-GROUPS = ("tick", "own", "safety", "resignal")
+GROUPS = ("tick", "own", "safety", "cadence", "resignal")
 
 
 def run(selected: Sequence[str] = GROUPS) -> bool:
@@ -135,6 +147,7 @@ def run(selected: Sequence[str] = GROUPS) -> bool:
     variant_order = {label: i for i, (label, _, _) in enumerate(OWN_VARIANTS + SAFETY_VARIANTS)}
     variant_order.update({f"tick {t} s": i for i, t in enumerate(TICKS)})
     variant_order.update({f"RESIGNAL_SECONDS {v}": i for i, v in enumerate(RESIGNAL_VALUES)})
+    variant_order.update({label: i for i, label in enumerate(CADENCE_VARIANTS)})
     rows = []
     for result in waiting.run_all(chosen):
         r = waiting.row(result)

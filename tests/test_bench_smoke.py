@@ -2,7 +2,8 @@
 from `make bench`, never from tests)."""
 import pytest
 
-from bench import activity_overhead, baselines, cold_start, jobs_per_definition, poll_cost, report, speedups, waiting
+from bench import (activity_overhead, baselines, cold_start, jobs_per_definition, poll_cost, report, speedups, waiting,
+                   waiting_tuning)
 
 
 @pytest.fixture(autouse=True)
@@ -97,6 +98,26 @@ def test_app_simulation_counts_every_call_and_shares_one_job():
     for run in result["runs"]:
         assert 0 <= run["lag"] <= 30  # the own schedule looks every 30 s at that age
         assert run["maxHistory"] <= 100
+
+
+def test_tuning_explorer_covers_every_knob_and_measures_variants(monkeypatch, tmp_path, capsys):
+    groups = {e["group"] for e in waiting_tuning.experiments()}
+    assert groups == set(waiting_tuning.GROUPS)
+    ticks = {e["tick"] for e in waiting_tuning.experiments() if e["group"] == "tick"}
+    assert ticks == {5, 10, 15, 20, 30, 60} and all(60 % t == 0 for t in ticks)
+    monkeypatch.setattr(waiting, "DOCS_DIR", tmp_path)
+    monkeypatch.setattr(waiting_tuning, "EXPLORE_END_TIMES", 2)
+    monkeypatch.setattr(waiting_tuning, "CADENCE_N", (2,))
+    monkeypatch.setattr(waiting_tuning, "CADENCE_T", (60,))
+    monkeypatch.setattr(waiting_tuning, "RESIGNAL_VALUES", (120,))
+    monkeypatch.setattr(waiting_tuning, "RESIGNAL_T", (600,))
+    monkeypatch.setattr(waiting_tuning, "RESIGNAL_N", 2)
+    waiting_tuning.run(["cadence", "resignal"])
+    out = capsys.readouterr().out
+    assert "| proposal: per-run credit (bench/watch_credit.py) | watcher | 2 | 1 min |" in out
+    assert "| RESIGNAL_SECONDS 120 | watcher | 2 | 10 min |" in out  # retried runs complete
+    text = (tmp_path / "benchmarks.md").read_text("utf-8")
+    assert "<!-- waiting-tuning-cadence:start -->" in text and "<!-- waiting-tuning-resignal:start -->" in text
 
 
 # -- the other benchmarks ------------------------------------------------------------------------
