@@ -7,10 +7,7 @@ from datetime import datetime, timezone
 
 import pytest
 
-import databricks_jobs
-from activities.jobs import known_jobs
-from devhost import ReplayHost, VirtualClock
-from jobs_emulator import JobsEmulator
+from devhost import ReplayHost
 from telemetry_support import SECRET_TOKEN, T0, installed
 
 
@@ -21,30 +18,13 @@ def recorded():
 
 
 @pytest.fixture
-def clock():
-    return VirtualClock(T0)
+def virtual_start():
+    return T0
 
 
 @pytest.fixture
-def emulator(clock):
-    emu = JobsEmulator(clock=clock.now, tokens={SECRET_TOKEN})
-    clock.on_advance(emu.tick)
-    emu.start(port=0)
-    yield emu
-    emu.stop()
-
-
-@pytest.fixture
-def databricks_env(monkeypatch, emulator):
-    monkeypatch.setenv("DATABRICKS_HOST", emulator.base_url)
-    monkeypatch.setenv("DATABRICKS_AUTH", "pat")
-    monkeypatch.setenv("DATABRICKS_TOKEN", SECRET_TOKEN)
-    monkeypatch.delenv("DATABRICKS_NOTIFICATION_DESTINATION_ID", raising=False)
-    databricks_jobs.reset_all()
-    known_jobs.clear()
-    yield
-    databricks_jobs.reset_all()
-    known_jobs.clear()
+def secret_token():
+    return SECRET_TOKEN
 
 
 @pytest.fixture
