@@ -1,4 +1,5 @@
-"""The knobs of waiting, measured (`python -m bench.waiting --explore`; not part of `make bench`).
+"""The knobs of waiting, measured (`python -m bench.waiting --explore`; not part of `make bench`:
+this module has no `run()`, so `python -m bench` skips it).
 
 Each variant runs the real app as bench/waiting.py does, with constants of workflow.policy /
 workflow.watch replaced inside the simulation's own process (the code is not changed) or a
@@ -55,6 +56,25 @@ SAFETY_VARIANTS = (
 CADENCE_N = (1, 10, 25, 100)
 CADENCE_T = (600, 3600, 86400)
 CADENCE_VARIANTS = ("today: urgent x pages / awaited", "proposal: per-run credit (bench/watch_credit.py)")
+# The values recommended from the groups above, measured together against today's defaults.
+RECOMMENDED_N = (1, 25, 100, 1000)
+RECOMMENDED_T = (60, 600, 3600, 86400)
+RECOMMENDED_VARIANTS = ("today's defaults", "recommended constants", "recommended safety net only")
+
+
+def recommended(safety_only: bool = False) -> dict:
+    """The constants recommended from the groups above (the code and the list cadence unchanged):
+    OWN_SCHEDULE at 10 % of the run's age up to 600 s (WORKFLOW_POLL_INTERVAL_SECONDS 600), and
+    SAFETY_SCHEDULE from 30 min at 100 % of the age up to 6 h (WORKFLOW_WEBHOOK_POLL_INTERVAL_SECONDS
+    21600). The tick stays 15 s."""
+    safety = {"policy": {"SAFETY_SCHEDULE": _schedule(1800, 1800, 0, 1.0, 21600)},
+              "settings": {"webhook_poll_interval_seconds": 21600}}
+    if safety_only:
+        return safety
+    return {"policy": {**safety["policy"], "OWN_SCHEDULE": _schedule(5, 30, 600, 0.10, 600)},
+            "settings": {**safety["settings"], "poll_interval_seconds": 600}}
+
+
 RESIGNAL_VALUES = (120, 300, 600, 1800)
 RESIGNAL_N = 100
 RESIGNAL_T = (3600, 86400)
@@ -105,6 +125,16 @@ def experiments() -> List[dict]:
             for t in CADENCE_T:
                 extra = {"watch": {"list_interval": watch_credit.list_interval}} if index else {}
                 out.append({**_spec("watcher", n, t), "group": "cadence", "variant": label, **extra})
+    for index, label in enumerate(RECOMMENDED_VARIANTS):
+        extra = [{}, recommended(), recommended(safety_only=True)][index]
+        for t in RECOMMENDED_T + ((28800,) if 28800 not in RECOMMENDED_T else ()):
+            for n in RECOMMENDED_N:
+                if (t == 28800 and n != 1) or (n == 1000 and t > 3600):
+                    continue  # 8 h is the N = 1 target's; N = 1,000 at 24 h is the main table's (28 min)
+                out.append({**_spec("watcher", n, t), "group": "recommended", "variant": label, **extra})
+            for mode in ("poll", "webhook"):
+                out.append({**_spec(mode, None, t, end_count=waiting.SAMPLE_RUNS), "group": "recommended",
+                            "variant": label, **extra})
     for value in RESIGNAL_VALUES:
         for t in RESIGNAL_T:
             rounds, pause = retry_rounds(t, RESIGNAL_N)
@@ -118,6 +148,7 @@ TITLES = {
     "tick": "Watcher tick (WORKFLOW_RUN_WATCHER_INTERVAL_SECONDS)",
     "own": "OWN_SCHEDULE (the poll-only cadence, and the watcher's list cadence for few runs)",
     "safety": "SAFETY_SCHEDULE (safety-net polls while signals are expected)",
+    "recommended": "today's defaults against the recommended values, all together",
     "cadence": "the watcher's list cadence: today's rule against a per-run credit (a proposal)",
     "resignal": "RESIGNAL_SECONDS (runs retried once: the first attempt fails at about T/2, the retry starts at 3T/4 "
                 "and lasts 2-30 s)",
@@ -131,14 +162,15 @@ def table(rows: Sequence[dict]) -> str:
         air = r["airflow"]
         lines.append(f"| {r['variant']} | {r['mode']} | {r['n'] or 'any'} | {waiting.label_t(r['t'])} | "
                      f"{r['calls_per_run']:.2f} | {r['calls_per_run'] / air['calls_per_run']:.1%} | "
-                     f"{r['mean_lag']:.1f} | {air['mean_lag']:.1f} | {r['max_lag']:.1f} |")
+                     f"{waiting.seconds(r['mean_lag'])} | {waiting.seconds(air['mean_lag'])} | "
+                     f"{waiting.seconds(r['max_lag'])} |")
     return "\n".join(lines)
 
 
-GROUPS = ("tick", "own", "safety", "cadence", "resignal")
+GROUPS = ("tick", "own", "safety", "cadence", "resignal", "recommended")
 
 
-def run(selected: Sequence[str] = GROUPS) -> bool:
+def explore(selected: Sequence[str] = GROUPS) -> bool:
     unknown = set(selected) - set(GROUPS)
     if unknown:
         raise SystemExit(f"unknown groups {sorted(unknown)}; choose from {GROUPS}")
@@ -148,6 +180,7 @@ def run(selected: Sequence[str] = GROUPS) -> bool:
     variant_order.update({f"tick {t} s": i for i, t in enumerate(TICKS)})
     variant_order.update({f"RESIGNAL_SECONDS {v}": i for i, v in enumerate(RESIGNAL_VALUES)})
     variant_order.update({label: i for i, label in enumerate(CADENCE_VARIANTS)})
+    variant_order.update({label: i for i, label in enumerate(RECOMMENDED_VARIANTS)})
     rows = []
     for result in waiting.run_all(chosen):
         r = waiting.row(result)

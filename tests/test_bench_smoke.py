@@ -112,7 +112,7 @@ def test_tuning_explorer_covers_every_knob_and_measures_variants(monkeypatch, tm
     monkeypatch.setattr(waiting_tuning, "RESIGNAL_VALUES", (120,))
     monkeypatch.setattr(waiting_tuning, "RESIGNAL_T", (600,))
     monkeypatch.setattr(waiting_tuning, "RESIGNAL_N", 2)
-    waiting_tuning.run(["cadence", "resignal"])
+    waiting_tuning.explore(["cadence", "resignal"])
     out = capsys.readouterr().out
     assert "| proposal: per-run credit (bench/watch_credit.py) | watcher | 2 | 1 min |" in out
     assert "| RESIGNAL_SECONDS 120 | watcher | 2 | 10 min |" in out  # retried runs complete
@@ -128,8 +128,8 @@ def test_jobs_per_definition_bench_keeps_one_job_and_the_baseline_one_per_workfl
     monkeypatch.setattr(jobs_per_definition, "DOCS_DIR", tmp_path)
     jobs_per_definition.run()  # its targets are for 1,000 workflows: creating the job weighs more in 2
     out = capsys.readouterr().out
-    results_line = [line for line in out.splitlines() if line.startswith("| private-kept | 5-6 | cold")]
-    assert results_line and results_line[0].endswith("| 6 |")  # one kept job per workflow
+    results_line = [line for line in out.splitlines() if line.startswith("| private-kept | 3-4 | warm")]
+    assert results_line and results_line[0].endswith("| 4 |")  # one kept job per workflow
     assert "| shared | 5-6 | cold | 1 | 0 | 2 | 1.50 | 1 |" in out  # a cold cache looks the job up once
     assert "PASS  shared: saved jobs left = 1" in out
     assert "<!-- jobs_per_definition:start -->" in (tmp_path / "benchmarks.md").read_text("utf-8")
