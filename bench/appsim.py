@@ -191,7 +191,7 @@ def _simulate(mode, rounds, tick, policy_overrides, watch_overrides, settings_ov
         databricks_jobs.reset_all()
         known_jobs.clear()
         run_watcher.utcnow = lambda: datetime.fromtimestamp(clock.now(), tz=timezone.utc)
-        run_watcher.memory.pages = None
+        run_watcher.memory.reset()
 
         settings = WorkflowSettings(run_watcher_interval_seconds=tick if mode == "watcher" else 0,
                                     **(settings_overrides or {}))

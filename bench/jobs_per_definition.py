@@ -68,7 +68,7 @@ def _measure_mode(mode: str, workflows: int, batch: int) -> dict:
     known_jobs.clear()
     saved_utcnow = run_watcher.utcnow
     run_watcher.utcnow = lambda: datetime.fromtimestamp(clock.now(), tz=timezone.utc)
-    run_watcher.memory.pages = None
+    run_watcher.memory.reset()
     host = ReplayHost(function_app.app, clock, timer_triggers=["watch_runs"])
     create = host.activities["createJob"]
     original_create = create.user_function

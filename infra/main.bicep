@@ -71,7 +71,7 @@ param databricksRetryMaxSeconds string = '120'
 
 param workflowDefaultTimeoutSeconds string = '86400'
 param workflowPollIntervalSeconds string = '300'
-param workflowWebhookPollIntervalSeconds string = '900'
+param workflowWebhookPollIntervalSeconds string = '86400'
 param workflowPollsPerExecution string = '20'
 param workflowMaxBodyBytes string = '65536'
 

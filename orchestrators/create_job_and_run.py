@@ -182,6 +182,7 @@ class _Run:
         self.context.set_custom_status(policy.progress_status(
             step=step, run=p.get("run"), polls=p["polls"], elapsed_seconds=int(elapsed.total_seconds()),
             job_id=p.get("jobId"), run_id=p.get("runId"), failed_polls=p.get("failedPolls", 0),
+            started_at=p["startedAt"],
         ))
 
     # -- the steps ----------------------------------------------------------------------------
@@ -253,8 +254,9 @@ class _Run:
     def poll_run(self):
         """pollRun: the terminal run summary, or None when this execution should continue as new.
 
-        Every poll but the workflow's first comes after a wait on the poll schedule, cut short by a
-        `runFinished` signal (a Databricks webhook, or the workspace run watcher) when one may come.
+        Every poll comes after a wait on the poll schedule (none at age 0: a run that has just been
+        started has not ended), cut short by a `runFinished` signal (a Databricks webhook, or the
+        workspace run watcher) when one may come.
         A signal is confirmed with runs/get, the source of truth; if the run has not really ended
         (BLOCKED, WAITING_FOR_RETRY) the execution continues as new, so a fresh waiter catches the
         next signal and no poll follows another back to back."""
@@ -266,16 +268,13 @@ class _Run:
         self.show("pollRun")
         polls_here = 0
         while True:
-            signalled = False
-            if p["polls"] > 0:
-                if polls_here >= self.options["pollsPerExecution"] or \
-                        self.events + _POLL_WORST_EVENTS > HISTORY_BUDGET:
-                    return None
+            if polls_here >= self.options["pollsPerExecution"] or self.events + _POLL_WORST_EVENTS > HISTORY_BUDGET:
+                return None
+            signalled = self.take_signal()
+            if not signalled:
+                elapsed = (self.now() - datetime.fromisoformat(p["startedAt"])).total_seconds()
+                yield from self.sleep(schedule.delay_at(elapsed), wake_on_finish=True)
                 signalled = self.take_signal()
-                if not signalled:
-                    elapsed = (self.now() - datetime.fromisoformat(p["startedAt"])).total_seconds()
-                    yield from self.sleep(schedule.delay_at(elapsed), wake_on_finish=True)
-                    signalled = self.take_signal()
             run = yield from self.get_run()
             polls_here += 1
             self.show("pollRun")

@@ -14,6 +14,7 @@ Release 1.0 is commit ce8c1b3 (`git worktree add /tmp/release-1.0 ce8c1b3`).
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import importlib
 import json
 import os
@@ -67,7 +68,9 @@ def record(version: str, release_dir: Path) -> dict:
         importlib.import_module("databricks_jobs").reset_all()
         try:
             host = ReplayHost(app, clock)
-            settings = settings_mod.WorkflowSettings(**(settings_kwargs or {}))
+            # From the environment set above (the watcher off: the workflow polls on its own, so a
+            # long run continues as new), then the scenario's own overrides.
+            settings = dataclasses.replace(settings_mod.WorkflowSettings.from_env(os.environ), **(settings_kwargs or {}))
             body = inputs.orchestration_input(inputs.validate_request(dict(request or REQUEST), settings), settings)
             iid = host.start_new(orchestrator.ORCHESTRATOR_NAME, f"recorded-{name}", body)
             if drive:

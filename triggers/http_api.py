@@ -8,6 +8,8 @@ Logic Apps action fails visibly.
 from __future__ import annotations
 
 import logging
+from datetime import datetime, timezone
+from typing import Callable
 from urllib.parse import urlencode, urlsplit
 
 import azure.durable_functions as df
@@ -28,6 +30,9 @@ from workflow.settings import WorkflowSettingError, WorkflowSettings
 log = logging.getLogger(__name__)
 
 bp = df.Blueprint()
+
+# The seam through which the status route reads the time; tests point it at a virtual clock.
+utcnow: Callable[[], datetime] = lambda: datetime.now(timezone.utc)  # noqa: E731
 
 START_ROUTE = "workflows/create-job-and-run"
 STATUS_ROUTE = "workflows/{instanceId}"
@@ -150,7 +155,7 @@ async def get_workflow_status(req: func.HttpRequest, client: df.DurableOrchestra
             "id": instance_id, "runtimeStatus": runtime.value, "customStatus": status.custom_status,
             "createdTime": status.created_time.isoformat() if status.created_time else None,
             "lastUpdatedTime": status.last_updated_time.isoformat() if status.last_updated_time else None,
-        }, retry_after=policy.status_retry_after(progress.get("elapsedSeconds") or 0))
+        }, retry_after=policy.status_retry_after(policy.workflow_age_seconds(progress, utcnow())))
     if runtime == df.OrchestrationRuntimeStatus.Completed:
         outputs = status.output or {}
         code = 200 if policy.is_success(outputs.get("resultState")) else RUN_NOT_SUCCEEDED_STATUS

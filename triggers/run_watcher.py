@@ -1,9 +1,9 @@
 """The workspace run watcher: one timer for the whole app notices when awaited runs end.
 
 Every `WORKFLOW_RUN_WATCHER_INTERVAL_SECONDS` the timer reads the registry of awaited runs
-(entities/awaited_runs.py), and when a list is due (workflow.watch.list_interval: as often as the
-most urgent run would poll on its own, times runs per list call) lists the active runs of the jobs
-those runs belong to, page by page. A workflow whose run has left the active list gets the same
+(entities/awaited_runs.py), and when the awaited runs have earned a list (workflow.watch.list_credit:
+what they would have spent polling on their own) lists the active runs of the jobs those runs belong
+to, page by page. A workflow whose run has left the active list gets the same
 `runFinished` event the webhook endpoint raises; it confirms with runs/get and fetches the output.
 
 Exactly one watcher runs per app: timer triggers are singletons across a scaled-out app (the host
@@ -52,10 +52,17 @@ utcnow: Callable[[], datetime] = lambda: datetime.now(timezone.utc)  # noqa: E73
 
 
 class _Memory:
-    """What the last list cost, per process: the next round's interval accounts for other teams'
-    runs on the same jobs. A new process starts from the awaited runs' count."""
+    """Per process (the timer runs on one instance at a time): what the last list cost, so the next
+    accounts for other teams' runs on the same jobs; the list credit; when the last tick ran. A new
+    process starts from the awaited runs' count and no credit, so it lists no more often than the
+    runs' own polls would."""
 
     pages: Optional[int] = None
+    credit: float = 0.0
+    last_tick: Optional[float] = None
+
+    def reset(self) -> None:
+        self.pages, self.credit, self.last_tick = None, 0.0, None
 
 
 memory = _Memory()
@@ -101,13 +108,18 @@ async def _signal_registry(client: df.DurableOrchestrationClient, operation: str
 async def watch_once(client: df.DurableOrchestrationClient, now: float, tick: float) -> dict:
     """One tick; returns what it did (for logs and tests)."""
     awaited = await _read_registry(client)
-    if not awaited:
-        return {"awaited": 0, "listed": False}
+    # Time since the last tick earns credit, a missed or late tick included; no more than a minute's
+    # worth after a long gap (the host was down: the runs' safety-net polls covered it).
+    elapsed = tick if memory.last_tick is None else min(max(0.0, now - memory.last_tick), max(tick, 60.0))
+    memory.last_tick = now
     plan = watch.list_plan(awaited)
     pages = memory.pages or max(plan.calls_at_least, math.ceil(len(awaited) / watch.RUNS_PER_PAGE))
-    interval = watch.list_interval(awaited, now, tick=tick, pages=pages, check_every=check_every)
-    if not watch.due(now, interval, tick):
-        return {"awaited": len(awaited), "listed": False, "interval": interval}
+    listing, memory.credit = watch.list_credit(memory.credit, awaited, now, elapsed=elapsed, tick=tick,
+                                               pages=pages, check_every=check_every)
+    if not awaited:
+        return {"awaited": 0, "listed": False}
+    if not listing:
+        return {"awaited": len(awaited), "listed": False, "credit": memory.credit}
     refused = False
     try:
         active, calls = await asyncio.to_thread(_list_active, plan)
@@ -122,7 +134,7 @@ async def watch_once(client: df.DurableOrchestrationClient, now: float, tick: fl
         active, calls, refused = set(), 0, True
     else:
         memory.pages = max(calls, 1)
-    decision = watch.decide(awaited, active, now)
+    decision = watch.decide(awaited, active, now, check_every=check_every)
     told, gone = [], []
     for run_id, instance_id in decision.signal:
         try:
@@ -145,7 +157,7 @@ async def watch_once(client: df.DurableOrchestrationClient, now: float, tick: fl
         log.info("run watcher: %d awaited, %d active, told %d workflow(s), forgot %d (%d list call(s))",
                  len(awaited), len(active), len(told), len(gone), calls)
     return {"awaited": len(awaited), "listed": True, "calls": calls, "told": told, "forgotten": gone,
-            "interval": interval, "refused": refused, "signaled": len(decision.signal)}
+            "credit": memory.credit, "refused": refused, "signaled": len(decision.signal)}
 
 
 _RUNNING = frozenset({df.OrchestrationRuntimeStatus.Pending, df.OrchestrationRuntimeStatus.Running,

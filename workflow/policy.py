@@ -6,6 +6,7 @@ from __future__ import annotations
 import hashlib
 import json
 import re
+from datetime import datetime
 from dataclasses import dataclass
 from typing import Any, Mapping, Optional, Sequence
 
@@ -98,17 +99,16 @@ def select_task_run(run: Mapping[str, Any], task_key: str) -> Optional[Mapping[s
 class PollSchedule:
     """How long to wait before the next look at a run that has been going `age` seconds.
 
-    Quickly at first (most runs are short): the wait grows with the age from `first_seconds` to
-    `steady_seconds`, stays there until `steady_until` (a lag no worse than a fixed poll for runs
-    of up to that length), then is `fraction` of the age, never longer than `max_seconds`. A run that
-    ends after t seconds is noticed within about max(steady, t * fraction), and a day-long run costs
-    a few hundred looks instead of thousands: each look is an activity (or a share of a watcher
-    list), a Jobs API call and an orchestration replay."""
+    The wait grows with the age from `first_seconds` to `steady_seconds`, stays there until
+    `steady_until`, then is `fraction` of the age, never longer than `max_seconds`. A run that ends
+    after t seconds is noticed within about max(steady, t * fraction), and a day-long run costs a
+    few hundred looks instead of thousands: each look is an activity (or a share of a watcher list),
+    a Jobs API call and an orchestration replay."""
 
-    first_seconds: float = 5
+    first_seconds: float = 30
     steady_seconds: float = 30
-    steady_until: float = 600
-    fraction: float = 0.05
+    steady_until: float = 900
+    fraction: float = 0.1
     max_seconds: float = 300
 
     def delay_at(self, age_seconds: float) -> int:
@@ -117,11 +117,15 @@ class PollSchedule:
         return max(1, int(min(self.max_seconds, max(ramp, grown))))
 
 
+# A run's own polls: Airflow's fixed 30 s for the first quarter hour (the lag of a fixed poll for
+# short runs, and no look at age 0, when no run has ended), then a tenth of the age up to the
+# WORKFLOW_POLL_INTERVAL_SECONDS ceiling: a day-long run costs about a tenth of a fixed poll's calls.
 OWN_SCHEDULE = PollSchedule()
 # With a run watcher or webhooks a signal ends the wait, so polls are only a safety net against a
-# stopped watcher or a lost notification: they come late and grow sparse.
-SAFETY_SCHEDULE = PollSchedule(first_seconds=300, steady_seconds=300, steady_until=0, fraction=0.25,
-                               max_seconds=900)
+# stopped watcher or a lost notification: the first after an hour, then each at four times the age
+# (1 h, 5 h, 25 h), so that even a day-long run costs at most two of them.
+SAFETY_SCHEDULE = PollSchedule(first_seconds=3600, steady_seconds=3600, steady_until=0, fraction=4.0,
+                               max_seconds=86400)
 
 
 def poll_schedule(*, signals: bool, max_seconds: int) -> PollSchedule:
@@ -131,9 +135,20 @@ def poll_schedule(*, signals: bool, max_seconds: int) -> PollSchedule:
 
 
 def own_check_interval(age_seconds: float) -> float:
-    """How often one run would be looked at on its own at this age (the watcher lists no more
-    often than this, per run)."""
+    """How often one run would be looked at on its own at this age: the rate at which an awaited
+    run earns the watcher list calls, and how soon a run that left the active list without ending
+    is pointed out to its workflow again."""
     return OWN_SCHEDULE.delay_at(age_seconds)
+
+
+def workflow_age_seconds(progress: Mapping[str, Any], now: datetime) -> float:
+    """How long a running workflow has been going, from its custom status: since `startedAt` when
+    shown (the status itself may be an hour old while the workflow waits for a signal), else the
+    `elapsedSeconds` it last showed."""
+    try:
+        return max(0.0, (now - datetime.fromisoformat(progress["startedAt"])).total_seconds())
+    except (KeyError, TypeError, ValueError):
+        return float(progress.get("elapsedSeconds") or 0)
 
 
 def status_retry_after(elapsed_seconds: float, *, minimum: int = 10, maximum: int = 300) -> int:
@@ -344,8 +359,10 @@ def failure_outputs(*, job_id: Optional[int], run_id: Optional[int], error: str)
 def progress_status(
     *, step: str, run: Optional[Mapping[str, Any]], polls: int, elapsed_seconds: int,
     job_id: Optional[int] = None, run_id: Optional[int] = None, failed_polls: int = 0,
+    started_at: Optional[str] = None,
 ) -> dict:
-    """Custom status shown while the workflow runs (kept well under the 16 KB limit)."""
+    """Custom status shown while the workflow runs (kept well under the 16 KB limit). It changes
+    only when the workflow wakes, so `startedAt` lets a reader work out the age since."""
     run = run or {}
     status = {
         "step": step,
@@ -354,6 +371,7 @@ def progress_status(
         "lifeCycleState": run.get("lifeCycleState"),
         "runPageUrl": run.get("runPageUrl"),
         "polls": polls,
+        "startedAt": started_at,
         "elapsedSeconds": elapsed_seconds,
     }
     if failed_polls:
@@ -364,5 +382,6 @@ def progress_status(
 __all__: Sequence[str] = [
     "ActivityRetry", "PollSchedule", "failure_outputs", "TERMINAL_LIFE_CYCLE_STATES", "failure_kind", "error_message", "poll_schedule",
     "is_success", "is_terminal", "outputs", "progress_status", "result_state", "status_retry_after",
+    "workflow_age_seconds",
     "run_idempotency_token", "select_task_run",
 ]

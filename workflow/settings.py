@@ -12,10 +12,11 @@ SETTINGS: tuple[tuple[str, str, str], ...] = (
     ("WORKFLOW_DEFAULT_TIMEOUT_SECONDS", "86400",
      "Deadline of a workflow whose input has no timeoutSeconds; on expiry the run is cancelled and the result is TIMEDOUT."),
     ("WORKFLOW_POLL_INTERVAL_SECONDS", "300",
-     "Longest wait between polls when the input has no pollIntervalSeconds. Polls start at 5 s, reach 30 s, then "
-     "wait 10 % of the time the run has taken so far, up to this."),
-    ("WORKFLOW_WEBHOOK_POLL_INTERVAL_SECONDS", "900",
-     "Longest wait between safety-net polls when Databricks webhook notifications are on."),
+     "Longest wait between polls when the input has no pollIntervalSeconds. Polls come every 30 s for the "
+     "first 15 minutes, then wait 10 % of the time the run has taken so far, up to this."),
+    ("WORKFLOW_WEBHOOK_POLL_INTERVAL_SECONDS", "86400",
+     "Longest wait between safety-net polls while the run watcher or webhook notifications will say when a run "
+     "ends. The first comes after an hour, the next at four times the run's age (5 h, 25 h), up to this."),
     ("WORKFLOW_POLLS_PER_EXECUTION", "20",
      "Polls per orchestration execution before continue_as_new truncates the history."),
     ("WORKFLOW_MAX_BODY_BYTES", "65536", "Largest request body accepted by the HTTP API."),

@@ -11,17 +11,20 @@ Workflows signal `watch` once their run exists and `unwatch` when they end; the 
 
 The watcher lists active runs (QUEUED, PENDING, RUNNING, TERMINATING) and tells a workflow whose
 run has left that list (`runFinished`); the workflow confirms with runs/get. A run that left the
-list without ending (BLOCKED, WAITING_FOR_RETRY) is told once, again only when it has been back in
-the list, or after `RESIGNAL_SECONDS` as a safety measure.
+list without ending (BLOCKED, WAITING_FOR_RETRY) is told once, then again when it has been back in
+the list, or after as long as its own poll would have waited at its age (`decide`).
 
-When to list: one list call covers up to 25 runs, so listing for N runs costs pages/N calls per
-run where a workflow's own poll costs 1. The watcher lists as often as the most urgent awaited run
-would poll on its own schedule, times N/pages: never costlier per run than polling, and at large N
-as often as the tick allows (`list_interval`).
+When to list: a list call covers up to 25 runs where a workflow's own poll covers one. Each awaited
+run earns the watcher what it would have spent polling on its own (`policy.own_check_interval`:
+half a call per 15 s tick while it is young, a call per 5 minutes when it is hours old); a list is
+made at a tick when the earnings cover its pages (`list_credit`). One run alone is listed exactly on
+its own schedule; a batch of 25 or more earns a list every tick; and what a batch earns beyond its
+lists pays for listing its last few runs every tick too, so the tail of a batch is noticed as soon
+as its bulk. Over any period the watcher makes no more calls than the awaited runs would have made
+polling on their own.
 """
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass, field
 from typing import Any, Dict, Iterable, List, Mapping, Optional, Set, Tuple
 
@@ -29,7 +32,6 @@ REGISTRY_ENTITY = "awaitedRuns"
 # Few shards: the watcher reads them all every tick; at 1,000 awaited runs each holds about 250.
 SHARDS = 4
 RUNS_PER_PAGE = 25  # jobs/runs/list answers at most 25 runs per call
-RESIGNAL_SECONDS = 600
 
 
 def shard_of(run_id: int) -> str:
@@ -101,22 +103,24 @@ def list_plan(awaited: Mapping[int, dict]) -> ListPlan:
     return ListPlan(tuple(jobs), any(e.get("jobId") is None for e in awaited.values()))
 
 
-def list_interval(awaited: Mapping[int, dict], now: float, *, tick: float, pages: int,
-                  check_every) -> float:
-    """Seconds between lists: as often as the most urgent awaited run would poll on its own
-    (`check_every(age_seconds)`), times N / pages, and never more often than the tick."""
+# Earnings kept beyond this many seconds of listing every tick are dropped: a long-gone batch does
+# not pay for hours of listing a later lone run.
+CREDIT_HORIZON_SECONDS = 6 * 3600
+
+
+def list_credit(credit: float, awaited: Mapping[int, dict], now: float, *, elapsed: float, tick: float,
+                pages: int, check_every) -> Tuple[bool, float]:
+    """(list now?, credit after): add what each awaited run would have spent polling on its own
+    over the `elapsed` seconds since the last tick (`check_every(age_seconds)` is its poll interval
+    at that age), and list when the credit covers the list's `pages` calls."""
     if not awaited:
-        return math.inf
-    urgent = min(check_every(max(0.0, now - float(e.get("since") or now))) for e in awaited.values())
-    return max(float(tick), urgent * max(1, pages) / len(awaited))
-
-
-def due(now: float, interval: float, tick: float) -> bool:
-    """Whether a list falls in this tick: a multiple of `interval` lies in (now - tick, now].
-    Stateless, so any instance of a scaled-out app computes the same answer."""
-    if math.isinf(interval):
-        return False
-    return math.floor(now / interval) != math.floor((now - tick) / interval)
+        return False, 0.0
+    earned = sum(elapsed / check_every(max(0.0, now - float(e.get("since") or now))) for e in awaited.values())
+    cost = max(1, pages)
+    credit = min(credit + earned, cost * CREDIT_HORIZON_SECONDS / tick)
+    if credit >= cost:
+        return True, credit - cost
+    return False, credit
 
 
 @dataclass
@@ -125,14 +129,18 @@ class Decision:
     seen_active: List[int] = field(default_factory=list)  # signalled runs that are active again
 
 
-def decide(awaited: Mapping[int, dict], active: Set[int], now: float) -> Decision:
-    """Which workflows to tell that their run left the active list."""
+def decide(awaited: Mapping[int, dict], active: Set[int], now: float, *, check_every) -> Decision:
+    """Which workflows to tell that their run left the active list. A run told before that has not
+    been seen active since (it left the list without ending, or a retry came and went between two
+    lists) is told again after its own poll interval at its age: never more often than it would
+    have polled on its own."""
     decision = Decision()
     for run_id, entry in sorted(awaited.items()):
         signaled = entry.get("signaledAt")
         if run_id in active:
             if signaled is not None:
                 decision.seen_active.append(run_id)
-        elif signaled is None or now - float(signaled) >= RESIGNAL_SECONDS:
+        elif signaled is None or \
+                now - float(signaled) >= check_every(max(0.0, now - float(entry.get("since") or now))):
             decision.signal.append((run_id, entry["instanceId"]))
     return decision

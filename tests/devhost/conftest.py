@@ -10,6 +10,16 @@ from devhost.serve import DevServer
 T0 = datetime(2024, 1, 1, tzinfo=timezone.utc)
 
 
+@pytest.fixture(autouse=True)
+def _demo_settings_stay_in_the_test(monkeypatch):
+    """run_demo sets the demo's watcher tick in the environment, as `make demo` wants; in this
+    process it must not outlive the test (the app reads it when first imported)."""
+    # setenv first: monkeypatch restores only what it has recorded, and an absent variable deleted
+    # with raising=False is not recorded.
+    monkeypatch.setenv("WORKFLOW_RUN_WATCHER_INTERVAL_SECONDS", "")
+    monkeypatch.delenv("WORKFLOW_RUN_WATCHER_INTERVAL_SECONDS")
+
+
 @pytest.fixture
 def app():
     toy.FLAKY_CALLS["count"] = 0

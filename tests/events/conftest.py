@@ -146,7 +146,7 @@ def app_stack(monkeypatch):
         # workflows rely on webhooks and their own polls.
         monkeypatch.setenv("WORKFLOW_RUN_WATCHER_INTERVAL_SECONDS", "15" if watcher else "0")
         monkeypatch.setattr(run_watcher, "utcnow", lambda: datetime.fromtimestamp(clock.now(), tz=timezone.utc))
-        run_watcher.memory.pages = None
+        run_watcher.memory.reset()
         known_jobs.clear()
         server = DevServer(app, ReplayHost(app, clock, timer_triggers=["watch_runs"] if watcher else False))
         base_url = server.start()

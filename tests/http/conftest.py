@@ -28,6 +28,9 @@ def stack(monkeypatch):
     monkeypatch.delenv("DATABRICKS_NOTIFICATION_DESTINATION_ID", raising=False)
     databricks_jobs.reset_all()
     known_jobs.clear()
+    from triggers import http_api
+
+    monkeypatch.setattr(http_api, "utcnow", lambda: datetime.fromtimestamp(clock.now(), tz=timezone.utc))
     host = ReplayHost(function_app.app, clock)
     server = DevServer(function_app.app, host)
     base_url = server.start()

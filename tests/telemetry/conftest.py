@@ -34,7 +34,7 @@ def make_host(clock, databricks_env, monkeypatch):
     from triggers import run_watcher
 
     monkeypatch.setattr(run_watcher, "utcnow", lambda: datetime.fromtimestamp(clock.now(), tz=timezone.utc))
-    run_watcher.memory.pages = None
+    run_watcher.memory.reset()
     hosts = []
 
     def make(*, twice: bool = False, watcher: bool = True) -> ReplayHost:

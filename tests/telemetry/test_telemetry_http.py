@@ -94,7 +94,7 @@ def test_no_planted_token_or_function_key_reaches_a_span_or_a_metric(stack, reco
     assert recorded.total("databricks.api.calls", status_code=401) >= 1
 
     spans, metrics = recorded.span_text(), recorded.metric_text()
-    assert len(recorded.spans()) > 20 and "workflow.ended" in metrics  # there is something to search
+    assert len(recorded.spans()) > 15 and "workflow.ended" in metrics  # there is something to search
     for secret in (SECRET_TOKEN, WRONG_TOKEN, FUNCTION_KEY, "code="):
         assert secret not in spans
         assert secret not in metrics

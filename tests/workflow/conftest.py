@@ -40,7 +40,7 @@ def host(clock, databricks_env, host_mode, monkeypatch):
 
     # The workspace run watcher is a timer trigger: it runs on the virtual clock like everything else.
     monkeypatch.setattr(run_watcher, "utcnow", lambda: datetime.fromtimestamp(clock.now(), tz=timezone.utc))
-    run_watcher.memory.pages = None
+    run_watcher.memory.reset()
     twice = host_mode == "at-least-once"
     h = ReplayHost(app, clock, timer_triggers=["watch_runs"], activities_twice=twice, batch_events=twice)
     yield h

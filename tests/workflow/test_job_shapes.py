@@ -155,8 +155,8 @@ def test_under_twenty_percent_faults_each_shape_makes_one_run_and_at_most_one_jo
     client_module._client.override(client_module.JobsClient.from_settings(
         get_settings(), get_token_provider(), sleep_func=sleeps, clock=sleeps.clock))
     emulator.faults = Faults(rate=0.2, kinds=("429", "503", "500", "drop", "drop_after"), seed=11, retry_after=1)
-    outputs = [_run(host, SHAPES[shape])["output"] for _ in range(2)]
+    outputs = [_run(host, SHAPES[shape])["output"] for _ in range(3)]
     assert {o["resultState"] for o in outputs} == {"SUCCESS"}
-    assert len(emulator.runs) == 2 and len({o["runId"] for o in outputs}) == 2  # one run per workflow
+    assert len(emulator.runs) == 3 and len({o["runId"] for o in outputs}) == 3  # one run per workflow
     assert len(emulator.jobs) <= 1  # one saved job per definition (none for a one-time run)
     assert any(r["fault"] for r in emulator.request_log)

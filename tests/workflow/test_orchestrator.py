@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import time
+from datetime import datetime
 
 import pytest
 
@@ -92,7 +93,7 @@ def test_every_result_state_a_caller_sees_is_in_the_documented_list(run_workflow
 def test_queued_and_blocked_runs_keep_polling_until_they_finish(run_workflow, host, emulator, own_polls):
     # The built-in queued scenario, slowed so that every phase outlasts a poll interval.
     emulator.scenario = Scenario(time_scale=30)
-    status = run_workflow(own_polls, notebookPath="/Workspace/Users/me/queued_load")
+    status = run_workflow(own_polls, notebookPath="/Workspace/Users/me/queued_load", pollIntervalSeconds=10)
     assert status["output"]["resultState"] == "SUCCESS"
     seen = _get_run_states(host, status["instanceId"])
     assert seen.index("QUEUED") < seen.index("BLOCKED") < seen.index("RUNNING") < seen.index("TERMINATED")
@@ -170,8 +171,9 @@ def test_transient_activity_failures_are_retried_on_durable_timers(run_workflow,
     failed = [e for e in history if e["EventType"] == 6]
     assert len(failed) == 2 and all("Databricks API error 503" in e["Reason"] for e in failed)
     # Retried after 10 s, then 20 s: exponential backoff on durable timers, no compute held.
-    fired = [e["Timestamp"] for e in history if e["EventType"] == 11]
-    assert fired[:2] == ["2026-01-01T00:00:10.000000Z", "2026-01-01T00:00:30.000000Z"]
+    first_failure = datetime.fromisoformat(failed[0]["Timestamp"].replace("Z", "+00:00"))
+    fired = [datetime.fromisoformat(e["Timestamp"].replace("Z", "+00:00")) for e in history if e["EventType"] == 11]
+    assert [(t - first_failure).total_seconds() for t in fired if t > first_failure][:2] == [10, 30]
 
 
 def test_a_databricks_outage_while_polling_does_not_end_the_workflow(run_workflow, emulator, monkeypatch, host):
@@ -188,7 +190,8 @@ def test_a_databricks_outage_while_polling_does_not_end_the_workflow(run_workflo
     assert not _requests(emulator, "/runs/cancel")
 
 
-def test_polls_failing_until_the_deadline_end_timedout_with_the_run_cancelled(host, clock, emulator, monkeypatch):
+def test_polls_failing_until_the_deadline_end_timedout_with_the_run_cancelled(host, clock, emulator, monkeypatch,
+                                                                             own_polls):
     import databricks_jobs
     from jobs_emulator import Faults
 
@@ -196,11 +199,11 @@ def test_polls_failing_until_the_deadline_end_timedout_with_the_run_cancelled(ho
     databricks_jobs.reset_all()
     emulator.scenario = Scenario(rules=[("*", Behavior(phases=(("RUNNING", 7200),)))])
     emulator.faults = Faults(rate=1.0, kinds=("503",), paths=["*/runs/get"], retry_after=1)
-    request = validate_request(dict(REQUEST, timeoutSeconds=60), WorkflowSettings())
-    iid = host.start_new(ORCHESTRATOR_NAME, None, orchestration_input(request, WorkflowSettings()))
+    request = validate_request(dict(REQUEST, timeoutSeconds=60), own_polls)
+    iid = host.start_new(ORCHESTRATOR_NAME, None, orchestration_input(request, own_polls))
     started = clock.now()
     host.run_until_idle()
-    clock.advance(35)  # inside the first poll's retry waits
+    clock.advance(35)  # inside the first poll's (at 30 s) retry waits
     host.run_until_idle()
     waiting = host.get_status(iid)["customStatus"]
     assert waiting["runId"] and waiting["step"] == "pollRun" and waiting["failedPolls"] >= 1
@@ -257,16 +260,22 @@ def test_a_24_hour_run_finishes_in_seconds_of_wall_time(run_workflow, emulator, 
 
 
 def test_custom_status_reports_progress(host, clock, emulator, own_polls):
+    emulator.scenario = Scenario(rules=[("*", Behavior(phases=(("PENDING", 45), ("RUNNING", 600))))])
     request = validate_request(dict(REQUEST), own_polls)
     iid = host.start_new(ORCHESTRATOR_NAME, None, orchestration_input(request, own_polls))
     host.run_until_idle()
     progress = host.get_status(iid)["customStatus"]
-    assert progress["step"] == "pollRun" and progress["polls"] == 1
-    assert progress["lifeCycleState"] == "PENDING" and progress["runPageUrl"]
-    clock.advance(5)
+    # Waiting for the first poll: no look at age 0, when the run cannot have ended.
+    assert progress["step"] == "pollRun" and progress["polls"] == 0 and progress["runId"]
+    clock.advance(30)
     host.run_until_idle()
-    assert host.get_status(iid)["customStatus"]["polls"] == 2
-    assert host.get_status(iid)["customStatus"]["elapsedSeconds"] == 5
+    progress = host.get_status(iid)["customStatus"]
+    assert progress["polls"] == 1 and progress["elapsedSeconds"] == 30
+    assert progress["lifeCycleState"] == "PENDING" and progress["runPageUrl"]
+    clock.advance(30)
+    host.run_until_idle()
+    progress = host.get_status(iid)["customStatus"]
+    assert progress["polls"] == 2 and progress["lifeCycleState"] == "RUNNING"
 
 
 def test_an_instance_id_used_again_gets_a_new_run_of_the_same_shared_job(run_workflow, emulator):

@@ -152,14 +152,13 @@ def _final_state_after_cancel(ep, after):
 
 
 def test_cancel_raised_while_a_poll_runs_cancels_the_run_at_once():
-    ep = _start()
-    ep.complete("getJobRun", RUNNING)       # poll 1, then wait on timer 1 / cancel
-    ep.fire_timer()                         # timer 1 wins: poll 2 is scheduled
+    ep = _start()                           # waiting on timer 1 / cancel (no poll at age 0)
+    ep.fire_timer()                         # timer 1 wins: poll 1 is scheduled
     after = ep.raise_event(CANCEL_EVENT, {"reason": "http"})   # arrives mid-poll
     _final_state_after_cancel(ep, after)
 
 
-def test_cancel_raised_during_the_first_poll_cancels_the_run():
+def test_cancel_raised_while_the_first_poll_is_awaited_cancels_the_run():
     ep = _start()
     _final_state_after_cancel(ep, ep.raise_event(CANCEL_EVENT))
 
@@ -189,7 +188,6 @@ def test_cancel_during_run_now_cancels_the_run_it_started():
 
 def test_cancel_while_waiting_still_wins_over_the_timer_and_cancels_it():
     ep = _start()
-    ep.complete("getJobRun", RUNNING)
     ep.fire_timer()
     ep.complete("getJobRun", RUNNING)        # now waiting on timer 2
     after = ep.raise_event(CANCEL_EVENT)
@@ -204,6 +202,7 @@ def test_a_cancel_in_the_same_batch_as_continue_as_new_reaches_the_next_executio
     ep.run()
     ep.complete("createJob", {"jobId": 1, "created": True})
     ep.complete("runJobNow", {"runId": 2})
+    ep.fire_timer()
     ep.complete("getJobRun", RUNNING)
     ep.fire_timer()
     # Poll 2 completes and the cancel arrives in the SAME episode: poll 2 is this execution's last.
@@ -223,8 +222,7 @@ def test_a_cancel_in_the_same_batch_as_continue_as_new_reaches_the_next_executio
 
 def test_a_run_finished_signal_makes_the_next_poll_early_and_is_confirmed_with_runs_get():
     ep = _start(webhooks=True)
-    ep.complete("getJobRun", RUNNING)
-    after = ep.raise_event(RUN_FINISHED_EVENT, {"runId": 2})   # while waiting
+    after = ep.raise_event(RUN_FINISHED_EVENT, {"runId": 2})   # while waiting for the first poll
     assert _names(after) == ["getJobRun"]
     timers = [a for a in _flatten(ep.state["actions"]) if a["actionType"] == 5]
     assert timers[-1]["isCanceled"] is True
@@ -233,13 +231,11 @@ def test_a_run_finished_signal_makes_the_next_poll_early_and_is_confirmed_with_r
 
 
 def test_a_signal_for_a_run_that_has_not_ended_starts_a_fresh_execution_not_a_busy_loop():
-    # The webhook arrives while the first poll runs, and runs/get still says the run is going (it
-    # is BLOCKED, or waiting for a retry). The next poll comes at once to confirm; after that the
-    # workflow continues as new, so a fresh waiter catches the next signal, and the new execution
-    # starts with a wait, not a poll.
+    # The signal comes, and runs/get says the run is still going (it is BLOCKED, or waiting for a
+    # retry). The workflow continues as new, so a fresh waiter catches the next signal, and the new
+    # execution starts with a wait, not a poll.
     ep = _start(webhooks=True)
-    assert ep.raise_event(RUN_FINISHED_EVENT, {"runId": 2}) == []
-    after = ep.complete("getJobRun", RUNNING)
+    after = ep.raise_event(RUN_FINISHED_EVENT, {"runId": 2})
     assert _names(after) == ["getJobRun"]      # the signal made the poll early
     ep.complete("getJobRun", {**RUNNING, "lifeCycleState": "BLOCKED"})
     assert ep.state["isDone"]
@@ -251,8 +247,7 @@ def test_a_signal_for_a_run_that_has_not_ended_starts_a_fresh_execution_not_a_bu
 
 def test_run_finished_raised_mid_poll_makes_the_next_poll_early():
     ep = _start(webhooks=True)
-    ep.complete("getJobRun", RUNNING)
-    ep.fire_timer()                          # poll 2 running
+    ep.fire_timer()                          # poll 1 running
     ep.raise_event(RUN_FINISHED_EVENT, {"runId": 2})
     after = ep.complete("getJobRun", RUNNING)
     # The notification was not lost: the next poll is immediate rather than a timer away.

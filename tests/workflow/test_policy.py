@@ -75,11 +75,22 @@ def _looks(schedule, seconds):
 
 def test_signals_make_polls_a_sparse_safety_net():
     own = policy.poll_schedule(signals=False, max_seconds=300)
-    safety = policy.poll_schedule(signals=True, max_seconds=900)
+    safety = policy.poll_schedule(signals=True, max_seconds=86400)
     assert own == policy.PollSchedule(max_seconds=300)
-    assert own.delay_at(0) == 5 and safety.delay_at(0) == 300  # a signal, not a poll, ends a short run
-    assert safety.delay_at(86400) == 900
-    assert _looks(safety, 3600) < _looks(own, 3600) / 5
+    # No look at age 0 either way; a signal, not a poll, ends a short run.
+    assert own.delay_at(0) == 30 and safety.delay_at(0) == 3600
+    # The safety net looks at 1 h, 5 h and 25 h: at most two looks before a day-long run ends.
+    assert _looks(safety, 86400) == 3 and _looks(safety, 5 * 3600) == 2
+    assert _looks(safety, 3600) < _looks(own, 3600) / 20
+    assert policy.poll_schedule(signals=True, max_seconds=900).delay_at(7200) == 900  # the setting caps it
+
+
+def test_a_run_polling_on_its_own_looks_every_30_s_for_a_quarter_hour_then_less_often():
+    own = policy.OWN_SCHEDULE
+    assert {own.delay_at(age) for age in range(0, 900, 30)} == {30}
+    assert own.delay_at(1200) == 120 and own.delay_at(7200) == 300
+    # A 10-minute run: 20 looks, as many as a fixed 30 s poll (Airflow's) from the first interval.
+    assert _looks(own, 600) == 20
 
 
 def test_a_day_long_run_costs_hundreds_of_polls_not_thousands():
@@ -87,7 +98,7 @@ def test_a_day_long_run_costs_hundreds_of_polls_not_thousands():
 
 
 def test_the_watcher_looks_no_more_often_per_run_than_a_run_would_poll_itself():
-    assert policy.own_check_interval(0) == 5 and policy.own_check_interval(7200) == 300
+    assert policy.own_check_interval(0) == 30 and policy.own_check_interval(7200) == 300
 
 
 def test_idempotency_token_is_stable_and_fits_databricks_limit():
