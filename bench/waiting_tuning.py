@@ -11,9 +11,11 @@ setting changed, on the same end times as the defaults it is compared with:
   the watcher's list cadence for few runs;
 - safety: SAFETY_SCHEDULE (with WORKFLOW_WEBHOOK_POLL_INTERVAL_SECONDS as its ceiling): the
   safety-net polls a workflow makes while signals (watcher or webhooks) are expected;
-- cadence: the watcher's list cadence, today's rule against a proposal (bench/watch_credit.py);
-- resignal: RESIGNAL_SECONDS, with runs whose task fails once and is retried after a pause
-  (WAITING_FOR_RETRY takes the run off the active list without ending it).
+- horizon: CREDIT_HORIZON_SECONDS, how long the list credit a batch saved lets its tail be listed
+  every tick (workflow.watch.list_credit);
+- retried: today's defaults with runs whose task fails once and is retried after a pause
+  (WAITING_FOR_RETRY takes a run off the active list without ending it).
+The first variant of each group is today's default.
 Each group writes its own section of docs/benchmarks.md ("waiting-tuning-<group>")."""
 from __future__ import annotations
 
@@ -37,57 +39,39 @@ def _schedule(first, steady, steady_until, fraction, max_seconds) -> object:
                         max_seconds=max_seconds)
 
 
-# (label, OWN_SCHEDULE fields, poll_interval_seconds)
+# (label, OWN_SCHEDULE fields, poll_interval_seconds); the first is today's default
 OWN_VARIANTS = (
-    ("default 5->30 s, 5 % of age, max 300 s", (5, 30, 600, 0.05, 300), 300),
-    ("10 % of age, max 300 s", (5, 30, 600, 0.10, 300), 300),
-    ("10 % of age, max 600 s", (5, 30, 600, 0.10, 600), 600),
-    ("10 % of age, max 900 s", (5, 30, 600, 0.10, 900), 900),
-    ("30 s to 10 min, 10 % of age, max 1800 s", (30, 30, 600, 0.10, 1800), 1800),
+    ("default: 30 s to 15 min, then 10 % of age, max 300 s", (30, 30, 900, 0.10, 300), 300),
+    ("1.x: 5 s growing to 30 s by 10 min, then 5 % of age, max 300 s", (5, 30, 600, 0.05, 300), 300),
+    ("15 s to 15 min, then 10 % of age, max 300 s", (15, 15, 900, 0.10, 300), 300),
+    ("30 s to 15 min, then 10 % of age, max 900 s", (30, 30, 900, 0.10, 900), 900),
 )
-# (label, SAFETY_SCHEDULE fields, webhook_poll_interval_seconds)
+# (label, SAFETY_SCHEDULE fields, webhook_poll_interval_seconds); the first is today's default
 SAFETY_VARIANTS = (
-    ("default 300 s, 25 % of age, max 900 s", (300, 300, 0, 0.25, 900), 900),
-    ("600 s, 25 % of age, max 1800 s", (600, 600, 0, 0.25, 1800), 1800),
-    ("600 s, 50 % of age, max 3600 s", (600, 600, 0, 0.50, 3600), 3600),
-    ("1800 s, 100 % of age, max 21600 s", (1800, 1800, 0, 1.0, 21600), 21600),
-    ("3600 s, 300 % of age, max 86400 s", (3600, 3600, 0, 3.0, 86400), 86400),
+    ("default: 1 h, then 400 % of age, max 24 h", (3600, 3600, 0, 4.0, 86400), 86400),
+    ("1.x: 300 s, 25 % of age, max 900 s", (300, 300, 0, 0.25, 900), 900),
+    ("1800 s, 100 % of age, max 6 h", (1800, 1800, 0, 1.0, 21600), 21600),
 )
-CADENCE_N = (1, 10, 25, 100)
-CADENCE_T = (600, 3600, 86400)
-CADENCE_VARIANTS = ("today: urgent x pages / awaited", "proposal: per-run credit (bench/watch_credit.py)")
-# The values recommended from the groups above, measured together against today's defaults.
-RECOMMENDED_N = (1, 25, 100, 1000)
-RECOMMENDED_T = (60, 600, 3600, 86400)
-RECOMMENDED_VARIANTS = ("today's defaults", "recommended constants", "recommended safety net only")
-
-
-def recommended(safety_only: bool = False) -> dict:
-    """The constants recommended from the groups above (the code and the list cadence unchanged):
-    OWN_SCHEDULE at 10 % of the run's age up to 600 s (WORKFLOW_POLL_INTERVAL_SECONDS 600), and
-    SAFETY_SCHEDULE from 30 min at 100 % of the age up to 6 h (WORKFLOW_WEBHOOK_POLL_INTERVAL_SECONDS
-    21600). The tick stays 15 s."""
-    safety = {"policy": {"SAFETY_SCHEDULE": _schedule(1800, 1800, 0, 1.0, 21600)},
-              "settings": {"webhook_poll_interval_seconds": 21600}}
-    if safety_only:
-        return safety
-    return {"policy": {**safety["policy"], "OWN_SCHEDULE": _schedule(5, 30, 600, 0.10, 600)},
-            "settings": {**safety["settings"], "poll_interval_seconds": 600}}
-
-
-RESIGNAL_VALUES = (120, 300, 600, 1800)
-RESIGNAL_N = 100
-RESIGNAL_T = (3600, 86400)
+# workflow.watch.CREDIT_HORIZON_SECONDS: how long a batch's saved credit lets its tail be listed
+HORIZONS = (6 * 3600, 3600, 24 * 3600)
+HORIZON_N = (10, 25, 100)
+HORIZON_T = (3600, 86400)
+RETRIED_N = 100
+RETRIED_T = (3600, 86400)
 
 
 def retry_rounds(t: float, n: int) -> tuple:
     """Runs whose first attempt fails around t/2 and whose retry starts at 3t/4 (off the tick grid)
-    and lasts 2-30 s: (rounds, retry pause). A retry shorter than the watcher's list interval may
-    end without the watcher ever seeing it active again; then RESIGNAL_SECONDS (or a safety poll)
-    decides when its workflow hears of it."""
+    and lasts 2-30 s: (rounds, retry pause). WAITING_FOR_RETRY takes a run off the active list
+    without ending it, and a retry shorter than the list interval may end unseen; the watcher's
+    re-signal after the run's own poll interval, or a safety poll, then tells its workflow."""
     firsts = waiting.end_times(t / 2, n)
     retries = [2 + 28 * (i + waiting.STRATUM_OFFSET) / n for i in range(n)]
     return [list(zip(firsts, retries[::-1]))], 0.75 * t + 7.3
+
+
+def _horizon_label(seconds: int) -> str:
+    return f"{'default: ' if seconds == HORIZONS[0] else ''}{seconds // 3600} h of credit"
 
 
 def _spec(mode: str, n, t: float, *, tick: int = waiting.TICK, end_count: int = EXPLORE_END_TIMES, **extra) -> dict:
@@ -119,28 +103,15 @@ def experiments() -> List[dict]:
                 out.append({**_spec(mode, n, t), "group": "safety", "variant": label,
                             "policy": {"SAFETY_SCHEDULE": _schedule(*fields)},
                             "settings": {"webhook_poll_interval_seconds": ceiling}})
-    from bench import watch_credit
-    for index, label in enumerate(CADENCE_VARIANTS):
-        for n in CADENCE_N:
-            for t in CADENCE_T:
-                extra = {"watch": {"list_interval": watch_credit.list_interval}} if index else {}
-                out.append({**_spec("watcher", n, t), "group": "cadence", "variant": label, **extra})
-    for index, label in enumerate(RECOMMENDED_VARIANTS):
-        extra = [{}, recommended(), recommended(safety_only=True)][index]
-        for t in RECOMMENDED_T + ((28800,) if 28800 not in RECOMMENDED_T else ()):
-            for n in RECOMMENDED_N:
-                if (t == 28800 and n != 1) or (n == 1000 and t > 3600):
-                    continue  # 8 h is the N = 1 target's; N = 1,000 at 24 h is the main table's (28 min)
-                out.append({**_spec("watcher", n, t), "group": "recommended", "variant": label, **extra})
-            for mode in ("poll", "webhook"):
-                out.append({**_spec(mode, None, t, end_count=waiting.SAMPLE_RUNS), "group": "recommended",
-                            "variant": label, **extra})
-    for value in RESIGNAL_VALUES:
-        for t in RESIGNAL_T:
-            rounds, pause = retry_rounds(t, RESIGNAL_N)
-            out.append({"mode": "watcher", "n": RESIGNAL_N, "t": t, "rounds": rounds, "tick": waiting.TICK,
-                        "retry_pause": pause, "watch": {"RESIGNAL_SECONDS": value}, "group": "resignal",
-                        "variant": f"RESIGNAL_SECONDS {value}"})
+    for horizon in HORIZONS:
+        for n in HORIZON_N:
+            for t in HORIZON_T:
+                out.append({**_spec("watcher", n, t), "group": "horizon", "variant": _horizon_label(horizon),
+                            "watch": {"CREDIT_HORIZON_SECONDS": horizon}})
+    for t in RETRIED_T:
+        rounds, pause = retry_rounds(t, RETRIED_N)
+        out.append({"mode": "watcher", "n": RETRIED_N, "t": t, "rounds": rounds, "tick": waiting.TICK,
+                    "retry_pause": pause, "group": "retried", "variant": "default"})
     return sorted(out, key=waiting.cost, reverse=True)
 
 
@@ -148,10 +119,8 @@ TITLES = {
     "tick": "Watcher tick (WORKFLOW_RUN_WATCHER_INTERVAL_SECONDS)",
     "own": "OWN_SCHEDULE (the poll-only cadence, and the watcher's list cadence for few runs)",
     "safety": "SAFETY_SCHEDULE (safety-net polls while signals are expected)",
-    "recommended": "today's defaults against the recommended values, all together",
-    "cadence": "the watcher's list cadence: today's rule against a per-run credit (a proposal)",
-    "resignal": "RESIGNAL_SECONDS (runs retried once: the first attempt fails at about T/2, the retry starts at 3T/4 "
-                "and lasts 2-30 s)",
+    "horizon": "CREDIT_HORIZON_SECONDS (how long a batch's unspent list credit lasts its tail)",
+    "retried": "runs retried once (the first attempt fails at about T/2, the retry starts at 3T/4 and lasts 2-30 s)",
 }
 
 
@@ -167,7 +136,7 @@ def table(rows: Sequence[dict]) -> str:
     return "\n".join(lines)
 
 
-GROUPS = ("tick", "own", "safety", "cadence", "resignal", "recommended")
+GROUPS = ("tick", "own", "safety", "horizon", "retried")
 
 
 def explore(selected: Sequence[str] = GROUPS) -> bool:
@@ -178,9 +147,8 @@ def explore(selected: Sequence[str] = GROUPS) -> bool:
     chosen = [e for e in experiments() if e["group"] in selected]
     variant_order = {label: i for i, (label, _, _) in enumerate(OWN_VARIANTS + SAFETY_VARIANTS)}
     variant_order.update({f"tick {t} s": i for i, t in enumerate(TICKS)})
-    variant_order.update({f"RESIGNAL_SECONDS {v}": i for i, v in enumerate(RESIGNAL_VALUES)})
-    variant_order.update({label: i for i, label in enumerate(CADENCE_VARIANTS)})
-    variant_order.update({label: i for i, label in enumerate(RECOMMENDED_VARIANTS)})
+    variant_order.update({_horizon_label(h): i for i, h in enumerate(HORIZONS)})
+    variant_order["default"] = 0
     rows = []
     for result in waiting.run_all(chosen):
         r = waiting.row(result)

@@ -107,17 +107,18 @@ def test_tuning_explorer_covers_every_knob_and_measures_variants(monkeypatch, tm
     assert ticks == {5, 10, 15, 20, 30, 60} and all(60 % t == 0 for t in ticks)
     monkeypatch.setattr(waiting, "DOCS_DIR", tmp_path)
     monkeypatch.setattr(waiting_tuning, "EXPLORE_END_TIMES", 2)
-    monkeypatch.setattr(waiting_tuning, "CADENCE_N", (2,))
-    monkeypatch.setattr(waiting_tuning, "CADENCE_T", (60,))
-    monkeypatch.setattr(waiting_tuning, "RESIGNAL_VALUES", (120,))
-    monkeypatch.setattr(waiting_tuning, "RESIGNAL_T", (600,))
-    monkeypatch.setattr(waiting_tuning, "RESIGNAL_N", 2)
-    waiting_tuning.explore(["cadence", "resignal"])
+    monkeypatch.setattr(waiting_tuning, "HORIZON_N", (2,))
+    monkeypatch.setattr(waiting_tuning, "HORIZON_T", (60,))
+    monkeypatch.setattr(waiting_tuning, "HORIZONS", (21600, 3600))
+    monkeypatch.setattr(waiting_tuning, "RETRIED_T", (600,))
+    monkeypatch.setattr(waiting_tuning, "RETRIED_N", 2)
+    waiting_tuning.explore(["horizon", "retried"])
     out = capsys.readouterr().out
-    assert "| proposal: per-run credit (bench/watch_credit.py) | watcher | 2 | 1 min |" in out
-    assert "| RESIGNAL_SECONDS 120 | watcher | 2 | 10 min |" in out  # retried runs complete
+    assert "| default: 6 h of credit | watcher | 2 | 1 min |" in out
+    assert "| 1 h of credit | watcher | 2 | 1 min |" in out
+    assert "| default | watcher | 2 | 10 min |" in out  # retried runs complete
     text = (tmp_path / "benchmarks.md").read_text("utf-8")
-    assert "<!-- waiting-tuning-cadence:start -->" in text and "<!-- waiting-tuning-resignal:start -->" in text
+    assert "<!-- waiting-tuning-horizon:start -->" in text and "<!-- waiting-tuning-retried:start -->" in text
 
 
 # -- the other benchmarks ------------------------------------------------------------------------
