@@ -18,10 +18,25 @@ ORDER = ("waiting", "waiting-tuning-tick", "waiting-tuning-own", "waiting-tuning
          "jobs_per_definition", "cold_start")
 
 
+README = Path(__file__).resolve().parent.parent / "README.md"
+
+
 def write_section(name: str, markdown: str, docs_dir: Path = None) -> Path:
     """Replace (or add) the section `name` of docs/benchmarks.md with `markdown`."""
-    path = Path(docs_dir or DOCS_DIR) / "benchmarks.md"
-    text = path.read_text("utf-8") if path.exists() else HEADER
+    return write_block(Path(docs_dir or DOCS_DIR) / "benchmarks.md", name, markdown, HEADER)
+
+
+def write_readme_section(name: str, markdown: str, readme: Path = None) -> Path:
+    """Replace the block `name` of the README, which must already hold its markers (the README's
+    prose around it is written by hand)."""
+    path = Path(readme or README)
+    if f"<!-- {name}:start -->" not in path.read_text("utf-8"):
+        raise ValueError(f"{path} has no <!-- {name}:start --> marker")
+    return write_block(path, name, markdown, "")
+
+
+def write_block(path: Path, name: str, markdown: str, header: str) -> Path:
+    text = path.read_text("utf-8") if path.exists() else header
     start, end = f"<!-- {name}:start -->", f"<!-- {name}:end -->"
     block = f"{start}\n{markdown.strip()}\n{end}"
     if start in text:

@@ -78,6 +78,9 @@ def test_waiting_bench_runs_the_real_app_in_each_mode(monkeypatch, tmp_path, cap
     monkeypatch.setattr(waiting, "END_TIMES", 2)
     monkeypatch.setattr(waiting, "SAMPLE_RUNS", 2)
     monkeypatch.setattr(waiting, "DOCS_DIR", tmp_path)
+    readme = tmp_path / "README.md"
+    readme.write_text("# app\n\n## Benchmarks\n\n<!-- waiting:start -->\nold\n<!-- waiting:end -->\n\nafter\n", "utf-8")
+    monkeypatch.setattr(waiting, "README", readme)
     waiting.run()
     out = capsys.readouterr().out
     assert "| 1 min | (a) app, watcher | 2 | 2 |" in out
@@ -87,6 +90,10 @@ def test_waiting_bench_runs_the_real_app_in_each_mode(monkeypatch, tmp_path, cap
     text = (tmp_path / "benchmarks.md").read_text("utf-8")
     assert "<!-- waiting:start -->" in text and "(c) app, webhooks" in text
     assert (tmp_path / "waiting-benchmark.png").read_bytes()[:4] == b"\x89PNG"
+    readme_text = readme.read_text("utf-8")  # the README gets the picture, the table and the targets
+    assert "old" not in readme_text and readme_text.endswith("<!-- waiting:end -->\n\nafter\n")
+    assert "(docs/waiting-benchmark.png)" in readme_text and "| 1 min | (a) app, watcher | 2 | 2 |" in readme_text
+    assert "**PASS** webhook T=1 min" in readme_text
 
 
 def test_app_simulation_counts_every_call_and_shares_one_job():
