@@ -13,8 +13,9 @@ from __future__ import annotations
 
 import logging
 import re
-import threading
 from typing import Any, Dict, Mapping, Optional, Tuple
+
+from telemetry.providers import PerProvider
 
 log = logging.getLogger(__name__)
 
@@ -109,24 +110,14 @@ class _Instruments:
             self.by_name[metric.name] = create(metric.name, unit=metric.unit, description=metric.description)
 
 
-_lock = threading.Lock()
-_built: Optional[Tuple[Any, _Instruments]] = None
+_instruments = PerProvider(lambda provider: _Instruments(provider.get_meter(METER_NAME)))
 
 
 def instrument(name: str) -> Any:
     """The instrument `name` of the current global meter provider."""
-    global _built
     from opentelemetry import metrics
 
-    provider = metrics.get_meter_provider()
-    built = _built
-    if built is None or built[0] is not provider:
-        with _lock:
-            built = _built
-            if built is None or built[0] is not provider:
-                built = (provider, _Instruments(provider.get_meter(METER_NAME)))
-                _built = built
-    return built[1].by_name[name]
+    return _instruments.get(metrics.get_meter_provider()).by_name[name]
 
 
 def record(name: str, value: float, attributes: Optional[Mapping[str, Any]] = None) -> None:

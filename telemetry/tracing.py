@@ -18,9 +18,10 @@ from __future__ import annotations
 import functools
 import inspect
 import logging
-import threading
 from contextlib import contextmanager
-from typing import Any, Callable, Dict, Iterator, Mapping, Optional, Tuple
+from typing import Any, Callable, Dict, Iterator, Mapping, Optional
+
+from telemetry.providers import PerProvider
 
 log = logging.getLogger(__name__)
 
@@ -28,24 +29,14 @@ TRACER_NAME = "durable_databricks_jobs"
 # Methods named as they are; anything else is "_OTHER" (OpenTelemetry HTTP semantic conventions).
 KNOWN_METHODS = frozenset({"GET", "POST", "PUT", "PATCH", "DELETE", "HEAD", "OPTIONS", "CONNECT", "TRACE"})
 
-_lock = threading.Lock()
-_built: Optional[Tuple[Any, Any]] = None
+_tracer = PerProvider(lambda provider: provider.get_tracer(TRACER_NAME))
 
 
 def tracer() -> Any:
-    """The app's tracer from the current global tracer provider (rebuilt when tests swap it)."""
-    global _built
+    """The app's tracer from the current global tracer provider."""
     from opentelemetry import trace
 
-    provider = trace.get_tracer_provider()
-    built = _built
-    if built is None or built[0] is not provider:
-        with _lock:
-            built = _built
-            if built is None or built[0] is not provider:
-                built = (provider, provider.get_tracer(TRACER_NAME))
-                _built = built
-    return built[1]
+    return _tracer.get(trace.get_tracer_provider())
 
 
 def error_attributes(exc: BaseException) -> Dict[str, Any]:

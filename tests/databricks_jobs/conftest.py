@@ -12,6 +12,7 @@ from typing import Any, Callable, Dict, List, Optional
 from urllib.parse import parse_qs, urlsplit
 
 import pytest
+import responses
 
 import databricks_jobs
 from databricks_jobs import client as client_module
@@ -233,6 +234,13 @@ class StubTokens:
 
     def extra_headers(self) -> Dict[str, str]:
         return dict(self._headers)
+
+
+@pytest.fixture
+def mocked():
+    """The `responses` library standing in for the network (requests never leave the process)."""
+    with responses.RequestsMock(assert_all_requests_are_fired=False) as mock:
+        yield mock
 
 
 @pytest.fixture

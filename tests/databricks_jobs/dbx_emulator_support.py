@@ -8,6 +8,11 @@ RETRY_AFTER = 3  # what the emulator's 429/503 ask for; distinct from any backof
 CLUSTER = "0923-164208-meows279"
 
 
+def error(code, message):
+    """A Databricks error body."""
+    return {"error_code": code, "message": message}
+
+
 def notebook_job(name, *, tasks=1, tags=None, path="/Workspace/Users/me@contoso.com/load"):
     settings = {"name": name, "tasks": [
         {"task_key": f"t{i:03d}" if tasks > 1 else "main", "existing_cluster_id": CLUSTER,

@@ -5,11 +5,11 @@ count attempts; the waits themselves are covered against a loopback server in te
 import json
 
 import pytest
-import responses
 from responses import matchers
 
 from databricks_jobs.client import JobsClient
 from databricks_jobs.errors import DatabricksApiError
+from dbx_emulator_support import error
 
 HOST = "https://adb-1234567890123456.7.azuredatabricks.net"
 API = HOST + "/api/2.1/jobs"
@@ -21,16 +21,6 @@ def client(stub_tokens, sleeps):
     client = JobsClient(HOST, stub_tokens, sleep_func=sleeps, clock=sleeps.clock)
     yield client
     client.close()
-
-
-@pytest.fixture
-def mocked():
-    with responses.RequestsMock(assert_all_requests_are_fired=False) as mock:
-        yield mock
-
-
-def error(code, message):
-    return {"error_code": code, "message": message}
 
 
 def test_create_job_posts_settings_with_bearer_token(client, mocked):

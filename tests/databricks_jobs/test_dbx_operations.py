@@ -3,11 +3,11 @@ which calls are retried, paging, the repair idempotency rule, and the per-attemp
 import json
 
 import pytest
-import responses
 from responses import matchers
 
 from databricks_jobs.client import IDEMPOTENT_POSTS, RUNS_PAGE_SIZE, HttpAttempt, JobsClient, newest_repair_id
 from databricks_jobs.errors import DatabricksApiError
+from dbx_emulator_support import error
 
 HOST = "https://adb-1234567890123456.7.azuredatabricks.net"
 API = HOST + "/api/2.1/jobs"
@@ -24,16 +24,6 @@ def client(stub_tokens, sleeps, attempts):
     client = JobsClient(HOST, stub_tokens, sleep_func=sleeps, clock=sleeps.clock, attempt_observer=attempts.append)
     yield client
     client.close()
-
-
-@pytest.fixture
-def mocked():
-    with responses.RequestsMock(assert_all_requests_are_fired=False) as mock:
-        yield mock
-
-
-def error(code, message):
-    return {"error_code": code, "message": message}
 
 
 def sent(call):
