@@ -54,15 +54,20 @@ def page_arrays(container: dict, names: tuple, offset: int) -> bool:
 
 # -- states ----------------------------------------------------------------------------------------
 
+def _ended_state(life: str, outcome: Outcome) -> dict:
+    state = {"life_cycle_state": life, "state_message": outcome.state_message,
+             "user_cancelled_or_timedout": outcome.user_cancelled_or_timedout}
+    if outcome.result_state is not None:
+        state["result_state"] = outcome.result_state
+    return state
+
+
 def job_state(store, run: Run, now: float) -> tuple[dict, dict, Outcome | None]:
     """(state, status, outcome if terminal) of the job run."""
     life, outcome = run.state_at(now)
     queue_code = None
     if outcome is not None:
-        state = {"life_cycle_state": life, "state_message": outcome.state_message,
-                 "user_cancelled_or_timedout": outcome.user_cancelled_or_timedout}
-        if outcome.result_state is not None:
-            state["result_state"] = outcome.result_state
+        state = _ended_state(life, outcome)
     else:
         message = ""
         if life == "QUEUED" and now < run.queue_until:
@@ -96,10 +101,7 @@ def task_state(attempt: Attempt, now: float) -> tuple[dict, dict, Outcome | None
     life, outcome = attempt.state_at(now)
     shown = _SHOWN.get(life, life)
     if outcome is not None:
-        state = {"life_cycle_state": shown, "state_message": outcome.state_message,
-                 "user_cancelled_or_timedout": outcome.user_cancelled_or_timedout}
-        if outcome.result_state is not None:
-            state["result_state"] = outcome.result_state
+        state = _ended_state(shown, outcome)
     else:
         state = {"life_cycle_state": shown, "state_message": _TASK_MESSAGES.get(life, ""),
                  "user_cancelled_or_timedout": False}
