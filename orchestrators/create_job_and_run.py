@@ -262,7 +262,8 @@ class _Run:
         next signal and no poll follows another back to back."""
         p = self.progress
         ceiling = self.options["webhookPollIntervalSeconds"] if p["signals"] else self.request["pollIntervalSeconds"]
-        schedule = policy.poll_schedule(signals=p["signals"], max_seconds=ceiling)
+        schedule = policy.poll_schedule(signals=p["signals"], max_seconds=ceiling,
+                                       workflow_key=self.context.instance_id)
         if p["signals"] and self.finished is None:
             self.finished = self.context.wait_for_external_event(RUN_FINISHED_EVENT)
         self.show("pollRun")

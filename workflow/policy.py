@@ -3,11 +3,13 @@ task selection and error classification. No Azure imports, no I/O, no clock: the
 passes everything in, so this module is deterministic and unit-testable on its own."""
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import json
 import re
-from datetime import datetime
+import zlib
 from dataclasses import dataclass
+from datetime import datetime
 from typing import Any, Mapping, Optional, Sequence
 
 # Databricks documents these three life-cycle states as terminal; everything else (QUEUED,
@@ -103,18 +105,23 @@ class PollSchedule:
     `steady_until`, then is `fraction` of the age, never longer than `max_seconds`. A run that ends
     after t seconds is noticed within about max(steady, t * fraction), and a day-long run costs a
     few hundred looks instead of thousands: each look is an activity (or a share of a watcher list),
-    a Jobs API call and an orchestration replay."""
+    a Jobs API call and an orchestration replay.
+
+    `spread` lengthens each wait by up to that share, by `phase` (0 to 1, fixed per workflow), so
+    that workflows started together do not all look at the same second."""
 
     first_seconds: float = 30
     steady_seconds: float = 30
     steady_until: float = 900
     fraction: float = 0.1
     max_seconds: float = 300
+    spread: float = 0.0
+    phase: float = 0.0
 
     def delay_at(self, age_seconds: float) -> int:
         ramp = max(self.first_seconds, min(age_seconds, self.steady_seconds))
         grown = self.fraction * age_seconds if age_seconds >= self.steady_until else 0
-        return max(1, int(min(self.max_seconds, max(ramp, grown))))
+        return max(1, int(min(self.max_seconds, max(ramp, grown) * (1 + self.spread * self.phase))))
 
 
 # A run's own polls: Airflow's fixed 30 s for the first quarter hour (the lag of a fixed poll for
@@ -123,15 +130,19 @@ class PollSchedule:
 OWN_SCHEDULE = PollSchedule()
 # With a run watcher or webhooks a signal ends the wait, so polls are only a safety net against a
 # stopped watcher or a lost notification: the first after an hour, then each at four times the age
-# (1 h, 5 h, 25 h), so that even a day-long run costs at most two of them.
+# (1 h, 5 h, 25 h), so that even a day-long run costs at most two of them. Lag does not hang on
+# them, so each workflow's are spread over a quarter of the wait: 1,000 workflows started together
+# make their first safety polls over 15 minutes, not in one second.
 SAFETY_SCHEDULE = PollSchedule(first_seconds=3600, steady_seconds=3600, steady_until=0, fraction=4.0,
-                               max_seconds=86400)
+                               max_seconds=86400, spread=0.25)
 
 
-def poll_schedule(*, signals: bool, max_seconds: int) -> PollSchedule:
-    """The schedule a workflow polls on: its own, or the safety net when signals can come."""
+def poll_schedule(*, signals: bool, max_seconds: int, workflow_key: str = "") -> PollSchedule:
+    """The schedule a workflow polls on: its own, or the safety net when signals can come.
+    `workflow_key` (the instance id) fixes the workflow's phase in the spread, the same on every
+    replay."""
     base = SAFETY_SCHEDULE if signals else OWN_SCHEDULE
-    return PollSchedule(base.first_seconds, base.steady_seconds, base.steady_until, base.fraction, max_seconds)
+    return dataclasses.replace(base, max_seconds=max_seconds, phase=zlib.crc32(workflow_key.encode()) / 2 ** 32)
 
 
 def own_check_interval(age_seconds: float) -> float:

@@ -16,7 +16,8 @@ SETTINGS: tuple[tuple[str, str, str], ...] = (
      "first 15 minutes, then wait 10 % of the time the run has taken so far, up to this."),
     ("WORKFLOW_WEBHOOK_POLL_INTERVAL_SECONDS", "86400",
      "Longest wait between safety-net polls while the run watcher or webhook notifications will say when a run "
-     "ends. The first comes after an hour, the next at four times the run's age (5 h, 25 h), up to this."),
+     "ends. The first comes after about an hour, the next at four times the run's age (5 h, 25 h), each spread "
+     "over a quarter of its wait, up to this."),
     ("WORKFLOW_POLLS_PER_EXECUTION", "20",
      "Polls per orchestration execution before continue_as_new truncates the history."),
     ("WORKFLOW_MAX_BODY_BYTES", "65536", "Largest request body accepted by the HTTP API."),

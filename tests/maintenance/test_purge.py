@@ -45,6 +45,9 @@ def purge_stack(monkeypatch):
     monkeypatch.setenv("DATABRICKS_AUTH", "pat")
     monkeypatch.setenv("DATABRICKS_TOKEN", TOKEN)
     monkeypatch.delenv("DATABRICKS_NOTIFICATION_DESTINATION_ID", raising=False)
+    # The host's timers do not run, so no watcher would tick: short runs end at their own first
+    # poll, seconds after T0, well before the cutoff an hour later.
+    monkeypatch.setenv("WORKFLOW_RUN_WATCHER_INTERVAL_SECONDS", "0")
     monkeypatch.delenv(maintenance.RETENTION_SETTING, raising=False)
     monkeypatch.setattr(maintenance, "utcnow", clock.utcnow)
     databricks_jobs.reset_all()

@@ -1,3 +1,5 @@
+import collections
+
 import pytest
 
 from workflow import policy
@@ -83,6 +85,18 @@ def test_signals_make_polls_a_sparse_safety_net():
     assert _looks(safety, 86400) == 3 and _looks(safety, 5 * 3600) == 2
     assert _looks(safety, 3600) < _looks(own, 3600) / 20
     assert policy.poll_schedule(signals=True, max_seconds=900).delay_at(7200) == 900  # the setting caps it
+
+
+def test_safety_polls_of_workflows_started_together_are_spread_over_a_quarter_of_the_wait():
+    firsts = [policy.poll_schedule(signals=True, max_seconds=86400, workflow_key=f"wf-{i}").delay_at(0)
+              for i in range(1000)]
+    assert 3600 <= min(firsts) < 3600 + 30 and 4500 - 30 < max(firsts) <= 4500
+    assert max(collections.Counter(firsts).values()) <= 5  # about one a second, not 1,000 at once
+    again = policy.poll_schedule(signals=True, max_seconds=86400, workflow_key="wf-7")
+    assert again.delay_at(0) == firsts[7]  # the same on every replay
+    # A workflow's own polls keep Airflow's grid: lag hangs on them.
+    assert {policy.poll_schedule(signals=False, max_seconds=300, workflow_key=f"wf-{i}").delay_at(0)
+            for i in range(100)} == {30}
 
 
 def test_a_run_polling_on_its_own_looks_every_30_s_for_a_quarter_hour_then_less_often():
