@@ -1,7 +1,7 @@
 """Command line of devhost, a DEVELOPMENT stand-in for the Azure Functions host.
 
     python -m devhost serve --port 7071 [--app function_app:app] [--log-level INFO]
-    python -m devhost demo  [--app function_app:app]
+    python -m devhost demo  [--app function_app:app] [--request docs/examples/serverless.json]
 
 ``serve`` reads ``local.settings.json`` from the current (app) directory as Core Tools does: its
 ``Values`` become environment variables unless already set. At the default log level devhost
@@ -13,6 +13,7 @@ Production runs on the Durable Task extension in Azure Functions; never deploy d
 from __future__ import annotations
 
 import argparse
+import json
 import logging
 import os
 import sys
@@ -47,8 +48,24 @@ def build_parser() -> argparse.ArgumentParser:
     demo.add_argument("--max-retry-after", type=float, default=1.0,
                       help="cap on the Retry-After the poller honours, seconds (default 1)")
     demo.add_argument("--timeout", type=float, default=900.0, help="give up after this many s")
+    demo.add_argument("--request", type=_request_file, default=None, metavar="FILE",
+                      help="a JSON request body to start instead of the seed's (docs/examples/ has one "
+                           "per job shape)")
     demo.add_argument("--log-level", default=argparse.SUPPRESS, help=LOG_LEVEL_HELP)
     return parser
+
+
+def _request_file(path: str) -> dict:
+    try:
+        with open(path, encoding="utf-8") as handle:
+            body = json.load(handle)
+    except OSError as exc:
+        raise argparse.ArgumentTypeError(f"cannot read {path}: {exc.strerror}") from None
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(f"{path} is not JSON: {exc}") from None
+    if not isinstance(body, dict):
+        raise argparse.ArgumentTypeError(f"{path} must hold a JSON object")
+    return body
 
 
 def configure_logging(level: str = None) -> None:
@@ -66,7 +83,8 @@ def main(argv=None) -> int:
         from .serve import serve
         return serve(args.port, args.app)
     from .demo import run_demo
-    return run_demo(args.app, max_retry_after=args.max_retry_after, timeout=args.timeout)
+    return run_demo(args.app, request_body=args.request, max_retry_after=args.max_retry_after,
+                    timeout=args.timeout)
 
 
 if __name__ == "__main__":

@@ -43,7 +43,7 @@ def _progress(elapsed: float, status_code: int, body: Any) -> str:
     parts = [f"[{elapsed:6.1f}s] HTTP {status_code}",
              f"runtimeStatus={body.get('runtimeStatus', '-')}",
              f"step={custom.get('step', '-')}",
-             f"lifeCycleState={custom.get('lifeCycleState', '-')}"]
+             f"lifeCycleState={custom.get('lifeCycleState') or '-'}"]  # none before the first poll
     if custom.get("polls") is not None:
         parts.append(f"polls={custom['polls']}")
     return " ".join(parts)

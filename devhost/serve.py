@@ -38,6 +38,7 @@ import json
 import logging
 import os
 import re
+import secrets
 import socket
 import threading
 import time
@@ -431,6 +432,7 @@ class _Handler(BaseHTTPRequestHandler):
 
 # ---------------------------------------------------------------------- CLI entry point
 
+DEV_DESTINATION_ID = "devhost-webhooks"  # the embedded emulator's notification destination
 DEV_TOKEN = "dapi-devhost-throwaway-dev-token"
 
 
@@ -491,8 +493,25 @@ def start_stack(app_spec: Any = "function_app:app", port: int = 0, clock=None,
         os.environ["DATABRICKS_TOKEN"] = DEV_TOKEN
     app = load_app(app_spec) if isinstance(app_spec, str) else app_spec
     server = DevServer(app, ReplayHost(app, clock, timer_triggers=timer_triggers), port=port)
-    server.start()
+    base_url = server.start()
+    if emu is not None:
+        _wire_webhooks(emu, base_url)
     return server, emu, emulator_url
+
+
+def _wire_webhooks(emu, base_url: str) -> None:
+    """Point the embedded emulator's notification destination at the app's webhook route, with
+    throwaway Basic credentials, as a workspace admin would (docs/callers.md): runs then report
+    their end at once, as they do in a workspace set up for webhooks. Settings already given win."""
+    if os.environ.get("DATABRICKS_NOTIFICATION_DESTINATION_ID"):
+        return
+    from jobs_emulator import webhooks
+
+    username = os.environ.setdefault("DATABRICKS_WEBHOOK_USERNAME", "devhost")
+    password = os.environ.setdefault("DATABRICKS_WEBHOOK_PASSWORD", secrets.token_urlsafe(24))
+    emu.notification_destinations[DEV_DESTINATION_ID] = webhooks.Destination.coerce(
+        {"url": f"{base_url}/api/databricks/notifications", "username": username, "password": password})
+    os.environ["DATABRICKS_NOTIFICATION_DESTINATION_ID"] = DEV_DESTINATION_ID
 
 
 def describe_databricks(emulator_url: Optional[str], environ=None) -> str:

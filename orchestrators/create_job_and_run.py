@@ -182,7 +182,7 @@ class _Run:
         self.context.set_custom_status(policy.progress_status(
             step=step, run=p.get("run"), polls=p["polls"], elapsed_seconds=int(elapsed.total_seconds()),
             job_id=p.get("jobId"), run_id=p.get("runId"), failed_polls=p.get("failedPolls", 0),
-            started_at=p["startedAt"],
+            started_at=p["startedAt"], repairs=len(p["repairs"]),
         ))
 
     # -- the steps ----------------------------------------------------------------------------
@@ -338,6 +338,8 @@ class _Run:
         repaired = yield from self.call("repairRun", {"runId": p["runId"], "repairsSeen": len(p["repairs"])})
         p["repairs"].append({"repairId": repaired["repairId"], "failedTasks": policy.failed_task_keys(run),
                              "resultStateBefore": policy.result_state(run)})
+        # The failed attempt's state no longer describes the run; the next poll will.
+        p["run"] = {"runPageUrl": (p.get("run") or {}).get("runPageUrl")}
 
     def stop_run(self, stop: Stopped) -> dict:
         """Cancel the run (if there is one) and read back its final state."""
@@ -401,14 +403,13 @@ def _workflow(run: _Run):
             if p["jobId"] is None and r["jobSource"] == "create":
                 yield from run.create_job()
             yield from run.run_job_now()
-        while True:
-            final = yield from run.poll_run()
-            if final is None:
-                run.continue_as_new()
-                return None
-            if not policy.should_repair(final, len(p["repairs"]), r["repair"]["maxAttempts"]):
-                break
+        final = yield from run.poll_run()
+        if final is not None and policy.should_repair(final, len(p["repairs"]), r["repair"]["maxAttempts"]):
             yield from run.repair(final)
+            final = None  # this execution's runFinished waiter is spent: a fresh one waits for the repair
+        if final is None:
+            run.continue_as_new()
+            return None
         result = policy.result_state(final)
     except Stopped as stop:
         final = yield from run.stop_run(stop)

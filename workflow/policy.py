@@ -370,7 +370,7 @@ def failure_outputs(*, job_id: Optional[int], run_id: Optional[int], error: str)
 def progress_status(
     *, step: str, run: Optional[Mapping[str, Any]], polls: int, elapsed_seconds: int,
     job_id: Optional[int] = None, run_id: Optional[int] = None, failed_polls: int = 0,
-    started_at: Optional[str] = None,
+    started_at: Optional[str] = None, repairs: int = 0,
 ) -> dict:
     """Custom status shown while the workflow runs (kept well under the 16 KB limit). It changes
     only when the workflow wakes, so `startedAt` lets a reader work out the age since."""
@@ -387,6 +387,8 @@ def progress_status(
     }
     if failed_polls:
         status["failedPolls"] = failed_polls  # polls Databricks did not answer, tolerated
+    if repairs:
+        status["repairs"] = repairs  # runs/repair calls so far; the run is being waited for again
     return status
 
 

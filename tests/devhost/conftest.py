@@ -12,12 +12,16 @@ T0 = datetime(2024, 1, 1, tzinfo=timezone.utc)
 
 @pytest.fixture(autouse=True)
 def _demo_settings_stay_in_the_test(monkeypatch):
-    """run_demo sets the demo's watcher tick in the environment, as `make demo` wants; in this
-    process it must not outlive the test (the app reads it when first imported)."""
+    """run_demo and start_stack set the demo's watcher tick, the embedded emulator's address and its
+    webhook wiring in the environment, as `make demo` wants; in this process they must not outlive
+    the test (the app reads them when first imported or first used)."""
     # setenv first: monkeypatch restores only what it has recorded, and an absent variable deleted
     # with raising=False is not recorded.
-    monkeypatch.setenv("WORKFLOW_RUN_WATCHER_INTERVAL_SECONDS", "")
-    monkeypatch.delenv("WORKFLOW_RUN_WATCHER_INTERVAL_SECONDS")
+    for name in ("WORKFLOW_RUN_WATCHER_INTERVAL_SECONDS", "DATABRICKS_HOST", "DATABRICKS_AUTH", "DATABRICKS_TOKEN",
+                 "DATABRICKS_NOTIFICATION_DESTINATION_ID", "DATABRICKS_WEBHOOK_USERNAME",
+                 "DATABRICKS_WEBHOOK_PASSWORD"):
+        monkeypatch.setenv(name, "")
+        monkeypatch.delenv(name)
 
 
 @pytest.fixture

@@ -38,15 +38,31 @@ def test_demo_exit_status_reflects_result_state(app, monkeypatch):
     assert json.loads(out.getvalue().strip().splitlines()[-1])["resultState"] == "FAILED"
 
 
-def test_embedded_emulator_is_wired_before_the_app_runs(app, monkeypatch):
-    for name in ("DATABRICKS_HOST", "DATABRICKS_AUTH", "DATABRICKS_TOKEN"):
-        monkeypatch.delenv(name, raising=False)
+def test_embedded_emulator_is_wired_before_the_app_runs(app):
     server, emulator, emulator_url = start_stack(app, port=0)
     try:
         assert emulator is not None and emulator_url.startswith("http://127.0.0.1:")
         assert os.environ["DATABRICKS_HOST"] == emulator_url
         assert os.environ["DATABRICKS_AUTH"] == "pat"
         assert os.environ["DATABRICKS_TOKEN"] == DEV_TOKEN
+        # ... and its notification destination calls the app's webhook route with the app's credentials.
+        destination = emulator.notification_destinations[os.environ["DATABRICKS_NOTIFICATION_DESTINATION_ID"]]
+        assert destination.url == server.base_url + "/api/databricks/notifications"
+        assert (destination.username, destination.password) == (
+            os.environ["DATABRICKS_WEBHOOK_USERNAME"], os.environ["DATABRICKS_WEBHOOK_PASSWORD"])
+        assert len(destination.password) >= 24
+    finally:
+        server.stop()
+        emulator.stop()
+
+
+def test_webhook_settings_already_given_are_left_alone(app, monkeypatch):
+    monkeypatch.setenv("DATABRICKS_NOTIFICATION_DESTINATION_ID", "my-destination")
+    server, emulator, _ = start_stack(app, port=0)
+    try:
+        assert emulator.notification_destinations == {}
+        assert os.environ["DATABRICKS_NOTIFICATION_DESTINATION_ID"] == "my-destination"
+        assert "DATABRICKS_WEBHOOK_PASSWORD" not in os.environ
     finally:
         server.stop()
         emulator.stop()
@@ -130,3 +146,24 @@ def test_log_level_is_accepted_after_the_verb():
     args = build_parser().parse_args(["--log-level", "DEBUG", "serve"])
     assert args.log_level == "DEBUG"
     assert build_parser().parse_args(["serve"]).log_level is None
+
+
+def test_demo_starts_the_request_file_it_is_given(tmp_path, monkeypatch, capsys):
+    from devhost import __main__ as cli
+    from devhost import demo
+
+    started = []
+    monkeypatch.setattr(demo, "run_demo", lambda app, request_body=None, **kwargs: started.append(request_body) or 0)
+    body = tmp_path / "shape.json"
+    body.write_text('{"jobId": 7}', "utf-8")
+    assert cli.main(["demo", "--request", str(body)]) == 0
+    assert cli.main(["demo"]) == 0
+    assert started == [{"jobId": 7}, None]  # None: the seed's request
+    for content, message in (("[1]", "must hold a JSON object"), ("{", "is not JSON"), (None, "cannot read")):
+        path = tmp_path / "bad.json"
+        path.unlink(missing_ok=True)
+        if content is not None:
+            path.write_text(content, "utf-8")
+        with pytest.raises(SystemExit) as exit_info:
+            cli.main(["demo", "--request", str(path)])
+        assert exit_info.value.code == 2 and message in capsys.readouterr().err

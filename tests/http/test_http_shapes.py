@@ -5,6 +5,7 @@ workflow is asked for: exactly one match runs it, none or several is the caller'
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 import pytest
 import requests
@@ -73,6 +74,23 @@ def test_each_shape_runs_end_to_end_from_a_queue_message(stack, shape):
     assert sent.status_code == 202
     out = _outputs(stack, f"queue-{shape}")
     assert out["resultState"] == "SUCCESS"
+
+
+EXAMPLES = sorted((Path(__file__).resolve().parents[2] / "docs" / "examples").glob("*.json"))
+
+
+@pytest.mark.parametrize("example", EXAMPLES, ids=[p.stem for p in EXAMPLES])
+def test_every_documented_example_request_runs_to_success(stack, example):
+    """docs/examples/ is what `python -m devhost demo --request` is pointed at: each must work."""
+    body = json.loads(example.read_text("utf-8"))
+    if "jobId" not in body and body.get("jobSource") != "oneTime" and set(body) <= {"jobName", "jobParameters",
+                                                                                    "notebookParams"}:
+        _existing_job(body["jobName"])  # an existing job: the docs say to create it first
+    started = requests.post(stack.base_url + START, json=body, timeout=10)
+    assert started.status_code == 202, started.text
+    out = _outputs(stack, started.json()["id"])
+    assert out["resultState"] == "SUCCESS" and out["tasks"]
+    assert len(out.get("repairs") or []) == (1 if "repair" in body else 0)
 
 
 @pytest.mark.parametrize("jobs, fragment", [(0, "no job is named"), (2, "2 jobs are named")])

@@ -173,3 +173,11 @@ def test_outputs_keep_arazzo_names_and_add_error_only_when_not_successful():
 
 def test_status_retry_after_follows_the_workflows_age_within_bounds():
     assert [policy.status_retry_after(s) for s in (0, 99, 150, 1200, 3000, 86400)] == [10, 10, 15, 120, 300, 300]
+
+
+def test_the_status_counts_repairs_only_once_there_are_some():
+    plain = policy.progress_status(step="pollRun", run={"lifeCycleState": "RUNNING"}, polls=3, elapsed_seconds=90)
+    assert "repairs" not in plain and plain["lifeCycleState"] == "RUNNING"
+    repaired = policy.progress_status(step="pollRun", run={"runPageUrl": "https://x/#job/1/run/2"}, polls=3,
+                                      elapsed_seconds=90, repairs=1)
+    assert repaired["repairs"] == 1 and repaired["lifeCycleState"] is None  # unknown until the next poll

@@ -116,8 +116,8 @@ def test_registry_operations_are_idempotent():
 
 # ---------------------------------------------------------------- whole workflows
 
-def _start(host, settings=WorkflowSettings(), **overrides):
-    request = validate_request({**REQUEST, **overrides}, settings)
+def _start(host, settings=WorkflowSettings(), body=None, **overrides):
+    request = validate_request(body or {**REQUEST, **overrides}, settings)
     return host.start_new(ORCHESTRATOR_NAME, None, orchestration_input(request, settings))
 
 
@@ -182,6 +182,21 @@ def test_a_run_waiting_for_a_retry_is_confirmed_not_ended_and_not_told_again_eve
     # (30 s while young): far fewer than the ticks it spent out of the list (80 of 15 s).
     assert 2 <= confirms <= 1200 / 30 + 2
     # A lone run is listed as often as it would poll on its own: at its age, every 10 % of it.
+    run = emulator.run(status["output"]["runId"])
+    age = (run["end_time"] - run["start_time"]) / 1000
+    assert _ended(host, iid) - run["end_time"] / 1000 <= policy.own_check_interval(age) + _tick()
+
+
+def test_a_repaired_run_is_noticed_as_promptly_as_the_first_attempt(host, clock, emulator):
+    # The first attempt's signal has fired this execution's waiter; the repaired run's end must
+    # still wake the workflow within a list interval, not at the safety-net poll an hour in.
+    iid = _start(host, body=dict(jobName="dag", taskKey="flaky_b", repair={"maxAttempts": 1}, tasks=[
+        {"task_key": "a", "existing_cluster_id": "0923-164208-meows279",
+         "notebook_task": {"notebook_path": "/Workspace/a"}},
+        {"task_key": "flaky_b", "depends_on": [{"task_key": "a"}], "existing_cluster_id": "0923-164208-meows279",
+         "notebook_task": {"notebook_path": "/Workspace/b"}}]))
+    status = host.run_until_complete(iid)
+    assert status["output"]["resultState"] == "SUCCESS" and len(status["output"]["repairs"]) == 1
     run = emulator.run(status["output"]["runId"])
     age = (run["end_time"] - run["start_time"]) / 1000
     assert _ended(host, iid) - run["end_time"] / 1000 <= policy.own_check_interval(age) + _tick()
