@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import os
+import sys
 import threading
 import time
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -131,3 +132,7 @@ def run() -> bool:
     print(f"managed-identity token fetches: {identity.fetches} (target 1)")
     print("target met" if met else "TARGET MISSED")
     return met
+
+
+if __name__ == "__main__":
+    sys.exit(0 if run() else 1)

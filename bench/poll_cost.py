@@ -9,6 +9,7 @@ Targets: at most 1/5 of the baseline's polls, and detection lag within 10 % of t
 from __future__ import annotations
 
 import os
+import sys
 import time
 from datetime import datetime, timezone
 
@@ -70,3 +71,7 @@ def run() -> bool:
     met = poll_ratio <= TARGET_POLL_RATIO and ours["lag_s"] <= TARGET_LAG_FRACTION * RUN_SECONDS
     print("target met" if met else "target MISSED")
     return met
+
+
+if __name__ == "__main__":
+    sys.exit(0 if run() else 1)
