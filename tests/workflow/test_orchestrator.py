@@ -360,6 +360,27 @@ def test_an_event_started_workflow_reports_its_failure_too(host, sent_notificati
     assert "Databricks API error 401" in sent["outputs"]["error"]
 
 
+@pytest.mark.parametrize("transient", [True, False], ids=["topic down", "topic refuses"])
+def test_a_notification_that_keeps_failing_leaves_a_successful_run_successful(host, monkeypatch, transient):
+    from activities import notifications
+
+    attempts = []
+
+    def down(payload):
+        attempts.append(payload)
+        raise notifications.NotificationError("Event Grid topic answered 503: unavailable", transient=transient)
+
+    monkeypatch.setattr(notifications, "notify", down)
+    status = _start_notifying(host)
+    # The run's outcome stands, with its notebook result; the notification failure is beside it.
+    assert status["runtimeStatus"] == "Completed"
+    outputs = status["output"]
+    assert outputs["resultState"] == "SUCCESS" and outputs["notebookResult"]
+    assert outputs["notificationFailed"] is True and "503" in outputs["notificationError"]
+    # A topic that is down is tried again on durable timers; one that refuses is not.
+    assert (len(attempts) > _times(host)) == transient
+
+
 def test_a_workflow_started_over_http_sends_no_notification(run_workflow, sent_notifications):
     assert run_workflow()["runtimeStatus"] == "Completed"
     assert sent_notifications == []
