@@ -176,7 +176,8 @@ def runJobNow(request: Any) -> Dict[str, Any]:
         job_id, token, request.get("notebookParams") or None, job_parameters=request.get("jobParameters") or None,
         queue=None if queue is None else bool(queue.get("enabled", True)))
     log.info("runJobNow: job %s runs as run %s", job_id, run_id)
-    return {"runId": run_id}
+    # The page link now, not at the first poll (which may be an hour away when signals are expected).
+    return {"runId": run_id, "runPageUrl": _settings().run_page_url(job_id, run_id)}
 
 
 @bp.activity_trigger(input_name="request", activity="submitRun")

@@ -84,6 +84,9 @@ SETTINGS: tuple[Setting, ...] = (
 _DEFAULTS = {s.name: s.default for s in SETTINGS}
 
 
+_AZURE_WORKSPACE_HOST = re.compile(r"^adb-(\d+)\.\d+\.azuredatabricks\.net$")
+
+
 @dataclass(frozen=True)
 class Settings:
     host: str
@@ -102,6 +105,13 @@ class Settings:
     @property
     def api_base_url(self) -> str:
         return f"{self.host}/api/{self.jobs_api_version}"
+
+    def run_page_url(self, job_id: int, run_id: int) -> str:
+        """The run's page in the workspace, as runs/get reports it (`run_page_url`), without a call:
+        an Azure workspace's id is in its host name (adb-<id>.<n>.azuredatabricks.net)."""
+        workspace = _AZURE_WORKSPACE_HOST.match(urlsplit(self.host).hostname or "")
+        query = f"?o={workspace.group(1)}" if workspace else ""
+        return f"{self.host}/{query}#job/{int(job_id)}/run/{int(run_id)}"
 
     @classmethod
     def from_env(cls, environ: Optional[Mapping[str, str]] = None) -> "Settings":

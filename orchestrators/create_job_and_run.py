@@ -232,6 +232,8 @@ class _Run:
             yield from self.run_job_now()
             return
         p["runId"] = run["runId"]
+        if run.get("runPageUrl"):
+            p["run"] = {"runPageUrl": run["runPageUrl"]}
         if activity == "submitRun":
             p["signals"] = p["signals"] or bool(run.get("webhooks"))
         self.register()

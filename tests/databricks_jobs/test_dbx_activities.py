@@ -112,7 +112,9 @@ def test_create_job_subscribes_the_notification_destination(mocked, configure):
 def test_run_job_now_sends_the_run_key_as_its_idempotency_token(mocked, run_key, token):
     mocked.post(API + "/run-now", json={"run_id": 77, "number_in_job": 77}, match=[matchers.json_params_matcher(
         {"job_id": 42, "idempotency_token": token, "notebook_params": {"a": "1"}})])
-    assert runJobNow({"runKey": run_key, "jobId": 42, "notebookParams": {"a": "1"}}) == {"runId": 77}
+    # The run page link comes with the run id, as runs/get would report it, without a call.
+    assert runJobNow({"runKey": run_key, "jobId": 42, "notebookParams": {"a": "1"}}) == {
+        "runId": 77, "runPageUrl": HOST + "/?o=1234567890123456#job/42/run/77"}
 
 
 def test_get_job_run_summarises_a_running_run_without_result_state(mocked):

@@ -86,7 +86,7 @@ def test_run_job_now_twice_returns_the_same_run_with_its_parameters(client, emul
     job_id = createJob(dict(CREATE_INPUT))["jobId"]
     first = runJobNow({"runKey": "run-key-abc", "jobId": job_id, "notebookParams": {"day": "mon"}})
     second = runJobNow({"runKey": "run-key-abc", "jobId": job_id, "notebookParams": {"day": "mon"}})
-    assert first == second == {"runId": first["runId"]}
+    assert first == second and set(first) == {"runId", "runPageUrl"}
     assert list(emulator.runs) == [first["runId"]]
     assert emulator.run(first["runId"])["overriding_parameters"] == {"notebook_params": {"day": "mon"}}
 

@@ -198,3 +198,16 @@ def test_check_configuration_reads_the_process_environment_by_default(monkeypatc
         check_configuration()
     monkeypatch.setenv("DATABRICKS_AUTH", "managed_identity")
     assert check_configuration().auth == "managed_identity"
+
+
+@pytest.mark.parametrize("host, url", [
+    ("https://adb-1234567890123456.7.azuredatabricks.net",
+     "https://adb-1234567890123456.7.azuredatabricks.net/?o=1234567890123456#job/5/run/6"),
+    ("https://adb-1234567890123456.7.azuredatabricks.net.evil.example", None),  # no workspace id to take
+    ("http://127.0.0.1:8000", "http://127.0.0.1:8000/#job/5/run/6"),
+])
+def test_the_run_page_url_is_the_one_runs_get_reports(host, url):
+    from databricks_jobs.settings import Settings
+
+    settings = Settings.from_env({"DATABRICKS_HOST": host, "DATABRICKS_AUTH": "pat", "DATABRICKS_TOKEN": "dapi-x"})
+    assert settings.run_page_url(5, 6) == (url or host + "/#job/5/run/6")

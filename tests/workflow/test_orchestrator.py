@@ -265,8 +265,12 @@ def test_custom_status_reports_progress(host, clock, emulator, own_polls):
     iid = host.start_new(ORCHESTRATOR_NAME, None, orchestration_input(request, own_polls))
     host.run_until_idle()
     progress = host.get_status(iid)["customStatus"]
-    # Waiting for the first poll: no look at age 0, when the run cannot have ended.
+    # Waiting for the first poll: no look at age 0, when the run cannot have ended; the run's page
+    # is linked already (the emulator's loopback host carries no workspace id for `?o=`, an Azure
+    # workspace's does: tests/databricks_jobs/test_dbx_settings.py).
     assert progress["step"] == "pollRun" and progress["polls"] == 0 and progress["runId"]
+    reported = emulator.run(progress["runId"])["run_page_url"]
+    assert progress["runPageUrl"].split("#") == [reported.split("?")[0], reported.split("#")[1]]
     clock.advance(30)
     host.run_until_idle()
     progress = host.get_status(iid)["customStatus"]
