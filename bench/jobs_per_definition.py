@@ -163,7 +163,7 @@ def run() -> bool:
     print(f"wall time: {walls}")
     if WRITE_DOCS:
         from bench import report
-        checks = "\n".join(f"- **{'PASS' if ok else 'MISS'}** {name}: {figures}" for name, ok, figures in verdicts(results))
+        checks = "\n".join(report.target_lines(verdicts(results)))
         report.write_section("jobs_per_definition", (
             "## One saved job per definition (`bench/jobs_per_definition.py`, issue #9)\n\n"
             f"{WORKFLOWS:,} workflows of one definition through the real app on devhost (virtual time, watcher on), "

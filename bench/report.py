@@ -21,6 +21,11 @@ ORDER = ("waiting", "waiting-tuning-tick", "waiting-tuning-own", "waiting-tuning
 README = Path(__file__).resolve().parent.parent / "README.md"
 
 
+def target_lines(checks) -> list:
+    """A benchmark's (name, met, figures) checks as Markdown list items."""
+    return [f"- **{'PASS' if ok else 'MISS'}** {name}: {figures}" for name, ok, figures in checks]
+
+
 def write_section(name: str, markdown: str, docs_dir: Path = None) -> Path:
     """Replace (or add) the section `name` of docs/benchmarks.md with `markdown`."""
     return write_block(Path(docs_dir or DOCS_DIR) / "benchmarks.md", name, markdown, HEADER)

@@ -322,7 +322,7 @@ def document(rows: Sequence[dict], checks: Sequence[tuple], wall: float) -> str:
         "",
         table(rows), "",
         "### Targets", "",
-        *[f"- **{'PASS' if ok else 'MISS'}** {name}: {figures}" for name, ok, figures in checks], "",
+        *report.target_lines(checks), "",
         f"Floor: any system that returns the notebook output spends at least {FLOOR_CALLS} calls per run (run-now, "
         "one runs/get, one get-output), so 25 % of Airflow's calls is unreachable wherever Airflow spends under "
         f"{FLOOR_CALLS / SHARE_OF_AIRFLOW:.0f} (T = 1 min: about 6).", "",
@@ -372,7 +372,7 @@ def readme_section(rows: Sequence[dict], checks: Sequence[tuple]) -> str:
         f"Peak Jobs API requests per second per workspace, N = {max(r['n'] or 0 for r in rows)} runs starting "
         "together (virtual seconds):", "",
         peak_table(rows), "",
-        *[f"- **{'PASS' if ok else 'MISS'}** {name}: {figures}" for name, ok, figures in checks],
+        *report.target_lines(checks),
     ])
 
 
