@@ -317,7 +317,7 @@ var hostSettings = {
   // mode) the parent of the app's OpenTelemetry spans. The host stays in its default Application
   // Insights mode (host.json has no telemetryMode): there it still sends the worker's log records
   // to `traces`, which telemetry/setup.py relies on; in OpenTelemetry mode this setting would make
-  // the host drop them (docs/operations.md, "Telemetry").
+  // the host drop them (docs/operations.md, "Switching it on").
   PYTHON_ENABLE_OPENTELEMETRY: 'true'
   // azure-identity's DefaultAzureCredential picks the user-assigned identity by this (the app has
   // no system-assigned one); notifyCompletion's Event Grid token relies on it.
