@@ -188,7 +188,8 @@ var completionTopicSubscriptionId = empty(completionTopicResourceId) ? subscript
 var completionTopicResourceGroup = empty(completionTopicResourceId) ? 'rg-${environmentName}' : completionTopicIdParts[4]
 // A CloudEvent sent to an Event Grid domain goes to the domain topic its `source` names (Event Grid
 // docs, "Publishing to an event domain"): with a domain topic's id, the source must be its name.
-var completionTopicIsDomainTopic = !empty(completionTopicResourceId) && length(completionTopicIdParts) == 11 && toLower('${completionTopicIdParts[7]}/${completionTopicIdParts[9]}') == 'domains/topics'
+// A conditional, not &&: only the chosen branch indexes the parts.
+var completionTopicIsDomainTopic = length(completionTopicIdParts) == 11 ? toLower('${completionTopicIdParts[7]}/${completionTopicIdParts[9]}') == 'domains/topics' : false
 var completionEventSource = (completionTopicIsDomainTopic && workflowCompletionEventSource != last(completionTopicIdParts)) ? fail('WORKFLOW_COMPLETION_EVENT_SOURCE must be the domain topic name (the last segment of COMPLETION_TOPIC_RESOURCE_ID): Event Grid routes a CloudEvent to the domain topic its source names.') : workflowCompletionEventSource
 
 // Checks ARM runs while it validates the template, before it creates anything (fail() in a

@@ -240,3 +240,16 @@ def test_a_domain_topic_target_requires_its_name_as_the_event_source():
 def test_azure_yaml_requires_azd_1_18_or_later():
     config = yaml.safe_load((ROOT / "azure.yaml").read_text("utf-8"))
     assert config["requiredVersions"]["azd"] == ">= 1.18.0"
+
+
+def test_the_topic_ids_parts_are_indexed_only_behind_a_conditional():
+    """ARM evaluates only the chosen branch of `?:`, not necessarily one side of `&&`: an index into
+    the parts of an empty COMPLETION_TOPIC_RESOURCE_ID outside a conditional would fail every
+    deployment that names no topic."""
+    for path in (MAIN, MODULES / "eventgrid-sender.bicep"):
+        for line in path.read_text("utf-8").splitlines():
+            code = line.split("//", 1)[0]
+            index = re.search(r"\b(completionTopicIdParts|parts)\[", code)
+            if not index or code.lstrip().startswith("var parentName"):
+                continue  # eventgrid-sender.bicep runs only with an id (its module's condition)
+            assert "?" in code[:index.start()], line
