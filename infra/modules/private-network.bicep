@@ -114,7 +114,8 @@ resource privateEndpoints 'Microsoft.Network/privateEndpoints@2024-05-01' = [for
   tags: tags
   properties: {
     subnet: {
-      id: resourceId('Microsoft.Network/virtualNetworks/subnets', vnet.name, endpointSubnetName)
+      // Through vnet.id, so each endpoint waits for the network (the subnets are declared inside it).
+      id: '${vnet.id}/subnets/${endpointSubnetName}'
     }
     privateLinkServiceConnections: [
       {
@@ -145,4 +146,4 @@ resource zoneGroups 'Microsoft.Network/privateEndpoints/privateDnsZoneGroups@202
   }
 }]
 
-output appSubnetId string = resourceId('Microsoft.Network/virtualNetworks/subnets', vnet.name, appSubnetName)
+output appSubnetId string = '${vnet.id}/subnets/${appSubnetName}'
