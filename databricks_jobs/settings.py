@@ -1,4 +1,4 @@
-"""The `DATABRICKS_*` application settings.
+"""The `DATABRICKS_*` application settings, and `AZURE_CLOUD` (clouds.py), which the credentials use.
 
 Read at first use (`get_settings()`), never at import, so a bad value fails the first activity
 with a `ConfigurationError` that names the setting instead of failing the worker's indexing.
