@@ -2,7 +2,7 @@
 
 Input `{"instanceId", "eventId", "outputs"}` (docs/design.md). Sends one CloudEvent of type
 `Databricks.JobRun.Completed` whose `data` is the outputs to the configured completion queue
-and/or Event Grid topic (settings in messaging/settings.py). Activities run at least once, so
+and/or Event Grid topic, domain or namespace topic (settings in messaging/settings.py). Activities run at least once, so
 the CloudEvent `id` is the workflow run's key (drawn once per workflow run): a consumer that dedupes
 on `id` sees each workflow end once, and an instance id started again after a purge is a new event.
 Keys and connection strings stay in settings; they are never returned, logged or put in events.
@@ -23,7 +23,7 @@ import azure.durable_functions as df
 from activities.jobs import activity_input
 from databricks_jobs.errors import ConfigurationError
 from databricks_jobs.secret_values import scrub
-from messaging import settings as caller_settings, storage_queues
+from messaging import event_grid_targets, settings as caller_settings, storage_queues
 from telemetry.tracing import traced_activity
 
 log = logging.getLogger(__name__)
@@ -89,16 +89,19 @@ def _bearer_token() -> str:
 
 def publish_to_topic(event: dict, endpoint: str, key: str, *, session: Optional[requests.Session] = None,
                      token_provider: Callable[[], str] = _bearer_token) -> None:
-    headers = {"Content-Type": "application/cloudevents-batch+json; charset=utf-8"}
-    if key:
-        headers["aeg-sas-key"] = key
-    else:
-        headers["Authorization"] = f"Bearer {token_provider()}"
+    """POST `event` to an Event Grid topic, domain or namespace topic (messaging/event_grid_targets.py
+    says how each is addressed and where its key goes)."""
+    try:
+        target = event_grid_targets.publish_target(endpoint)
+    except event_grid_targets.UnknownTopicEndpoint as exc:
+        raise ConfigurationError(event_grid_targets.SETTING, str(exc)) from None
+    headers = {"Content-Type": event_grid_targets.CONTENT_TYPE}
+    headers.update(target.key_headers(key) if key else {"Authorization": f"Bearer {token_provider()}"})
     import requests  # on first use: it is heavy, and cold start pays for every import
 
     sender = session or requests
     try:
-        response = sender.post(endpoint, data=json.dumps([event]), headers=headers, timeout=HTTP_TIMEOUT_SECONDS)
+        response = sender.post(target.url, data=json.dumps([event]), headers=headers, timeout=HTTP_TIMEOUT_SECONDS)
     except requests.RequestException as exc:
         # Built from the exception's type only: its text may quote the request, key header included.
         raise NotificationError(f"Event Grid topic unreachable ({type(exc).__name__})", transient=True) from None

@@ -31,6 +31,7 @@ from urllib.parse import urlsplit
 
 from azure.core.pipeline.transport import RequestsTransport
 
+from . import clouds
 from .errors import ConfigurationError, CredentialError
 from .process_wide import ProcessWide
 from .secret_values import clean_secret, scrub, scrubbed_logger
@@ -47,8 +48,9 @@ log = scrubbed_logger(__name__)
 
 # Entra ID application id of Azure Databricks (same for every workspace).
 DATABRICKS_SCOPE = "2ff814a6-3304-4ab8-85cb-cd0e6f879c1d/.default"
-# Azure Resource Manager; the double slash is part of the resource URI "https://management.core.windows.net/".
-MANAGEMENT_SCOPE = "https://management.core.windows.net//.default"
+# Azure Resource Manager in public Azure (the double slash ends the resource URI); other clouds'
+# audiences come from `clouds` (AZURE_CLOUD), never from a literal here.
+MANAGEMENT_SCOPE = clouds.PUBLIC.resource_manager_scope
 
 WORKSPACE_RESOURCE_ID_HEADER = "X-Databricks-Azure-Workspace-Resource-Id"
 MANAGEMENT_TOKEN_HEADER = "X-Databricks-Azure-SP-Management-Token"
@@ -261,6 +263,7 @@ class EntraTokenProvider:
         client_id: Optional[str] = None,
         transport: Optional[ObservedTransport] = None,
         auth_mode: str = AUTH_MANAGED_IDENTITY,
+        management_scope: str = MANAGEMENT_SCOPE,
     ):
         self._auth_mode = auth_mode  # for telemetry
         self._credential = credential
@@ -270,7 +273,7 @@ class EntraTokenProvider:
         self._client_id = client_id
         self._transport = transport
         self._databricks = _CachedSecret(lambda: self._fetch(DATABRICKS_SCOPE), clock)
-        self._management = _CachedSecret(lambda: self._fetch(MANAGEMENT_SCOPE), clock)
+        self._management = _CachedSecret(lambda: self._fetch(management_scope), clock)
 
     def _fetch(self, scope: str) -> Tuple[str, float]:
         if self._transport is not None:
@@ -426,7 +429,8 @@ def build_token_provider(settings: Settings, *, sleep_func: Callable[[float], No
     if settings.auth in (AUTH_MANAGED_IDENTITY, AUTH_DEFAULT_AZURE_CREDENTIAL):
         return EntraTokenProvider(credential, settings.azure_workspace_resource_id,
                                   client_id=settings.managed_identity_client_id, transport=identity_transport,
-                                  auth_mode=settings.auth)
+                                  auth_mode=settings.auth,
+                                  management_scope=settings.cloud.resource_manager_scope)
     if settings.auth == AUTH_KEY_VAULT:
         from azure.keyvault.secrets import SecretClient
 

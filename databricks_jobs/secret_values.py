@@ -37,8 +37,9 @@ _PATTERNS = (
     (re.compile(r"(?i)\b([a-z][a-z0-9+.\-]*://)[^\s/@'\"]+@"), r"\1" + REDACTED + "@"),
     # an Authorization header or field, in any of the shapes it is printed in (header line, dict, JSON)
     (re.compile(r"(?i)\b((?:proxy-)?authorization)([\"']?\s*[:=]\s*[\"']?)[^\r\n\"',}]+"), r"\1\2" + REDACTED),
-    # the credential after an auth scheme (short words after "basic" are prose, not base64)
-    (re.compile(r"(?i)\b(bearer)(\s+)[A-Za-z0-9\-._~+/]+=*"), r"\1\2" + REDACTED),
+    # the credential after an auth scheme (short words after "basic" are prose, not base64);
+    # SharedAccessKey is Event Grid namespaces' key scheme
+    (re.compile(r"(?i)\b(bearer|sharedaccesskey)(\s+)[A-Za-z0-9\-._~+/]+=*"), r"\1\2" + REDACTED),
     (re.compile(r"(?i)\b(basic)(\s+)[A-Za-z0-9+/]{8,}=*"), r"\1\2" + REDACTED),
     # Databricks personal access tokens: "dapi" and 32 hex digits, sometimes with a "-<n>" suffix
     (re.compile(r"\bdapi[0-9a-f]{32}(?:-\d+)?\b"), "dapi" + REDACTED),

@@ -1,4 +1,4 @@
-"""The `DATABRICKS_*` application settings.
+"""The `DATABRICKS_*` application settings, and `AZURE_CLOUD` (clouds.py), which the credentials use.
 
 Read at first use (`get_settings()`), never at import, so a bad value fails the first activity
 with a `ConfigurationError` that names the setting instead of failing the worker's indexing.
@@ -19,6 +19,7 @@ from dataclasses import dataclass, field
 from typing import Mapping, NamedTuple, Optional
 from urllib.parse import urlsplit
 
+from . import clouds
 from .errors import ConfigurationError
 from .process_wide import ProcessWide
 from .secret_values import KEY_VAULT_REFERENCE_PREFIX, clean_secret
@@ -79,6 +80,10 @@ SETTINGS: tuple[Setting, ...] = (
     Setting("DATABRICKS_HTTP_TIMEOUT_SECONDS", "30", "Connect and read timeout of one HTTP request."),
     Setting("DATABRICKS_RETRY_MAX_SECONDS", "120",
             "Upper bound on the time one call spends retrying throttling and transient failures."),
+    Setting(clouds.SETTING, clouds.DEFAULT,
+            "Azure cloud the app runs in: `AzureCloud` (public), `AzureUSGovernment` or `AzureChinaCloud`. "
+            "Picks the Azure Resource Manager token audience and the storage host suffix used with "
+            "`<connection>__accountName`; infra/ sets it from the deployment's cloud."),
 )
 
 _DEFAULTS = {s.name: s.default for s in SETTINGS}
@@ -101,6 +106,7 @@ class Settings:
     http_timeout_seconds: float
     retry_max_seconds: float
     token: Optional[str] = field(default=None, repr=False)  # never printed
+    cloud: clouds.AzureCloud = clouds.PUBLIC
 
     @property
     def api_base_url(self) -> str:
@@ -162,6 +168,10 @@ class Settings:
         # An unresolved Key Vault reference fails in every mode (get() refuses it: the platform could
         # not read a secret someone configured); the value itself is cleaned and kept only in the
         # mode that sends it, so no other mode holds a PAT in memory or fails on one it never sends.
+        try:
+            cloud = clouds.cloud_named(get(clouds.SETTING))
+        except clouds.UnknownCloud as exc:
+            raise ConfigurationError(clouds.SETTING, str(exc).split(" ", 1)[1]) from None
         token = get("DATABRICKS_TOKEN")
         token = clean_secret("DATABRICKS_TOKEN", token) if auth == AUTH_PAT else None
 
@@ -178,6 +188,7 @@ class Settings:
             notification_destination_id=destination,
             http_timeout_seconds=_positive_number("DATABRICKS_HTTP_TIMEOUT_SECONDS", get("DATABRICKS_HTTP_TIMEOUT_SECONDS")),
             retry_max_seconds=_positive_number("DATABRICKS_RETRY_MAX_SECONDS", get("DATABRICKS_RETRY_MAX_SECONDS")),
+            cloud=cloud,
         )
         settings._check_auth()
         return settings

@@ -18,7 +18,43 @@ targetScope = 'subscription'
 param environmentName string
 
 @minLength(1)
-@description('Region of every resource; it must offer Flex Consumption (az functionapp list-flexconsumption-locations).')
+@description('Region of every resource: one that offers Flex Consumption (az functionapp list-flexconsumption-locations).')
+// The regions of Microsoft's Flex Consumption Durable Functions azd sample
+// (Azure-Samples/durable-functions-quickstart-python-azd), less its canary region. azd offers only
+// these in its region prompt, and ARM refuses any other before creating anything.
+@allowed([
+  'australiaeast'
+  'australiasoutheast'
+  'brazilsouth'
+  'canadacentral'
+  'centralindia'
+  'centralus'
+  'eastasia'
+  'eastus'
+  'eastus2'
+  'francecentral'
+  'germanywestcentral'
+  'italynorth'
+  'japaneast'
+  'koreacentral'
+  'northcentralus'
+  'northeurope'
+  'norwayeast'
+  'southafricanorth'
+  'southcentralus'
+  'southeastasia'
+  'southindia'
+  'spaincentral'
+  'swedencentral'
+  'uaenorth'
+  'uksouth'
+  'ukwest'
+  'westcentralus'
+  'westeurope'
+  'westus'
+  'westus2'
+  'westus3'
+])
 @metadata({
   azd: {
     type: 'location'
@@ -33,21 +69,34 @@ param principalId string = ''
 param principalType string = 'User'
 
 // ---------------------------------------------------------------------------------------------
-// Hosting (strings, as azd environment values are; converted below)
+// Hosting (azd turns the environment's strings into the int and bool parameters)
 
-@description('Most instances the app scales out to (40 to 1000).')
-param maximumInstanceCount string = '100'
+@minValue(40)
+@maxValue(1000)
+@description('Most instances the app scales out to: Flex Consumption accepts 40 to 1000.')
+param maximumInstanceCount int = 100
 
-@allowed(['512', '2048', '4096'])
-param instanceMemoryMB string = '2048'
+@allowed([512, 2048, 4096])
+param instanceMemoryMB int = 2048
 
-@description('Always-ready instances for orchestrators and activities (Microsoft recommends 1 for Durable Functions on Flex Consumption; 0 scales to zero and bills nothing while idle).')
-param durableAlwaysReadyInstances string = '1'
+@minValue(0)
+@maxValue(1000)
+@description('Always-ready instances for orchestrators and activities (Microsoft recommends 1 for Durable Functions on Flex Consumption; 0 scales to zero and bills nothing while idle). At most maximumInstanceCount.')
+param durableAlwaysReadyInstances int = 1
 
 @minLength(3)
 @maxLength(45)
-@description('Durable task hub name (TASKHUB_NAME): letters and digits, starting with a letter.')
+@description('Durable task hub name (TASKHUB_NAME): letters and digits, starting with a letter (checked below).')
 param taskHubName string = 'DatabricksJobs'
+
+// ---------------------------------------------------------------------------------------------
+// Network (README "Deployment modes")
+
+@description('true: the app reaches storage and Key Vault only through private endpoints in a virtual network it is integrated with, and both refuse public network access.')
+param privateNetworking bool = false
+
+@description('Address space of that virtual network (a /16 to /22 that does not overlap networks you peer with); the app subnet and the private endpoint subnet are its first two /24s.')
+param privateNetworkAddressSpace string = '10.40.0.0/16'
 
 // ---------------------------------------------------------------------------------------------
 // App settings (README "Settings"; defaults are the code's)
@@ -104,7 +153,7 @@ param databricksWebhookUsername string = ''
 // ---------------------------------------------------------------------------------------------
 // Completion topic access (optional)
 
-@description('Resource id of the Event Grid topic of WORKFLOW_COMPLETION_TOPIC_ENDPOINT: the app\'s identity gets EventGrid Data Sender on it. Empty: no role.')
+@description('Resource id of the Event Grid target of WORKFLOW_COMPLETION_TOPIC_ENDPOINT (a topic, a domain, a domain topic, a namespace or a namespace topic): the app\'s identity gets EventGrid Data Sender on it. Empty: no role.')
 param completionTopicResourceId string = ''
 
 @allowed(['identity', 'key'])
@@ -137,6 +186,18 @@ var completionTopicIdParts = split(completionTopicResourceId, '/')
 // ARM evaluates only the chosen branch of a conditional, so an empty id never indexes the parts.
 var completionTopicSubscriptionId = empty(completionTopicResourceId) ? subscription().subscriptionId : completionTopicIdParts[2]
 var completionTopicResourceGroup = empty(completionTopicResourceId) ? 'rg-${environmentName}' : completionTopicIdParts[4]
+// A CloudEvent sent to an Event Grid domain goes to the domain topic its `source` names (Event Grid
+// docs, "Publishing to an event domain"): with a domain topic's id, the source must be its name.
+// A conditional, not &&: only the chosen branch indexes the parts.
+var completionTopicIsDomainTopic = length(completionTopicIdParts) == 11 ? toLower('${completionTopicIdParts[7]}/${completionTopicIdParts[9]}') == 'domains/topics' : false
+var completionEventSource = (completionTopicIsDomainTopic && workflowCompletionEventSource != last(completionTopicIdParts)) ? fail('WORKFLOW_COMPLETION_EVENT_SOURCE must be the domain topic name (the last segment of COMPLETION_TOPIC_RESOURCE_ID): Event Grid routes a CloudEvent to the domain topic its source names.') : workflowCompletionEventSource
+
+// Checks ARM runs while it validates the template, before it creates anything (fail() in a
+// variable; Bicep has no pattern decorator).
+var letters = 'abcdefghijklmnopqrstuvwxyz'
+var taskHubNameBadCharacters = filter(map(range(0, length(taskHubName)), i => substring(taskHubName, i, 1)), c => !contains('${letters}0123456789', toLower(c)))
+var checkedTaskHubName = (empty(taskHubNameBadCharacters) && contains(letters, toLower(first(taskHubName)))) ? taskHubName : fail('TASKHUB_NAME must be letters and digits, starting with a letter (Durable Functions task hub names).')
+var checkedAlwaysReadyInstances = durableAlwaysReadyInstances <= maximumInstanceCount ? durableAlwaysReadyInstances : fail('FUNCTION_DURABLE_ALWAYS_READY_INSTANCES cannot exceed FUNCTION_MAXIMUM_INSTANCE_COUNT.')
 
 // ---------------------------------------------------------------------------------------------
 // Resources
@@ -177,6 +238,7 @@ module storage 'modules/storage.bicep' = {
     tags: tags
     deploymentContainerName: deploymentContainerName
     queueNames: concat(requestQueues, invalidEventQueues, completionQueues)
+    publicNetworkAccess: !privateNetworking
   }
 }
 
@@ -187,6 +249,22 @@ module keyVault 'modules/keyvault.bicep' = {
     name: 'kv-${resourceToken}'
     location: location
     tags: tags
+    publicNetworkAccess: !privateNetworking
+  }
+}
+
+// Private networking only: the virtual network, private endpoints for storage (blob, queue,
+// table) and Key Vault, and their private DNS zones.
+module privateNetwork 'modules/private-network.bicep' = if (privateNetworking) {
+  name: 'private-network'
+  scope: rg
+  params: {
+    vnetName: 'vnet-${resourceToken}'
+    location: location
+    tags: tags
+    addressSpace: privateNetworkAddressSpace
+    storageAccountName: storage.outputs.name
+    keyVaultName: keyVault.outputs.name
   }
 }
 
@@ -208,7 +286,7 @@ module completionTopicSender 'modules/eventgrid-sender.bicep' = if (!empty(compl
   name: 'completion-topic-sender'
   scope: resourceGroup(completionTopicSubscriptionId, completionTopicResourceGroup)
   params: {
-    topicName: last(completionTopicIdParts)
+    topicResourceId: completionTopicResourceId
     appPrincipalId: identity.outputs.principalId
   }
 }
@@ -224,15 +302,23 @@ var secretReferences = {
 
 // app-settings:start (tests/infra reads the keys between these markers)
 var hostSettings = {
-  // Identity-based host storage; also the Durable task hub (host.json connectionStringName) and the
-  // queue trigger's connection.
+  // Identity-based host storage; also the Durable task hub (host.json storageProvider
+  // connectionName) and the queue trigger's connection. The service URIs come from the account
+  // itself, so they are right in every cloud (an account name alone means public Azure's hosts).
   AzureWebJobsStorage__accountName: storage.outputs.name
+  AzureWebJobsStorage__blobServiceUri: storage.outputs.blobServiceUri
+  AzureWebJobsStorage__queueServiceUri: storage.outputs.queueServiceUri
+  AzureWebJobsStorage__tableServiceUri: storage.outputs.tableServiceUri
   AzureWebJobsStorage__credential: 'managedidentity'
   AzureWebJobsStorage__clientId: identity.outputs.clientId
-  TASKHUB_NAME: taskHubName
+  TASKHUB_NAME: checkedTaskHubName
   APPLICATIONINSIGHTS_CONNECTION_STRING: monitoring.outputs.connectionString
   APPLICATIONINSIGHTS_AUTHENTICATION_STRING: 'ClientId=${identity.outputs.clientId};Authorization=AAD'
-  // The Python worker links the app's OpenTelemetry spans under each invocation's trace.
+  // The Python worker makes each invocation's trace context (sent by the host in every telemetry
+  // mode) the parent of the app's OpenTelemetry spans. The host stays in its default Application
+  // Insights mode (host.json has no telemetryMode): there it still sends the worker's log records
+  // to `traces`, which telemetry/setup.py relies on; in OpenTelemetry mode this setting would make
+  // the host drop them (docs/operations.md, "Switching it on").
   PYTHON_ENABLE_OPENTELEMETRY: 'true'
   // azure-identity's DefaultAzureCredential picks the user-assigned identity by this (the app has
   // no system-assigned one); notifyCompletion's Event Grid token relies on it.
@@ -252,6 +338,8 @@ var appSettings = {
   DATABRICKS_NOTIFICATION_DESTINATION_ID: databricksNotificationDestinationId
   DATABRICKS_HTTP_TIMEOUT_SECONDS: databricksHttpTimeoutSeconds
   DATABRICKS_RETRY_MAX_SECONDS: databricksRetryMaxSeconds
+  // ARM's name for the cloud this deployment runs in (AzureCloud, AzureUSGovernment, AzureChinaCloud).
+  AZURE_CLOUD: environment().name
   WORKFLOW_DEFAULT_TIMEOUT_SECONDS: workflowDefaultTimeoutSeconds
   WORKFLOW_POLL_INTERVAL_SECONDS: workflowPollIntervalSeconds
   WORKFLOW_WEBHOOK_POLL_INTERVAL_SECONDS: workflowWebhookPollIntervalSeconds
@@ -269,7 +357,7 @@ var appSettings = {
   WORKFLOW_COMPLETION_QUEUE: workflowCompletionQueue
   WORKFLOW_COMPLETION_TOPIC_ENDPOINT: workflowCompletionTopicEndpoint
   WORKFLOW_COMPLETION_TOPIC_KEY: completionTopicAuth == 'key' ? secretReferences.completionTopicKey : ''
-  WORKFLOW_COMPLETION_EVENT_SOURCE: workflowCompletionEventSource
+  WORKFLOW_COMPLETION_EVENT_SOURCE: completionEventSource
   DATABRICKS_WEBHOOK_USERNAME: databricksWebhookUsername
   // Only with a user name: an unresolved reference must not become a usable password.
   DATABRICKS_WEBHOOK_PASSWORD: empty(databricksWebhookUsername) ? '' : secretReferences.webhookPassword
@@ -288,14 +376,20 @@ module functionApp 'modules/functionapp.bicep' = {
     identityId: identity.outputs.id
     storageBlobEndpoint: storage.outputs.blobEndpoint
     deploymentContainerName: deploymentContainerName
-    maximumInstanceCount: int(maximumInstanceCount)
-    instanceMemoryMB: int(instanceMemoryMB)
-    durableAlwaysReadyInstances: int(durableAlwaysReadyInstances)
+    maximumInstanceCount: maximumInstanceCount
+    instanceMemoryMB: instanceMemoryMB
+    durableAlwaysReadyInstances: checkedAlwaysReadyInstances
+    virtualNetworkSubnetId: privateNetworking ? privateNetwork.outputs.appSubnetId : ''
     appSettings: union(hostSettings, appSettings)
   }
-  // The host's first start needs its storage roles and the Key Vault role for the references.
+  // The host's first start needs its storage roles, the Key Vault role for the references, the
+  // topic role for the first notification, and (private networking) the private endpoints. ARM
+  // creates the app only after these; Entra may still take a few minutes to apply new role
+  // assignments everywhere, which the first start rides out (docs/deploy.md, "First start").
   dependsOn: [
     roles
+    completionTopicSender
+    privateNetwork
   ]
 }
 

@@ -29,13 +29,16 @@ SETTINGS: tuple[tuple[str, str, str], ...] = (
      "Queue that receives a `Databricks.JobRun.Completed` CloudEvent (base64 text, the Functions default) when an "
      "event- or queue-started workflow ends. Empty: no queue notification."),
     ("WORKFLOW_COMPLETION_TOPIC_ENDPOINT", "",
-     "Event Grid topic endpoint (CloudEvents v1.0 input schema), e.g. "
-     "`https://<topic>.<region>-1.eventgrid.azure.net/api/events`, that receives the same CloudEvent. Empty: none."),
+     "Event Grid endpoint that receives the same CloudEvent: a topic or domain with the CloudEvents v1.0 input "
+     "schema, `https://<name>.<region>-1.eventgrid.azure.net/api/events`, or a namespace topic, "
+     "`https://<namespace>.<region>-1.eventgrid.azure.net/topics/<topic>:publish`. Empty: none."),
     ("WORKFLOW_COMPLETION_TOPIC_KEY", "",
-     "Access key of that topic (sent as `aeg-sas-key`); a Key Vault reference in Azure. Empty: the app's "
-     "managed identity (role EventGrid Data Sender) is used instead."),
+     "Access key of that topic, domain or namespace (sent as `aeg-sas-key`, or `Authorization: SharedAccessKey` "
+     "to a namespace); a Key Vault reference in Azure. Empty: the app's managed identity (role EventGrid Data "
+     "Sender) is used instead."),
     ("WORKFLOW_COMPLETION_EVENT_SOURCE", "/workflows/create-job-and-run",
-     "CloudEvents `source` of completion events."),
+     "CloudEvents `source` of completion events. With an Event Grid domain, the name of the domain topic to "
+     "deliver to (a domain routes a CloudEvent by its source)."),
     ("DATABRICKS_WEBHOOK_USERNAME", "",
      "HTTP Basic user name the Databricks notification destination sends to `POST /api/databricks/notifications`. "
      "Empty (with the password): the endpoint refuses every call."),

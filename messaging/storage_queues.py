@@ -3,7 +3,10 @@
 The queue extension (5.x) base64-decodes messages by default (host.json `messageEncoding`), so
 messages are base64 text here too: a consumer can be another function with a queue trigger.
 Connections follow the Functions conventions: a connection string in the setting `<name>`, or an
-identity-based connection `<name>__queueServiceUri` / `<name>__accountName` (+ `__clientId`)."""
+identity-based connection `<name>__queueServiceUri` / `<name>__accountName` (+ `__clientId`).
+With only `__accountName`, the queue host is built with the storage suffix of the cloud `AZURE_CLOUD`
+names (databricks_jobs/clouds.py), so the app works in sovereign clouds as well; infra/ sets the
+service URIs themselves, from the storage account's endpoints."""
 from __future__ import annotations
 
 import logging
@@ -12,6 +15,8 @@ import threading
 from typing import Mapping, Optional
 
 from typing import TYPE_CHECKING
+
+from databricks_jobs import clouds
 
 if TYPE_CHECKING:  # the SDK is imported on first use: it is heavy, and cold start pays for every import
     from azure.storage.queue import QueueClient
@@ -44,7 +49,11 @@ def queue_client(queue: str, connection: str, env: Optional[Mapping[str, str]] =
     conn_str = env.get(connection, "")
     service_uri = env.get(f"{connection}__queueServiceUri", "")
     if not service_uri and env.get(f"{connection}__accountName"):
-        service_uri = f"https://{env[f'{connection}__accountName']}.queue.core.windows.net"
+        try:
+            cloud = clouds.cloud_from_env(env)
+        except clouds.UnknownCloud as exc:
+            raise QueueConfigurationError(str(exc)) from None
+        service_uri = cloud.storage_service_uri(env[f"{connection}__accountName"].strip(), "queue")
     from azure.core.exceptions import ResourceExistsError
     from azure.storage.queue import QueueClient, TextBase64EncodePolicy
 

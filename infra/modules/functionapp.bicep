@@ -21,6 +21,8 @@ param instanceMemoryMB int
 param durableAlwaysReadyInstances int
 @description('Every app setting; the config resource replaces the whole set on each deployment.')
 param appSettings object
+@description('Subnet (delegated to Microsoft.App/environments) the app is integrated with; empty: none. With it, the app reaches storage and Key Vault through their private endpoints.')
+param virtualNetworkSubnetId string = ''
 
 resource plan 'Microsoft.Web/serverfarms@2024-04-01' = {
   name: planName
@@ -50,6 +52,7 @@ resource app 'Microsoft.Web/sites@2024-04-01' = {
   properties: {
     serverFarmId: plan.id
     httpsOnly: true
+    virtualNetworkSubnetId: empty(virtualNetworkSubnetId) ? null : virtualNetworkSubnetId
     // Key Vault references resolve with this identity (it holds Key Vault Secrets User).
     keyVaultReferenceIdentity: identityId
     siteConfig: {

@@ -1,10 +1,17 @@
 // Key Vault in Azure RBAC mode for the secrets the operator adds after deployment (docs/deploy.md):
 // the webhook password, an optional Event Grid topic key, an optional Databricks PAT. The template
 // creates no secret: app settings hold Key Vault references to them.
+//
+// Purge protection is on: a deleted vault, or a deleted secret, stays recoverable for the whole
+// retention period and nobody (not even an Owner) can purge it sooner. It cannot be turned off
+// again, and `azd down --purge` cannot purge this vault: its name stays taken for the retention
+// period (docs/deploy.md, "Remove").
 
 param name string
 param location string
 param tags object
+@description('false (private networking): reachable only through the private endpoint of private-network.bicep.')
+param publicNetworkAccess bool = true
 
 resource vault 'Microsoft.KeyVault/vaults@2023-07-01' = {
   name: name
@@ -18,7 +25,15 @@ resource vault 'Microsoft.KeyVault/vaults@2023-07-01' = {
     }
     enableRbacAuthorization: true
     enableSoftDelete: true
-    publicNetworkAccess: 'Enabled'
+    softDeleteRetentionInDays: 90
+    enablePurgeProtection: true
+    publicNetworkAccess: publicNetworkAccess ? 'Enabled' : 'Disabled'
+    // With public access disabled, only the private endpoint reaches the vault (the firewall's
+    // rules and trusted-service bypass apply only while public access is enabled).
+    networkAcls: {
+      defaultAction: publicNetworkAccess ? 'Allow' : 'Deny'
+      bypass: 'AzureServices'
+    }
   }
 }
 

@@ -1,7 +1,8 @@
 // Log Analytics workspace and a workspace-based Application Insights component.
-// Local (instrumentation key) authentication is off: the Functions host sends telemetry with the
-// app's identity (APPLICATIONINSIGHTS_AUTHENTICATION_STRING), which holds Monitoring Metrics
-// Publisher on this component (roles.bicep).
+// Local (instrumentation key) authentication is off on both: the Functions host sends telemetry
+// with the app's identity (APPLICATIONINSIGHTS_AUTHENTICATION_STRING), which holds Monitoring
+// Metrics Publisher on this component (roles.bicep), and the workspace takes only Entra-
+// authenticated ingestion and queries (no shared workspace keys).
 
 param logAnalyticsName string
 param applicationInsightsName string
@@ -17,6 +18,9 @@ resource workspace 'Microsoft.OperationalInsights/workspaces@2023-09-01' = {
       name: 'PerGB2018'
     }
     retentionInDays: 30
+    features: {
+      disableLocalAuth: true
+    }
   }
 }
 

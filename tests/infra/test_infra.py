@@ -28,6 +28,9 @@ PARAMETERS = INFRA / "main.parameters.json"
 # and azure-identity's.
 HOST_SETTINGS = {
     "AzureWebJobsStorage__accountName": "host storage, identity-based (Functions 'Connecting to host storage with an identity')",
+    "AzureWebJobsStorage__blobServiceUri": "the account's own blob endpoint: right in every cloud, unlike an account name alone",
+    "AzureWebJobsStorage__queueServiceUri": "the account's own queue endpoint (also the app's queue client's)",
+    "AzureWebJobsStorage__tableServiceUri": "the account's own table endpoint (Durable's history and instances tables)",
     "AzureWebJobsStorage__credential": "managedidentity: use a managed identity, not a connection string",
     "AzureWebJobsStorage__clientId": "which user-assigned identity",
     "TASKHUB_NAME": "host.json durableTask.hubName is %TASKHUB_NAME%",
@@ -63,7 +66,9 @@ REQUIRED_APP_ROLES = {
     "0a9a7e1f-b9d0-4cc4-a60d-0319b160aaa3": ("Storage Table Data Contributor", "Microsoft.Storage/storageAccounts"),
     "4633458b-17de-408a-b874-0445c86b69e6": ("Key Vault Secrets User", "Microsoft.KeyVault/vaults"),
     "3913510d-42f4-4e42-8a64-420c390055eb": ("Monitoring Metrics Publisher", "Microsoft.Insights/components"),
-    "d5a91429-5739-47e2-a06b-3470a27159e7": ("EventGrid Data Sender", "Microsoft.EventGrid/topics"),
+    "d5a91429-5739-47e2-a06b-3470a27159e7": ("EventGrid Data Sender", (
+        "Microsoft.EventGrid/topics", "Microsoft.EventGrid/domains", "Microsoft.EventGrid/domains/topics",
+        "Microsoft.EventGrid/namespaces", "Microsoft.EventGrid/namespaces/topics")),
 }
 KEY_VAULT_SECRETS_OFFICER = "b86a8fe4-44ce-4948-aee5-eccb2c155cd7"
 
@@ -142,6 +147,12 @@ def count_outside_strings(line: str, chars: str) -> int:
     return count
 
 
+def allowed_values(listing: str) -> list:
+    """The items of an @allowed([...]) list: quoted strings, or whole numbers."""
+    strings = re.findall(r"'([^']*)'", listing)
+    return strings if strings else [int(item) for item in re.split(r"[,\s]+", listing.strip()) if item]
+
+
 class Bicep:
     def __init__(self, path: Path):
         self.path = path
@@ -164,7 +175,7 @@ class Bicep:
             found[match.group(1)] = {
                 "type": match.group(2),
                 "default": match.group(3),
-                "allowed": re.findall(r"'([^']*)'", allowed.group(1)) if allowed else None,
+                "allowed": allowed_values(allowed.group(1)) if allowed else None,
                 "decorators": "\n".join(decorators),
             }
         return found
@@ -222,6 +233,16 @@ def bicep_literal(expression: str | None):
 
 def parameters() -> dict:
     return json.loads(PARAMETERS.read_text("utf-8"))["parameters"]
+
+
+# `${NAME}` or `${NAME=default}`: the only forms main.parameters.json uses (see azd_substitute below).
+AZD_REFERENCE = re.compile(r"\$\{([A-Z][A-Z0-9_]*)(?:=([^${}]*))?\}")
+
+
+def azd_reference(value) -> tuple[str, str | None] | None:
+    """(variable, default or None) of a parameters-file value that is one azd reference."""
+    match = AZD_REFERENCE.fullmatch(value) if isinstance(value, str) else None
+    return (match.group(1), match.group(2)) if match else None
 
 
 CODE_DEFAULTS = {name: default or "" for name, default, _ in all_settings()}
@@ -288,7 +309,9 @@ def test_each_setting_parameter_defaults_to_the_codes_default_and_takes_the_azd_
         else:
             assert default == CODE_DEFAULTS[setting], \
                 f"{expression} defaults to {default!r}, the code to {CODE_DEFAULTS[setting]!r}"
-        assert wired[expression]["value"] == "${" + setting + "}", f"{expression} should take ${{{setting}}}"
+        variable, file_default = azd_reference(wired[expression]["value"]) or (None, None)
+        assert variable == setting, f"{expression} should take ${{{setting}}}"
+        assert file_default in (None, default), f"{expression}: the parameters file's default {file_default!r} is not the template's"
     assert checked >= 20
 
 
@@ -309,7 +332,10 @@ def test_settings_that_come_from_the_deployment_point_at_its_resources():
     assert settings["AZURE_CLIENT_ID"] == client_id
     assert settings["APPLICATIONINSIGHTS_AUTHENTICATION_STRING"] == "'ClientId=${" + client_id + "};Authorization=AAD'"
     assert settings["DATABRICKS_KEY_VAULT_URL"] == "keyVault.outputs.uri"
-    assert settings["TASKHUB_NAME"] == "taskHubName"
+    assert settings["TASKHUB_NAME"] == "checkedTaskHubName"
+    for service in ("blob", "queue", "table"):
+        assert settings[f"AzureWebJobsStorage__{service}ServiceUri"] == f"storage.outputs.{service}ServiceUri"
+    assert settings["AZURE_CLOUD"] == "environment().name"
 
 
 def test_host_json_reads_the_storage_connection_and_task_hub_the_template_sets():
@@ -460,10 +486,13 @@ def test_the_apps_identity_holds_every_role_the_code_needs():
     assert main_modules["identity"][0] == "modules/identity.bicep"
     app_identity = {"identity.outputs.principalId"}
     assignments = role_assignments()
-    for role, (name, scope) in REQUIRED_APP_ROLES.items():
+    for role, (name, scopes) in REQUIRED_APP_ROLES.items():
+        scopes = (scopes,) if isinstance(scopes, str) else scopes
         granted = [a for a in assignments if a["role"] == role and a["principal"] == app_identity]
         assert granted, f"{name} is not assigned to the app's identity"
-        assert all(a["scope"] == scope and a["principal_type"] == "'ServicePrincipal'" for a in granted), granted
+        assert all(a["scope"] in scopes and a["principal_type"] == "'ServicePrincipal'" for a in granted), granted
+        # One assignment per kind of target, so any of them can be named.
+        assert sorted(a["scope"] for a in granted) == sorted(scopes), (name, granted)
 
 
 def test_the_deployer_may_write_the_secrets_and_nobody_else_gets_a_role():
@@ -480,9 +509,10 @@ def test_the_event_grid_role_is_assigned_only_when_a_topic_is_named():
     assert len(topic) == 1 and topic[0]["condition"] == "!empty(completionTopicResourceId)"
 
 
-def test_the_app_starts_after_its_roles_exist():
+def test_the_app_starts_after_its_roles_and_private_endpoints_exist():
     function_app = [m for m in Bicep(MAIN).declarations("module") if m["symbol"] == "functionApp"][0]
-    assert re.search(r"dependsOn:\s*\[\s*roles\s*\]", function_app["body"])
+    depends = re.search(r"dependsOn:\s*\[(.*?)\]", function_app["body"], re.S).group(1).split()
+    assert depends == ["roles", "completionTopicSender", "privateNetwork"]
 
 
 # ---------------------------------------------------------------------------------------------
@@ -521,7 +551,7 @@ def test_parameters_file_names_only_real_parameters_and_fills_every_required_one
     for name, param in params.items():
         value = wired[name]["value"]
         if isinstance(value, str):
-            assert re.fullmatch(r"\$\{[A-Z][A-Z0-9_]*\}", value), f"{name}: {value!r} is not an azd variable"
+            assert azd_reference(value), f"{name}: {value!r} is not an azd variable"
         if param["default"] is None:
             # azd asks for a required parameter whose variable is unset (Azure/azure-dev#2896).
             assert value, f"required parameter {name} has no value"
@@ -548,7 +578,7 @@ def test_deploy_doc_names_the_secrets_and_variables_the_template_uses():
     doc = (ROOT / "docs" / "deploy.md").read_text("utf-8")
     for name in Bicep(MAIN).var_object("secretNames").values():
         assert bicep_literal(name) in doc
-    variables = {value["value"][2:-1] for value in parameters().values() if isinstance(value["value"], str)}
+    variables = {azd_reference(value["value"])[0] for value in parameters().values() if isinstance(value["value"], str)}
     mentioned = set(re.findall(r"azd env set ([A-Z][A-Z0-9_]*)", doc))
     assert mentioned, "docs/deploy.md shows no `azd env set`"
     assert mentioned <= variables, f"docs/deploy.md sets variables the template ignores: {sorted(mentioned - variables)}"
