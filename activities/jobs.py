@@ -339,7 +339,14 @@ def output_summary(task_run_id: int, output: Mapping[str, Any]) -> Dict[str, Any
 @bp.activity_trigger(input_name="request", activity="getJobRunOutput")
 @traced_activity("getJobRunOutput")
 def getJobRunOutput(request: Any) -> Dict[str, Any]:
-    """Output of one task run (`runId`), or of several (`tasks`: [{"taskKey", "runId"}]) in one call."""
+    """Output of one task run (`runId`), or of several (`tasks`: [{"taskKey", "runId"}]) in one call.
+    With `tasks`, each task's output is fetched on its own: a task whose get-output Databricks
+    refuses or does not answer gets `outputError` (the error, scrubbed) and `outputErrorKind`
+    (transient: worth asking again; permanent), and the other tasks keep theirs. Only what affects
+    every task (a credential or configuration error) fails the activity."""
+    from databricks_jobs.errors import DatabricksApiError
+    from workflow.policy import error_message, failure_kind
+
     request = activity_input(request)
     client = _client()
     if "tasks" not in request:
@@ -348,7 +355,14 @@ def getJobRunOutput(request: Any) -> Dict[str, Any]:
     outputs = []
     for task in request["tasks"]:
         run_id = int(task["runId"])
-        outputs.append({"taskKey": task["taskKey"], **output_summary(run_id, client.get_run_output(run_id))})
+        try:
+            outputs.append({"taskKey": task["taskKey"], **output_summary(run_id, client.get_run_output(run_id))})
+        except DatabricksApiError as error:
+            text = str(error)
+            log.warning("getJobRunOutput: output of task %s (run %s) could not be fetched: %s",
+                        task["taskKey"], run_id, text)
+            outputs.append({"taskKey": task["taskKey"], "runId": run_id, "outputError": error_message(text),
+                            "outputErrorKind": failure_kind(text)})
     return {"tasks": outputs}
 
 

@@ -246,3 +246,12 @@ def test_racing_first_starts_converge_on_the_oldest_job_when_ids_go_down(client,
     assert list(emulator.jobs) == [theirs]
     deleted = calls(emulator, "/jobs/delete")
     assert len(deleted) == 1 and deleted[0]["body"]["job_id"] < theirs  # ours: younger, lower id
+
+
+def test_lookup_only_finds_a_private_job_and_never_creates_one(client, emulator):
+    """What a workflow stopped while createJob ran asks, to delete the job that call may have made."""
+    lookup = {**CREATE_INPUT, "private": True, "lookupOnly": True}
+    assert createJob(dict(lookup)) == {"jobId": None, "created": False, "webhooks": False}
+    assert not calls(emulator, "/jobs/create")
+    made = createJob({**CREATE_INPUT, "private": True})["jobId"]
+    assert createJob(dict(lookup))["jobId"] == made and len(calls(emulator, "/jobs/create")) == 1
