@@ -193,7 +193,7 @@ def _reusable_jobs(client, settings: Mapping[str, Any], tag: tuple, me: str, *, 
                         "app's identity; it is not used", job_id, tag[0])
             continue
         if verify:
-            theirs = found.get("settings") or {}
+            theirs = _as_defined(found.get("settings") or {}, settings, me)
             if fingerprint(theirs, reference=settings) != tag[1]:
                 if job_id == own:
                     # Our own job, just created: the service changed a field the canonical form does
@@ -208,6 +208,16 @@ def _reusable_jobs(client, settings: Mapping[str, Any], tag: tuple, me: str, *, 
                 continue
         usable.append((int(found.get("created_time") or 0), job_id))
     return [job_id for _, job_id in sorted(usable)]
+
+
+def _as_defined(theirs: Mapping[str, Any], wanted: Mapping[str, Any], me: str) -> Mapping[str, Any]:
+    """A job's settings as listed, without what the service fills in that depends on the job's
+    creator: a `run_as` naming the creator itself, when the definition gives none (a job runs as its
+    owner by default). A run_as naming anyone else stays, and is drift."""
+    run_as = theirs.get("run_as")
+    if "run_as" not in wanted and isinstance(run_as, Mapping) and set(run_as.values()) <= {me}:
+        theirs = {k: v for k, v in theirs.items() if k != "run_as"}
+    return theirs
 
 
 def changed_fields(actual: Mapping[str, Any], wanted: Mapping[str, Any]) -> List[str]:

@@ -217,8 +217,10 @@ def _cycle(tasks: Iterable[Mapping[str, Any]]) -> Optional[List[str]]:
 JOB_DEFAULTS: Dict[str, Any] = {
     "max_concurrent_runs": 1, "timeout_seconds": 0, "format": "MULTI_TASK", "email_notifications": {},
     "webhook_notifications": {}, "notification_settings": {}, "tags": {}, "parameters": [], "job_clusters": [],
-    "environments": [], "description": "",
+    "environments": [], "description": "", "edit_mode": "EDITABLE",
 }
+# Inside these objects an empty list and false mean "not set" (no destination, no opt-out).
+_NOTIFICATION_FIELDS = ("email_notifications", "webhook_notifications", "notification_settings")
 TASK_DEFAULTS: Dict[str, Any] = {
     "run_if": "ALL_SUCCESS", "timeout_seconds": 0, "email_notifications": {}, "notification_settings": {},
     "webhook_notifications": {}, "depends_on": [], "libraries": [], "max_retries": 0,
@@ -260,10 +262,25 @@ def _sorted_by(items: Any, key: str) -> Any:
     return sorted(items, key=lambda i: json.dumps(i.get(key), sort_keys=True))
 
 
-def _webhooks(hooks: Any) -> Any:
-    if not isinstance(hooks, Mapping):
-        return hooks
-    return {event: (_sorted_by(dests, "id") if dests else dests) for event, dests in hooks.items() if dests}
+def _notifications(obj: Dict[str, Any]) -> None:
+    """Notification objects without their unset entries (empty lists, false), webhook destinations
+    in id order and e-mail addresses sorted; an object left empty is dropped."""
+    for field in _NOTIFICATION_FIELDS:
+        value = obj.get(field)
+        if not isinstance(value, Mapping):
+            continue
+        kept = {}
+        for key, entry in value.items():
+            if entry in ([], False, None, {}):
+                continue
+            if isinstance(entry, list):
+                entry = (_sorted_by(entry, "id") if all(isinstance(e, Mapping) for e in entry)
+                         else sorted(entry, key=str))
+            kept[key] = entry
+        if kept:
+            obj[field] = kept
+        else:
+            del obj[field]
 
 
 def _task(task: Mapping[str, Any], reference: Optional[Mapping[str, Any]], git: bool) -> Dict[str, Any]:
@@ -271,10 +288,7 @@ def _task(task: Mapping[str, Any], reference: Optional[Mapping[str, Any]], git: 
     if "depends_on" in out:
         out["depends_on"] = sorted((_without_defaults(d, {"outcome": None}) for d in out["depends_on"]),
                                    key=lambda d: json.dumps(d, sort_keys=True))
-    if "webhook_notifications" in out:
-        out["webhook_notifications"] = _webhooks(out["webhook_notifications"])
-        if not out["webhook_notifications"]:
-            del out["webhook_notifications"]
+    _notifications(out)
     for kind in _SOURCE_TASKS:
         spec = out.get(kind)
         if isinstance(spec, Mapping):
@@ -310,10 +324,7 @@ def canonical_settings(settings: Mapping[str, Any], *, reference: Optional[Mappi
     for field, key in (("environments", "environment_key"), ("parameters", "name")):
         if field in own:
             own[field] = _sorted_by(own[field], key)
-    if "webhook_notifications" in own:
-        own["webhook_notifications"] = _webhooks(own["webhook_notifications"])
-        if not own["webhook_notifications"]:
-            del own["webhook_notifications"]
+    _notifications(own)
     return own
 
 

@@ -242,3 +242,14 @@ def test_bad_configuration_fails_the_first_activity_call_naming_the_setting(conf
     configure(**{"host": HOST, "auth": "pat", "token": "dapi-x", **env})
     with pytest.raises(ConfigurationError, match=f"^Configuration error: {setting}: "):
         getJobRun({"runId": 1})
+
+
+@pytest.mark.parametrize("run_as, reused", [
+    ({"service_principal_name": APP}, True),   # a job runs as its creator unless told otherwise
+    ({"user_name": "someone@contoso.com"}, False),  # changed by hand to run as someone else: drift
+])
+def test_a_run_as_naming_the_creator_is_what_the_service_fills_in(mocked, run_as, reused):
+    settings = {**JOB, "tags": {DEFINITION_TAG: _definition_tag()}, "run_as": run_as}
+    mocked.get(LIST, json=listed((9, "nightly", None, settings)))
+    mocked.post(API + "/create", json={"job_id": 42})
+    assert createJob(CREATE_INPUT)["jobId"] == (9 if reused else 42)

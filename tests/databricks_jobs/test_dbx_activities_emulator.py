@@ -255,3 +255,19 @@ def test_lookup_only_finds_a_private_job_and_never_creates_one(client, emulator)
     assert not calls(emulator, "/jobs/create")
     made = createJob({**CREATE_INPUT, "private": True})["jobId"]
     assert createJob(dict(lookup))["jobId"] == made and len(calls(emulator, "/jobs/create")) == 1
+
+
+def test_a_warm_worker_stops_using_a_hand_edited_job_within_minutes(client, emulator, monkeypatch):
+    now = [1000.0]
+    monkeypatch.setattr(jobs.known_jobs, "clock", lambda: now[0])
+    first = createJob(dict(CREATE_INPUT))["jobId"]
+    edited = dict(emulator.jobs[first]["settings"], max_concurrent_runs=1)
+    client.reset_job(first, edited)
+    emulator.clear_request_log()
+    assert createJob({**CREATE_INPUT, "runKey": "k2"})["jobId"] == first  # known: no call at all
+    assert emulator.request_log == []
+    now[0] += jobs.KNOWN_JOB_SECONDS
+    fresh = createJob({**CREATE_INPUT, "runKey": "k3"})
+    assert fresh["created"] and fresh["jobId"] != first
+    # The identity is known for the process's life; only the lookup and the create were needed.
+    assert [r["path"].rsplit("/", 1)[-1] for r in emulator.request_log] == ["list", "create", "list"]

@@ -175,3 +175,14 @@ def test_the_schema_reserves_exactly_the_prefix_the_app_uses():
         assert re.search(pattern, key)
     for key in ("team", "durable", "my_durable_x"):
         assert not re.search(pattern, key)
+
+
+def test_unset_notification_entries_are_no_difference():
+    job = validate_request(dict(SEED)).plan["job"]
+    hooks = {"on_start": [{"id": "b"}, {"id": "a"}], "on_success": [{"id": "a"}]}
+    returned = {**job, "edit_mode": "EDITABLE",
+                "email_notifications": {"no_alert_for_skipped_runs": False, "on_failure": []},
+                "webhook_notifications": {**hooks, "on_failure": []}}
+    asked = {**job, "webhook_notifications": {"on_success": [{"id": "a"}], "on_start": [{"id": "a"}, {"id": "b"}]}}
+    assert fingerprint(returned) == fingerprint(asked)
+    assert fingerprint({**returned, "email_notifications": {"on_failure": ["ops@contoso.com"]}}) != fingerprint(asked)
