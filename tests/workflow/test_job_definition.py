@@ -186,3 +186,8 @@ def test_unset_notification_entries_are_no_difference():
     asked = {**job, "webhook_notifications": {"on_success": [{"id": "a"}], "on_start": [{"id": "a"}, {"id": "b"}]}}
     assert fingerprint(returned) == fingerprint(asked)
     assert fingerprint({**returned, "email_notifications": {"on_failure": ["ops@contoso.com"]}}) != fingerprint(asked)
+
+
+def test_the_shared_jobs_ceiling_follows_the_longest_deadline_a_request_may_ask():
+    from workflow.inputs import INPUT_SCHEMA
+    assert INPUT_SCHEMA["properties"]["timeoutSeconds"]["maximum"] == jobspec.MAX_TIMEOUT_SECONDS
