@@ -173,3 +173,31 @@ def test_the_main_tasks_lost_output_shows_on_top_too(host, emulator, output_refu
     out = _run(host, taskKey="clean")["output"]
     assert out["notebookResult"] is None and out["outputError"].startswith("Databricks API error 403")
     assert [t["taskKey"] for t in out["tasks"] if "outputError" in t] == ["clean"]
+
+
+def test_a_private_job_made_by_a_createjob_that_a_cancel_overtook_is_found_and_deleted(host, emulator):
+    """The cancel arrives while createJob runs: the workflow stops without learning the job id, so
+    it looks the job up by its run key's tag (lookupOnly) and deletes it."""
+    activity = host.activities["createJob"]
+    real = activity.user_function
+    iid = None
+
+    def cancel_then_create(request):
+        if "lookupOnly" not in str(request):
+            host.raise_event(iid, "cancel", {"reason": "while createJob ran"})
+        return real(request)
+
+    activity.user_function = cancel_then_create
+    try:
+        iid = _start(host)
+        out = host.run_until_complete(iid)["output"]
+    finally:
+        activity.user_function = real
+    assert out["resultState"] == "CANCELED" and out["jobDeleted"] is True
+    # With events batched as the extension batches them, the cancel is seen before createJob's
+    # result: the workflow never learnt the job id, started no run, and found the job by its tag.
+    # Otherwise it learnt the id first (and cancelled the run it had asked for). Either way the
+    # job is gone.
+    assert (out["jobId"] is None) == host.batch_events == (not emulator.runs)
+    assert emulator.jobs == {} and len(_calls(emulator, "/jobs/create")) == 1
+    assert len(_calls(emulator, "/jobs/delete")) == _times(host)
