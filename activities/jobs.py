@@ -16,12 +16,13 @@ from __future__ import annotations
 import json
 import logging
 import threading
-from typing import Any, Dict, List, Mapping, Optional
+import time
+from typing import Any, Dict, List, Mapping, Optional, Tuple
 
 import azure.durable_functions as df
 
 from telemetry.tracing import traced_activity
-from workflow.jobspec import DEFINITION_TAG, RUN_KEY_TAG, fingerprint
+from workflow.jobspec import DEFINITION_TAG, RUN_KEY_TAG, canonical_settings, fingerprint
 from workflow.policy import run_idempotency_token
 
 log = logging.getLogger(__name__)
@@ -46,30 +47,51 @@ def _settings():
 
 # -- createJob: one saved job per definition ----------------------------------------------------
 
-class _KnownJobs:
-    """definition fingerprint -> job id, for this process. A hit costs no Jobs API call; a job
-    deleted under us is forgotten when run-now finds it gone (runJobNow's `staleJobId`)."""
+KNOWN_JOB_SECONDS = 300.0  # how long a worker trusts a job id it found, before it looks again
 
-    def __init__(self) -> None:
-        self._ids: Dict[str, int] = {}
+
+class _KnownJobs:
+    """What this process knows about the workspace: definition fingerprint -> job id, and the app's
+    own identity. A hit costs no Jobs API call; it is trusted for KNOWN_JOB_SECONDS, so a job edited
+    by hand stops being used within minutes; a job deleted under us is forgotten when run-now finds
+    it gone (runJobNow's `staleJobId`)."""
+
+    def __init__(self, clock=time.monotonic) -> None:
+        self._ids: Dict[str, Tuple[int, float]] = {}
+        self._identity: Dict[str, str] = {}
         self._lock = threading.Lock()
+        self.clock = clock
 
     def get(self, key: str) -> Optional[int]:
         with self._lock:
-            return self._ids.get(key)
+            hit = self._ids.get(key)
+            if hit is None or self.clock() - hit[1] >= KNOWN_JOB_SECONDS:
+                return None
+            return hit[0]
 
     def put(self, key: str, job_id: int) -> None:
         with self._lock:
-            self._ids[key] = job_id
+            self._ids[key] = (job_id, self.clock())
 
     def forget_job(self, job_id: int) -> None:
         with self._lock:
-            for key in [k for k, v in self._ids.items() if v == job_id]:
+            for key in [k for k, v in self._ids.items() if v[0] == job_id]:
                 del self._ids[key]
+
+    def identity(self, host: str, learn) -> str:
+        """The app's identity in the workspace at `host`, learnt once per process (`learn()`)."""
+        with self._lock:
+            known = self._identity.get(host)
+        if known is None:
+            known = learn()
+            with self._lock:
+                self._identity[host] = known
+        return known
 
     def clear(self) -> None:
         with self._lock:
             self._ids.clear()
+            self._identity.clear()
 
 
 known_jobs = _KnownJobs()
@@ -108,46 +130,111 @@ RELEASE_1_TIMEOUT_MARGIN_SECONDS = 300
 @bp.activity_trigger(input_name="request", activity="createJob")
 @traced_activity("createJob")
 def createJob(request: Any) -> Dict[str, Any]:
+    """The job this workflow run uses. A job is reused only if the app created it (its
+    creator_user_name is the app's identity) and, for a shared job, its settings still hash to its
+    definition tag: a job planted by someone else, or edited by hand, is never run for a definition.
+    `lookupOnly`: find it, never create it (jobId None when there is none)."""
     request = activity_input(request)
     if "job" not in request and "notebookPath" in request:
         request = _release_1_request(request)
     job = _required(request, "job", "createJob")
     destination = _settings().notification_destination_id
-    if request.get("private"):
+    private = bool(request.get("private"))
+    if private:
         tag = (RUN_KEY_TAG, run_idempotency_token(_required(request, "runKey", "createJob")))
     else:
         # The fingerprint covers the settings as created, webhooks included.
         tag = (DEFINITION_TAG, fingerprint(job_settings(job, tag=(DEFINITION_TAG, ""), notification_destination_id=destination)))
     settings = job_settings(job, tag=tag, notification_destination_id=destination)
-    cache_key = f"{_settings().host}\x00{tag[1]}"
+    host = _settings().host
+    cache_key = f"{host}\x00{tag[1]}"
     if request.get("staleJobId"):
         known_jobs.forget_job(int(request["staleJobId"]))
-    elif not request.get("private"):
+    elif not private:
         job_id = known_jobs.get(cache_key)
         if job_id is not None:
             return {"jobId": job_id, "created": False, "webhooks": bool(destination)}
     client = _client()
-    found = _same_jobs(client, settings["name"], tag, exclude=request.get("staleJobId"))
+    me = known_jobs.identity(host, client.current_user_name)
+    exclude = request.get("staleJobId")
+    found = _reusable_jobs(client, settings, tag, me, verify=not private, exclude=exclude)
+    if request.get("lookupOnly"):
+        return {"jobId": found[0] if found else None, "created": False, "webhooks": bool(destination)}
     if found:
         job_id, created = found[0], False
     else:
         mine = client.create_job(settings)
         # Two first starts of one definition may both have created it. Everyone uses the oldest
-        # (lowest id) and a creator whose job is not the oldest deletes its own, before any run.
-        found = _same_jobs(client, settings["name"], tag, exclude=request.get("staleJobId")) or [mine]
+        # (created_time, then id: ids are not known to grow with time) and a creator whose job is
+        # not the oldest deletes its own, before any run.
+        found = _reusable_jobs(client, settings, tag, me, verify=not private, exclude=exclude, own=mine) or [mine]
         job_id, created = found[0], found[0] == mine
         if mine != found[0]:
             _delete_quietly(client, mine)
             log.info("createJob: job %s duplicated job %s of the same definition and was deleted", mine, found[0])
-    if not request.get("private"):
+    if not private:
         known_jobs.put(cache_key, job_id)
     log.info("createJob: %s job %s for %s", "created" if created else "reused", job_id, request.get("instanceId"))
     return {"jobId": job_id, "created": created, "webhooks": bool(destination)}
 
 
-def _same_jobs(client, name: str, tag: tuple, exclude: Any = None) -> List[int]:
-    ids = sorted(int(j["job_id"]) for j in client.find_jobs(name, tag=tag))
-    return [i for i in ids if exclude is None or i != int(exclude)]
+def _reusable_jobs(client, settings: Mapping[str, Any], tag: tuple, me: str, *, verify: bool,
+                   exclude: Any = None, own: Optional[int] = None) -> List[int]:
+    """Ids of the jobs named like `settings` and carrying `tag` that this app may use, oldest first:
+    created by the app's identity and (`verify`) whose settings still hash to the tag. Jobs that
+    carry the tag but fail either test are logged (job id and what differs, never settings values)."""
+    usable: List[Tuple[int, int]] = []
+    for found in client.find_jobs(settings["name"], tag=tag, expand_tasks=verify):
+        job_id = int(found["job_id"])
+        if exclude is not None and job_id == int(exclude):
+            continue
+        if found.get("creator_user_name") != me:
+            log.warning("createJob: job %s carries the tag %s of this definition but was not created by the "
+                        "app's identity; it is not used", job_id, tag[0])
+            continue
+        if verify:
+            theirs = _as_defined(found.get("settings") or {}, settings, me)
+            if fingerprint(theirs, reference=settings) != tag[1]:
+                if job_id == own:
+                    # Our own job, just created: the service changed a field the canonical form does
+                    # not know. Use it (it is the definition), but say so: other workers will not.
+                    log.warning("createJob: job %s, created just now, no longer hashes to its definition as "
+                                "Databricks returns it (fields: %s); other workers will not reuse it",
+                                job_id, ", ".join(changed_fields(theirs, settings)) or "-")
+                    usable.append((int(found.get("created_time") or 0), job_id))
+                    continue
+                log.warning("createJob: job %s was changed since the app created it (fields: %s); it is not "
+                            "reused for its definition", job_id, ", ".join(changed_fields(theirs, settings)) or "-")
+                continue
+        usable.append((int(found.get("created_time") or 0), job_id))
+    return [job_id for _, job_id in sorted(usable)]
+
+
+def _as_defined(theirs: Mapping[str, Any], wanted: Mapping[str, Any], me: str) -> Mapping[str, Any]:
+    """A job's settings as listed, without what the service fills in that depends on the job's
+    creator: a `run_as` naming the creator itself, when the definition gives none (a job runs as its
+    owner by default). A run_as naming anyone else stays, and is drift."""
+    run_as = theirs.get("run_as")
+    if "run_as" not in wanted and isinstance(run_as, Mapping) and set(run_as.values()) <= {me}:
+        theirs = {k: v for k, v in theirs.items() if k != "run_as"}
+    return theirs
+
+
+def changed_fields(actual: Mapping[str, Any], wanted: Mapping[str, Any]) -> List[str]:
+    """Names (never values) of the settings that differ in canonical form: top-level fields, and
+    `tasks[<key>]` for each task that differs."""
+    a, w = canonical_settings(actual, reference=wanted), canonical_settings(wanted)
+    out = []
+    for key in sorted(set(a) | set(w)):
+        if a.get(key) == w.get(key):
+            continue
+        if key == "tasks" and isinstance(a.get(key), list) and isinstance(w.get(key), list):
+            ta = {t.get("task_key"): t for t in a[key] if isinstance(t, Mapping)}
+            tw = {t.get("task_key"): t for t in w[key] if isinstance(t, Mapping)}
+            out += [f"tasks[{k}]" for k in sorted(set(ta) | set(tw), key=str) if ta.get(k) != tw.get(k)]
+        else:
+            out.append(key)
+    return out
 
 
 def _delete_quietly(client, job_id: int) -> None:
@@ -262,7 +349,14 @@ def output_summary(task_run_id: int, output: Mapping[str, Any]) -> Dict[str, Any
 @bp.activity_trigger(input_name="request", activity="getJobRunOutput")
 @traced_activity("getJobRunOutput")
 def getJobRunOutput(request: Any) -> Dict[str, Any]:
-    """Output of one task run (`runId`), or of several (`tasks`: [{"taskKey", "runId"}]) in one call."""
+    """Output of one task run (`runId`), or of several (`tasks`: [{"taskKey", "runId"}]) in one call.
+    With `tasks`, each task's output is fetched on its own: a task whose get-output Databricks
+    refuses or does not answer gets `outputError` (the error, scrubbed) and `outputErrorKind`
+    (transient: worth asking again; permanent), and the other tasks keep theirs. Only what affects
+    every task (a credential or configuration error) fails the activity."""
+    from databricks_jobs.errors import DatabricksApiError
+    from workflow.policy import error_message, failure_kind
+
     request = activity_input(request)
     client = _client()
     if "tasks" not in request:
@@ -271,7 +365,14 @@ def getJobRunOutput(request: Any) -> Dict[str, Any]:
     outputs = []
     for task in request["tasks"]:
         run_id = int(task["runId"])
-        outputs.append({"taskKey": task["taskKey"], **output_summary(run_id, client.get_run_output(run_id))})
+        try:
+            outputs.append({"taskKey": task["taskKey"], **output_summary(run_id, client.get_run_output(run_id))})
+        except DatabricksApiError as error:
+            text = str(error)
+            log.warning("getJobRunOutput: output of task %s (run %s) could not be fetched: %s",
+                        task["taskKey"], run_id, text)
+            outputs.append({"taskKey": task["taskKey"], "runId": run_id, "outputError": error_message(text),
+                            "outputErrorKind": failure_kind(text)})
     return {"tasks": outputs}
 
 

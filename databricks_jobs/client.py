@@ -45,8 +45,13 @@ log = scrubbed_logger(__name__)
 
 USER_AGENT = "durable-databricks-jobs/1.0"
 MAX_IDEMPOTENCY_TOKEN_LENGTH = 64
-# jobs/list accepts up to 25 per page in 2.1 (100 in 2.2); 25 is valid for both.
-LIST_PAGE_SIZE = 25
+# jobs/list: at most 25 per page in 2.1, 100 in 2.2 ("greater than 0 and less or equal to 100",
+# the SDK's list). The lookup of saved jobs always asks through 2.2, whatever version the app is set
+# to: a name with 500 leftovers costs 5 pages, not 20.
+LIST_PAGE_SIZE = 100
+LIST_API_VERSION = "2.2"
+# Who the app is (SCIM Me): the creator_user_name of every job it creates.
+SCIM_ME_PATH = "/api/2.0/preview/scim/v2/Me"
 # jobs/runs/list: "Number of runs to return. Maximum is 25." (the Jobs OpenAPI description in spec/).
 RUNS_PAGE_SIZE = 25
 # Messages are carried into orchestration history; an HTML error page must not flood it.
@@ -305,7 +310,7 @@ class JobsClient:
         self._session.headers["User-Agent"] = USER_AGENT
         self._session.trust_env = False  # no .netrc credentials or proxy variables leaking in
         # The adapter makes one attempt (requests' default Retry(0, read=False)); _send retries.
-        self._session.mount(self.api_url + "/", HTTPAdapter(pool_connections=1, pool_maxsize=pool_maxsize))
+        self._session.mount(self.host + "/api/", HTTPAdapter(pool_connections=1, pool_maxsize=pool_maxsize))
 
         def policy(**kwargs: Any) -> BoundedRetry:
             return _retry(max_elapsed_seconds=retry_max_seconds, sleep_func=sleep_func, clock=clock, **kwargs)
@@ -340,20 +345,39 @@ class JobsClient:
         """Jobs whose name is exactly `name` (Databricks matches case-insensitively), all pages."""
         return self.find_jobs(name)
 
-    def find_jobs(self, name: str, *, tag: Optional[Tuple[str, str]] = None) -> List[Dict[str, Any]]:
-        """Jobs named exactly `name` (all pages of jobs/list?name=), and when `tag=(key, value)` is
-        given, only those whose settings carry that tag: how an at-least-once caller finds the job
-        an earlier attempt created."""
+    def find_jobs(self, name: str, *, tag: Optional[Tuple[str, str]] = None,
+                  expand_tasks: bool = False) -> List[Dict[str, Any]]:
+        """Jobs named exactly `name` (all pages of jobs/list?name=, 100 a page), and when
+        `tag=(key, value)` is given, only those whose settings carry that tag: how an at-least-once
+        caller finds the job an earlier attempt created. Each job as listed: `job_id`,
+        `created_time`, `creator_user_name`, `settings`; with `expand_tasks`, its whole settings
+        (a job with more than 100 tasks, jobs, job clusters or environments is read whole with jobs/get)."""
         jobs: List[Dict[str, Any]] = []
-        for page in self._pages("jobs/list", {"name": name, "limit": LIST_PAGE_SIZE}):
+        params: Dict[str, Any] = {"name": name, "limit": LIST_PAGE_SIZE}
+        if expand_tasks:
+            params["expand_tasks"] = "true"
+        for page in self._pages("jobs/list", params, version=LIST_API_VERSION):
             for job in page.get("jobs") or ():
                 settings = job.get("settings") or {}
                 if settings.get("name") != name:
                     continue
                 if tag is not None and (settings.get("tags") or {}).get(tag[0]) != tag[1]:
                     continue
+                if expand_tasks and job.get("has_more"):
+                    # jobs/list shows the first 100 elements of each array; jobs/get pages the rest.
+                    job = {**job, **self.get_job(int(job["job_id"]))}
+                    job.pop("has_more", None)
                 jobs.append(job)
         return jobs
+
+    def current_user_name(self) -> str:
+        """The app's own identity in the workspace (SCIM Me `userName`; for a service principal, its
+        application id): what Databricks records as `creator_user_name` of the jobs it creates."""
+        me = self._call("GET", SCIM_ME_PATH)
+        name = me.get("userName")
+        if not isinstance(name, str) or not name:
+            raise DatabricksApiError(200, "INVALID_RESPONSE", f"GET {SCIM_ME_PATH} returned no userName")
+        return name
 
     def reset_job(self, job_id: int, settings: Mapping[str, Any]) -> None:
         """POST jobs/reset: `settings` replace all of the job's settings. Idempotent (retried)."""
@@ -501,10 +525,10 @@ class JobsClient:
 
     # -- transport ----------------------------------------------------------------------------
 
-    def _pages(self, path: str, params: Dict[str, Any]) -> Iterator[Dict[str, Any]]:
+    def _pages(self, path: str, params: Dict[str, Any], *, version: Optional[str] = None) -> Iterator[Dict[str, Any]]:
         seen_tokens = set()
         while True:
-            page = self._call("GET", path, params=params)
+            page = self._call("GET", path, params=params, version=version)
             yield page
             token = page.get("next_page_token")
             if not token or token in seen_tokens:  # a repeated token would loop forever
@@ -513,16 +537,16 @@ class JobsClient:
             params = {**params, "page_token": token}
 
     def _call(self, method: str, path: str, *, params: Optional[Mapping[str, Any]] = None,
-              body: Optional[Mapping[str, Any]] = None) -> Dict[str, Any]:
-        return self._payload(method, path, self._exchange(method, path, params, body))
+              body: Optional[Mapping[str, Any]] = None, version: Optional[str] = None) -> Dict[str, Any]:
+        return self._payload(method, path, self._exchange(method, path, params, body, version))
 
     def _exchange(self, method: str, path: str, params: Optional[Mapping[str, Any]],
-                  body: Optional[Mapping[str, Any]]) -> _Exchange:
-        exchange = self._send(method, path, params, body)
+                  body: Optional[Mapping[str, Any]], version: Optional[str] = None) -> _Exchange:
+        exchange = self._send(method, path, params, body, version)
         if exchange.response.status_code == 401:
             # The token may have been revoked or rotated: fetch a fresh one and try once more.
             self._tokens.invalidate()
-            exchange = self._send(method, path, params, body)
+            exchange = self._send(method, path, params, body, version)
         return exchange
 
     def _payload(self, method: str, path: str, exchange: _Exchange) -> Dict[str, Any]:
@@ -561,11 +585,13 @@ class JobsClient:
         return checked, secrets
 
     def _send(self, method: str, path: str, params: Optional[Mapping[str, Any]],
-              body: Optional[Mapping[str, Any]]) -> _Exchange:
+              body: Optional[Mapping[str, Any]], version: Optional[str] = None) -> _Exchange:
         """Every HTTP attempt of one call, with the retry policy for (method, path); the one place
         that sees each attempt (logged at DEBUG, retries at INFO, and given to `attempt_observer`)."""
         retry = self._retry_policy(method, path)
-        url = f"{self.api_url}/{path}"
+        # `path` is under the Jobs API of the app's version, of `version`, or absolute (/api/...).
+        url = (f"{self.host}{path}" if path.startswith("/") else
+               f"{self.host}/api/{version}/{path}" if version else f"{self.api_url}/{path}")
         attempt = 0
         while True:
             attempt += 1

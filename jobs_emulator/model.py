@@ -82,7 +82,7 @@ class Store:
     def __init__(self, clock: Callable[[], float], scenario: Scenario, *, base_url: Callable[[], str],
                  workspace_id: int, user_name: str, cancel_seconds: float, max_jobs: int = 10_000,
                  job_creation_rate_limit: int = 10_000, job_creation_rate_window: float = 3600.0,
-                 keep_runs_of_deleted_jobs: bool = False):
+                 keep_runs_of_deleted_jobs: bool = False, job_ids: str = "ascending"):
         self.clock = clock
         self.scenario = scenario
         self._base_url = base_url
@@ -105,7 +105,13 @@ class Store:
         self._order: list[tuple[int, int]] = []  # (start_time ms, run_id), sorted: runs/list order
         self._maybe_active: dict[int, Run] = {}  # runs not yet seen terminal: active_only scans these
         self._creations: deque = deque()  # times of job creations inside the rate window
-        self._job_ids = itertools.count(JOB_ID_BASE + 1)
+        self._creation_order: dict[int, int] = {}  # job id -> creation sequence (ties of created_time)
+        self._creations_seen = itertools.count()
+        if job_ids not in ("ascending", "descending"):
+            raise ValueError("job_ids must be 'ascending' or 'descending'")
+        # Descending: ids still in the same 15-digit range, each below the last.
+        self._job_ids = (itertools.count(JOB_ID_BASE + 1) if job_ids == "ascending"
+                         else itertools.count(JOB_ID_BASE + 999_999_999, -1))
         self._run_ids = itertools.count(RUN_ID_BASE + 1)
 
     # -- planner host ---------------------------------------------------------------------------
@@ -165,7 +171,7 @@ class Store:
     def _job_exists(self, job_id: int) -> bool:
         return job_id in self.jobs
 
-    def create_job(self, body: dict, version: str) -> dict:
+    def create_job(self, body: dict, version: str, creator: str | None = None) -> dict:
         with self.lock:
             settings = check.job_settings(body, job_exists=self._job_exists, default_queue=version == "2.2")
             now = self.clock()
@@ -177,7 +183,8 @@ class Store:
                                "through the /jobs/create endpoint, which are displayed in the Jobs UI")
             self._count_creation(now)
             job_id = next(self._job_ids)
-            self.jobs[job_id] = Job(job_id, settings, now, self.user_name)
+            self._creation_order[job_id] = next(self._creations_seen)
+            self.jobs[job_id] = Job(job_id, settings, now, creator or self.user_name)
         return {"job_id": job_id}
 
     def _count_creation(self, now: float) -> None:
@@ -227,8 +234,10 @@ class Store:
 
     def list_jobs(self, query: dict, version: str) -> dict:
         limit = _as_int(query.get("limit", 20), "limit")
-        if not 0 < limit <= 100:
-            raise invalid(f"The limit must be greater than 0 and at most 100, got {limit}.")
+        # 2.2: "greater than 0 and less or equal to 100" (SDK list); 2.1: "less or equal to 25".
+        most = 100 if version == "2.2" else 25
+        if not 0 < limit <= most:
+            raise invalid(f"The limit must be greater than 0 and at most {most}, got {limit}.")
         name = query.get("name")
         offset = 0
         if query.get("page_token"):
@@ -237,8 +246,10 @@ class Store:
             offset = _as_int(query["offset"], "offset")
         expand = _as_bool(query.get("expand_tasks", False))
         with self.lock:
-            jobs = [j for j in self.jobs.values()
-                    if name is None or str(j.settings.get("name", "")).casefold() == name.casefold()]
+            # Newest first: offset is documented "relative to the most recently created job".
+            jobs = sorted((j for j in self.jobs.values()
+                           if name is None or str(j.settings.get("name", "")).casefold() == name.casefold()),
+                          key=lambda j: (-j.created_time, -self._creation_order[j.job_id]))
             page = jobs[offset:offset + limit]
             out: dict = {}
             if page:  # "Only included in the response if there are jobs to list"

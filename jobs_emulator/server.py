@@ -21,6 +21,10 @@ from .model import ApiError, Store
 from .scenario import Scenario
 
 _API_PATH = re.compile(r"^/api/(2\.[12])/jobs/([a-z/-]+)$")
+# SCIM "Me": who the caller is (userName; for a service principal its application id), which is
+# also the creator_user_name of the jobs it creates.
+_ME_PATH = "/api/2.0/preview/scim/v2/Me"
+_ME_ENDPOINT = "preview/scim/v2/Me"
 _ROUTES: dict[tuple[str, str], str] = {
     ("POST", "create"): "create_job",
     ("GET", "list"): "list_jobs",
@@ -115,7 +119,11 @@ class JobsEmulator:
     scenario: a :class:`Scenario`, a dict in its JSON shape, a path to a JSON file, or None.
     faults: a :class:`Faults`, a dict of its fields, or None.
     notification_destinations: ``{destination_id: {"url", "username", "password"}}``.
-    tokens: accepted bearer tokens (None accepts any non-empty token).
+    tokens: accepted bearer tokens (None accepts any non-empty token); a dict maps each token to the
+        identity it authenticates (its userName: jobs it creates carry it as creator_user_name, and
+        SCIM Me answers it); otherwise every token is ``user_name``.
+    job_ids: "ascending" (each new job id above the last) or "descending" (each below the last):
+        nothing documents that Databricks ids grow with creation time, so clients must not rely on it.
     cancel_seconds: how long a cancelled, started run stays TERMINATING (scaled by time_scale).
     auto_tick: run :meth:`tick` every ``tick_interval`` s in the background; default: on real
         time only (``time.time`` or a clock with ``is_virtual = False``). On a virtual clock call
@@ -134,7 +142,7 @@ class JobsEmulator:
                  webhook_timeout: float = 5.0, webhook_ids_as_strings: bool = False,
                  request_log_limit: int = 100_000, max_jobs: int = 10_000,
                  job_creation_rate_limit: int = 10_000, job_creation_rate_window: float = 3600.0,
-                 keep_runs_of_deleted_jobs: bool = False):
+                 keep_runs_of_deleted_jobs: bool = False, job_ids: str = "ascending"):
         if not callable(clock) and callable(getattr(clock, "now", None)):
             clock = clock.now  # accept a VirtualClock itself, not only its bound `now`
         self.clock = clock
@@ -146,6 +154,8 @@ class JobsEmulator:
         self.notification_destinations = {
             str(k): webhooks.Destination.coerce(v) for k, v in (notification_destinations or {}).items()}
         self.tokens = set(tokens) if tokens is not None else None
+        self.identities = {str(k): str(v) for k, v in tokens.items()} if isinstance(tokens, dict) else {}
+        self.user_name = user_name
         self.workspace_id = workspace_id
         if auto_tick is None:
             # devhost clocks say whether they are virtual; otherwise only time.time counts as real
@@ -163,7 +173,7 @@ class JobsEmulator:
                            workspace_id=workspace_id, user_name=user_name, cancel_seconds=cancel_seconds,
                            max_jobs=max_jobs, job_creation_rate_limit=job_creation_rate_limit,
                            job_creation_rate_window=job_creation_rate_window,
-                           keep_runs_of_deleted_jobs=keep_runs_of_deleted_jobs)
+                           keep_runs_of_deleted_jobs=keep_runs_of_deleted_jobs, job_ids=job_ids)
         self._calls: collections.Counter = collections.Counter()
         self._calls_lock = threading.Lock()
         self._log: collections.deque = collections.deque(maxlen=request_log_limit)
@@ -350,9 +360,9 @@ class JobsEmulator:
             return self._error(h, entry, ApiError(404, "NOT_FOUND", "Not found"))
         match = _API_PATH.match(path)
         operation = _ROUTES.get((method, match.group(2))) if match else None
-        if match:
+        if match or path == _ME_PATH:
             with self._calls_lock:
-                self._calls[(method, match.group(2))] += 1
+                self._calls[(method, match.group(2) if match else _ME_ENDPOINT)] += 1
 
         auth = h.headers.get("Authorization") or ""
         scheme, _, token = auth.partition(" ")
@@ -362,6 +372,10 @@ class JobsEmulator:
                 401, "UNAUTHENTICATED", "Credential was not sent or was of an unsupported type for this API."))
         if self.tokens is not None and token not in self.tokens:
             return self._error(h, entry, ApiError(401, "UNAUTHENTICATED", "Invalid access token."))
+        caller = self.identities.get(token, self.user_name)
+        if path == _ME_PATH and method == "GET":
+            entry["status"] = 200
+            return self._send(h, 200, json.dumps(_scim_me(caller)).encode())
         if operation is None:
             return self._error(h, entry, ApiError(404, "ENDPOINT_NOT_FOUND", f"No API found for '{method} {path}'"))
 
@@ -392,7 +406,10 @@ class JobsEmulator:
             else:
                 arg = query
             handler = getattr(self.store, operation)
-            result = handler(arg, match.group(1)) if operation in _VERSIONED else handler(arg)
+            if operation == "create_job":
+                result = handler(arg, match.group(1), creator=caller)
+            else:
+                result = handler(arg, match.group(1)) if operation in _VERSIONED else handler(arg)
         except ApiError as exc:
             return self._error(h, entry, exc)
         except Exception as exc:  # a bug in the emulator still answers in the Databricks shape
@@ -422,3 +439,12 @@ class JobsEmulator:
             lines.append("Connection: close")
         head = ("\r\n".join(lines) + "\r\n\r\n").encode("latin-1")
         h.wfile.write(head if h.command == "HEAD" else head + body)
+
+
+def _scim_me(user_name: str) -> dict:
+    """GET /api/2.0/preview/scim/v2/Me as the workspace answers it (the fields a client reads)."""
+    import hashlib
+
+    return {"schemas": ["urn:ietf:params:scim:schemas:core:2.0:User"],
+            "id": str(int(hashlib.sha256(user_name.encode()).hexdigest()[:13], 16)),
+            "userName": user_name, "displayName": user_name, "active": True}

@@ -78,7 +78,29 @@ def job_settings(body: dict, *, job_exists: Callable[[int], bool], default_queue
             task.setdefault("timeout_seconds", 0)
             task.setdefault("email_notifications", {})
     validate(settings, job_exists=job_exists)
+    _as_returned(settings)
     return settings
+
+
+def _as_returned(settings: dict) -> None:
+    """What else the service changes between jobs/create and jobs/get (databricks/cli testserver,
+    which mirrors the cloud): depends_on comes back in an order of its own (by task key), a notebook
+    or Python script task's `source` is filled in (GIT with a git_source, WORKSPACE otherwise), and
+    `apply_policy_default_values` is consumed, never returned."""
+    source = "GIT" if settings.get("git_source") else "WORKSPACE"
+    clusters = [c.get("new_cluster") for c in settings.get("job_clusters") or [] if isinstance(c, dict)]
+    for task in settings.get("tasks") or []:
+        if not isinstance(task, dict):
+            continue
+        if isinstance(task.get("depends_on"), list):
+            task["depends_on"] = sorted(task["depends_on"], key=lambda d: str(d.get("task_key")))
+        for kind in ("notebook_task", "spark_python_task"):
+            if isinstance(task.get(kind), dict):
+                task[kind].setdefault("source", source)
+        clusters.append(task.get("new_cluster"))
+    for cluster in clusters:
+        if isinstance(cluster, dict):
+            cluster.pop("apply_policy_default_values", None)
 
 
 def submit_settings(body: dict, *, job_exists: Callable[[int], bool]) -> dict:

@@ -194,6 +194,7 @@ class _Run:
                    "job": self.request["job"], "private": self.request.get("deleteJobOnCompletion", False)}
         if stale_job_id is not None:
             payload["staleJobId"] = stale_job_id
+        self.progress["createSent"] = True  # a private job may exist from here on, even if we stop
         job = yield from self.call("createJob", payload)
         self.progress["jobId"] = job["jobId"]
         self.progress["signals"] = self.progress["signals"] or bool(job.get("webhooks"))
@@ -320,18 +321,65 @@ class _Run:
         """fetchOutput: get-output of every task that ran (latest attempt), with TASK run ids (the
         job run id is refused for multi-task runs, which is every job made by jobs/create). Failed
         tasks are fetched for their error and trace. The run has ended, so its outcome stands
-        whatever happens here: a cancel has nothing left to stop, and output that cannot be
-        fetched is reported as `outputError`."""
+        whatever happens here: a cancel has nothing left to stop. Each task's output stands on its
+        own: a task whose get-output failed transiently is asked again on the retry schedule (only
+        those tasks), and a task whose output cannot be fetched gets `outputError` while the others
+        keep theirs."""
         tasks = policy.tasks_that_ran(run)
         if not tasks:
             return {}
         self.show("fetchOutput")
+        pending = [{"taskKey": t["taskKey"], "runId": t["runId"]} for t in tasks]
+        results: dict = {}
+        attempt = 1
+        while pending:
+            try:
+                fetched = yield from self.call_after_end("getJobRunOutput", {"tasks": pending})
+            except WorkflowFailed as failure:  # what affects every task (credentials, configuration)
+                for task in pending:
+                    results[task["taskKey"]] = {**task, "outputError": str(failure)}
+                break
+            retry = []
+            for output in fetched["tasks"]:
+                kind = output.pop("outputErrorKind", None)
+                if "outputError" in output and kind == policy.TRANSIENT and attempt < ACTIVITY_RETRY.max_attempts:
+                    retry.append({"taskKey": output["taskKey"], "runId": output["runId"]})
+                else:
+                    results[output["taskKey"]] = output
+            pending = retry
+            if pending:
+                attempt += 1
+                self.events += EVENTS_PER_WAIT
+                yield self.context.create_timer(self.now() + timedelta(seconds=ACTIVITY_RETRY.delay_before(attempt)))
+        return results
+
+    def delete_private_job(self):
+        """A private job (deleteJobOnCompletion) is deleted however the workflow ends: success,
+        failure, cancel or deadline. If the workflow stopped while createJob ran, the job that call
+        may have made is looked up (by the run key's tag) first. True, False (could not be deleted:
+        a leftover job is only clutter) or None (no private job)."""
+        r, p = self.request, self.progress
+        if not (r.get("deleteJobOnCompletion") and r["jobSource"] == "create"):
+            return None
+        job_id = p.get("jobId")
+        if job_id is None:
+            if not p.get("createSent"):
+                return None
+            try:
+                found = yield from self.call_after_end("createJob", {
+                    "instanceId": self.context.instance_id, "runKey": p["runKey"], "job": r["job"],
+                    "private": True, "lookupOnly": True})
+            except WorkflowFailed:
+                return False
+            job_id = found.get("jobId")
+            if job_id is None:
+                return None
+        self.show("deleteJob")
         try:
-            fetched = yield from self.call_after_end("getJobRunOutput", {
-                "tasks": [{"taskKey": t["taskKey"], "runId": t["runId"]} for t in tasks]})
-        except WorkflowFailed as failure:
-            return {"outputError": str(failure)}
-        return {t["taskKey"]: t for t in fetched["tasks"]}
+            yield from self.call_after_end("deleteJob", {"jobId": job_id})
+            return True
+        except WorkflowFailed:
+            return False
 
     def repair(self, run: dict):
         """Rerun the failed tasks of the ended run (runs/repair); the workflow keeps waiting."""
@@ -425,16 +473,8 @@ def _workflow(run: _Run):
         # The run ended on its own before the cancel took effect: report it as it ended.
         result = own
     task_outputs = yield from run.fetch_output(final)
-    outputs = policy.outputs(job_id=p["jobId"], run_id=p["runId"], result=result, run=final,
-                             task_outputs=task_outputs, output_task_key=r.get("taskKey"), repairs=p["repairs"])
-    if r.get("deleteJobOnCompletion") and p["jobId"] is not None:
-        run.show("deleteJob")
-        try:
-            yield from run.call_after_end("deleteJob", {"jobId": p["jobId"]})
-            outputs["jobDeleted"] = True
-        except WorkflowFailed:
-            outputs["jobDeleted"] = False  # the run's outcome stands; a leftover job is only clutter
-    return outputs
+    return policy.outputs(job_id=p["jobId"], run_id=p["runId"], result=result, run=final,
+                          task_outputs=task_outputs, output_task_key=r.get("taskKey"), repairs=p["repairs"])
 
 
 def _notify(run: _Run, outputs: dict):
@@ -463,9 +503,13 @@ def create_job_and_run(context: df.DurableOrchestrationContext):
         outputs = yield from _workflow(run)
     except WorkflowFailed as failure:
         run.unregister()
+        deleted = yield from run.delete_private_job()
         if notify:
             # A caller that started us by event or message learns of a failed workflow too.
-            yield from _notify(run, policy.failure_outputs(job_id=p["jobId"], run_id=p["runId"], error=str(failure)))
+            failed = policy.failure_outputs(job_id=p["jobId"], run_id=p["runId"], error=str(failure))
+            if deleted is not None:
+                failed["jobDeleted"] = deleted
+            yield from _notify(run, failed)
         if not context.is_replaying:
             log.warning("workflow %s failed: %s", context.instance_id, failure)
             from telemetry.workflow import workflow_failed  # on first use: cold start
@@ -474,6 +518,10 @@ def create_job_and_run(context: df.DurableOrchestrationContext):
     if outputs is None:
         return None  # continued as new
     run.unregister()
+    # After the output is fetched (a deleted job's runs can no longer be read).
+    deleted = yield from run.delete_private_job()
+    if deleted is not None:
+        outputs["jobDeleted"] = deleted
     if notify:
         error = yield from _notify(run, outputs)
         if error:

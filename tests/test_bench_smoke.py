@@ -134,11 +134,16 @@ def test_jobs_per_definition_bench_keeps_one_job_and_the_baseline_one_per_workfl
     monkeypatch.setattr(jobs_per_definition, "WORKFLOWS", 4)
     monkeypatch.setattr(jobs_per_definition, "BATCH", 2)
     monkeypatch.setattr(jobs_per_definition, "DOCS_DIR", tmp_path)
+    monkeypatch.setattr(jobs_per_definition, "LEFTOVERS", 120)
     jobs_per_definition.run()  # its targets are for 1,000 workflows: creating the job weighs more in 2
     out = capsys.readouterr().out
+    # Cold worker among 120 same-named leftovers: 2 + 2 list pages at 100 a page, 5 + 5 at 25.
+    assert "| 100 a page | 120 | 4 | 1 | 1 | 6 |" in out and "| 25 a page (baseline) | 120 | 10 | 1 | 1 | 12 |" in out
+    assert "PASS  cold worker, 120 same-named leftovers: jobs/list pages <= 4" in out
     results_line = [line for line in out.splitlines() if line.startswith("| private-kept | 3-4 | warm")]
     assert results_line and results_line[0].endswith("| 4 |")  # one kept job per workflow
-    assert "| shared | 5-6 | cold | 1 | 0 | 2 | 1.50 | 1 |" in out  # a cold cache looks the job up once
+    # A cold cache learns who the app is and looks the job up once.
+    assert "| shared | 5-6 | cold | 1 | 1 | 0 | 2 | 2.00 | 1 |" in out
     assert "PASS  shared: saved jobs left = 1" in out
     assert "<!-- jobs_per_definition:start -->" in (tmp_path / "benchmarks.md").read_text("utf-8")
 

@@ -129,6 +129,8 @@ def _field_of(error) -> Optional[str]:
     schema = error.schema if isinstance(error.schema, Mapping) else {}
     if schema.get("x-field"):
         return json_path(parts + [schema["x-field"]])
+    if schema.get("x-names-key") and isinstance(instance, str):
+        return json_path(parts + [instance])  # a propertyNames rule: the offending key is the field
     if isinstance(instance, Mapping):
         if error.validator == "required":
             parts += [k for k in error.validator_value if k not in instance][:1]

@@ -19,12 +19,20 @@ from typing import Any, Dict, Iterable, List, Mapping, Optional, Tuple
 
 CREATE, EXISTING, ONE_TIME = "create", "existing", "oneTime"
 # The workflow's own deadline cancels the run; the job's timeout, a little later, is the backstop
-# that stops the run even if the workflow is gone (terminated, purged, its app deleted).
+# that stops the run even if the workflow is gone (terminated, purged, its app deleted). A run of
+# its own (a one-time run, a private job) gets the request's deadline plus this margin. A SHARED
+# job gets one fixed ceiling instead (the longest deadline a request may ask for, plus the margin):
+# a per-request value would make every deadline a definition of its own, a saved job per workflow.
 JOB_TIMEOUT_MARGIN_SECONDS = 300
+MAX_TIMEOUT_SECONDS = 2_592_000  # input.schema.json: timeoutSeconds maximum (30 days)
+SHARED_JOB_TIMEOUT_SECONDS = MAX_TIMEOUT_SECONDS + JOB_TIMEOUT_MARGIN_SECONDS
 # Concurrent workflows of one definition share its job: each must get its own run, not SKIPPED.
 DEFAULT_MAX_CONCURRENT_RUNS = 1000
 DEFINITION_TAG = "durable_job_definition"  # the fingerprint of a shared job's settings
 RUN_KEY_TAG = "durable_run_key"  # a private job (deleteJobOnCompletion) belongs to one workflow run
+# Tag keys with this prefix are the app's own: a request may not set them (a forged definition tag
+# would plant a job for another caller's definition).
+RESERVED_TAG_PREFIX = "durable_"
 TASK_DEFINITION_FIELDS = ("notebookPath", "tasks")
 _TASK_TYPES = ("notebook_task", "spark_python_task", "python_wheel_task", "sql_task", "run_job_task")
 
@@ -63,14 +71,15 @@ def tasks_of(body: Mapping[str, Any]) -> List[dict]:
     return [task]
 
 
-def _shared_settings(body: Mapping[str, Any], tasks: List[dict]) -> Dict[str, Any]:
+def _shared_settings(body: Mapping[str, Any], tasks: List[dict], *, shared_job: bool = False) -> Dict[str, Any]:
     """The parts a saved job and a one-time run are both made of."""
     out: Dict[str, Any] = {"tasks": tasks}
     for field, key in (("jobClusters", "job_clusters"), ("environments", "environments"), ("gitSource", "git_source")):
         if body.get(field):
             out[key] = body[field]
     out["queue"] = dict(body.get("queue") or {"enabled": True})
-    out["timeout_seconds"] = int(body["timeoutSeconds"]) + JOB_TIMEOUT_MARGIN_SECONDS
+    out["timeout_seconds"] = (SHARED_JOB_TIMEOUT_SECONDS if shared_job
+                              else int(body["timeoutSeconds"]) + JOB_TIMEOUT_MARGIN_SECONDS)
     return out
 
 
@@ -93,7 +102,7 @@ def plan_of(body: Mapping[str, Any]) -> dict:
         "submit": None,
     }
     if source == CREATE:
-        job = {"name": body["jobName"], **_shared_settings(body, tasks),
+        job = {"name": body["jobName"], **_shared_settings(body, tasks, shared_job=not body.get("deleteJobOnCompletion")),
                "max_concurrent_runs": body.get("maxConcurrentRuns", DEFAULT_MAX_CONCURRENT_RUNS)}
         for field, key in (("parameters", "parameters"), ("tags", "tags")):
             if body.get(field):
@@ -192,13 +201,137 @@ def _cycle(tasks: Iterable[Mapping[str, Any]]) -> Optional[List[str]]:
 
 
 # -- shared jobs ------------------------------------------------------------------------------------
+#
+# A definition is named by the fingerprint of its settings in a canonical form, so that what
+# Databricks gives back for a job (jobs/get, jobs/list?expand_tasks=true) hashes to the fingerprint
+# it was created with, and the same definition written two ways is one job:
+# - order carries no meaning in tasks, depends_on, job_clusters, environments, parameters or
+#   webhook destinations (Databricks itself returns depends_on in an order of its own), nor in keys;
+# - a field at the value Databricks takes when it is omitted counts as omitted (the service fills
+#   these in on jobs/create and returns them; JobSettings and Task in the Jobs API, and databricks/cli's
+#   test server, which mirrors what the service returns);
+# - what the service consumes and never returns (apply_policy_default_values) is left out, and so
+#   are the tags this app sets itself.
+# Every other difference is a different definition: callers' tags, run_as and webhooks included.
 
-def fingerprint(settings: Mapping[str, Any]) -> str:
-    """Names one job definition: the same settings always give the same value, any difference a
-    different one. Key order does not matter; the tags this app adds are left out."""
-    own = {k: v for k, v in settings.items() if k != "tags"}
-    tags = {k: v for k, v in (settings.get("tags") or {}).items() if k not in (DEFINITION_TAG, RUN_KEY_TAG)}
+JOB_DEFAULTS: Dict[str, Any] = {
+    "max_concurrent_runs": 1, "timeout_seconds": 0, "format": "MULTI_TASK", "email_notifications": {},
+    "webhook_notifications": {}, "notification_settings": {}, "tags": {}, "parameters": [], "job_clusters": [],
+    "environments": [], "description": "", "edit_mode": "EDITABLE",
+}
+# Inside these objects an empty list and false mean "not set" (no destination, no opt-out).
+_NOTIFICATION_FIELDS = ("email_notifications", "webhook_notifications", "notification_settings")
+TASK_DEFAULTS: Dict[str, Any] = {
+    "run_if": "ALL_SUCCESS", "timeout_seconds": 0, "email_notifications": {}, "notification_settings": {},
+    "webhook_notifications": {}, "depends_on": [], "libraries": [], "max_retries": 0,
+    "min_retry_interval_millis": 0, "retry_on_timeout": False, "disabled": False, "description": "",
+}
+# Fields Databricks accepts on a cluster spec but does not return.
+_CLUSTER_WRITE_ONLY = ("apply_policy_default_values",)
+# Fields Databricks fills in on a cluster spec that did not give them, with values that depend on the
+# cloud and the workspace (databricks/cli's test server: aws_attributes, data_security_mode,
+# enable_elastic_disk). A job's spec may carry them although the definition did not; they are
+# compared only where the definition gives them (see `canonical_settings(reference=...)`).
+CLUSTER_SERVER_FILLED = ("azure_attributes", "aws_attributes", "gcp_attributes", "enable_elastic_disk",
+                         "data_security_mode")
+_SOURCE_TASKS = ("notebook_task", "spark_python_task")
+_APP_TAGS = (DEFINITION_TAG, RUN_KEY_TAG)
+
+
+def _without_defaults(obj: Mapping[str, Any], defaults: Mapping[str, Any]) -> Dict[str, Any]:
+    return {k: v for k, v in obj.items() if not (k in defaults and v == defaults[k]) and v is not None}
+
+
+def _cluster(spec: Any, reference: Any) -> Any:
+    if not isinstance(spec, Mapping):
+        return spec
+    given = reference if isinstance(reference, Mapping) else None
+    out = {}
+    for key, value in spec.items():
+        if key in _CLUSTER_WRITE_ONLY:
+            continue
+        if key in CLUSTER_SERVER_FILLED and given is not None and key not in given:
+            continue  # filled in by the service: not part of a definition that did not give it
+        out[key] = value
+    return out
+
+
+def _sorted_by(items: Any, key: str) -> Any:
+    if not isinstance(items, list) or not all(isinstance(i, Mapping) for i in items):
+        return items
+    return sorted(items, key=lambda i: json.dumps(i.get(key), sort_keys=True))
+
+
+def _notifications(obj: Dict[str, Any]) -> None:
+    """Notification objects without their unset entries (empty lists, false), webhook destinations
+    in id order and e-mail addresses sorted; an object left empty is dropped."""
+    for field in _NOTIFICATION_FIELDS:
+        value = obj.get(field)
+        if not isinstance(value, Mapping):
+            continue
+        kept = {}
+        for key, entry in value.items():
+            if entry in ([], False, None, {}):
+                continue
+            if isinstance(entry, list):
+                entry = (_sorted_by(entry, "id") if all(isinstance(e, Mapping) for e in entry)
+                         else sorted(entry, key=str))
+            kept[key] = entry
+        if kept:
+            obj[field] = kept
+        else:
+            del obj[field]
+
+
+def _task(task: Mapping[str, Any], reference: Optional[Mapping[str, Any]], git: bool) -> Dict[str, Any]:
+    out = _without_defaults(task, TASK_DEFAULTS)
+    if "depends_on" in out:
+        out["depends_on"] = sorted((_without_defaults(d, {"outcome": None}) for d in out["depends_on"]),
+                                   key=lambda d: json.dumps(d, sort_keys=True))
+    _notifications(out)
+    for kind in _SOURCE_TASKS:
+        spec = out.get(kind)
+        if isinstance(spec, Mapping):
+            # `source` defaults to GIT when the job has a git_source, WORKSPACE otherwise.
+            spec = _without_defaults(spec, {"source": "GIT" if git else "WORKSPACE", "base_parameters": {},
+                                            "parameters": []})
+            out[kind] = spec
+    if "new_cluster" in out:
+        out["new_cluster"] = _cluster(out["new_cluster"], None if reference is None else reference.get("new_cluster", {}))
+    return out
+
+
+def canonical_settings(settings: Mapping[str, Any], *, reference: Optional[Mapping[str, Any]] = None) -> Dict[str, Any]:
+    """The settings in the canonical form the fingerprint hashes (see above). `reference`: the
+    settings the definition asks for, when `settings` are a job's as Databricks returned them; a
+    cluster field the service fills in is then compared only where the reference gives it."""
+    own = _without_defaults({k: v for k, v in settings.items() if k != "tags"}, JOB_DEFAULTS)
+    tags = {k: v for k, v in (settings.get("tags") or {}).items() if k not in _APP_TAGS}
     if tags:
         own["tags"] = tags
-    canonical = json.dumps(own, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
+    git = bool(settings.get("git_source"))
+    ref_tasks = {t.get("task_key"): t for t in (reference or {}).get("tasks") or () if isinstance(t, Mapping)}
+    if isinstance(own.get("tasks"), list):
+        own["tasks"] = _sorted_by([_task(t, ref_tasks.get(t.get("task_key"), {}) if reference is not None else None, git)
+                                   if isinstance(t, Mapping) else t for t in own["tasks"]], "task_key")
+    if isinstance(own.get("job_clusters"), list):
+        ref_clusters = {c.get("job_cluster_key"): c for c in (reference or {}).get("job_clusters") or ()
+                        if isinstance(c, Mapping)}
+        own["job_clusters"] = _sorted_by([
+            {**c, "new_cluster": _cluster(c.get("new_cluster"), (ref_clusters.get(c.get("job_cluster_key")) or {})
+                                          .get("new_cluster", {}) if reference is not None else None)}
+            if isinstance(c, Mapping) and "new_cluster" in c else c for c in own["job_clusters"]], "job_cluster_key")
+    for field, key in (("environments", "environment_key"), ("parameters", "name")):
+        if field in own:
+            own[field] = _sorted_by(own[field], key)
+    _notifications(own)
+    return own
+
+
+def fingerprint(settings: Mapping[str, Any], *, reference: Optional[Mapping[str, Any]] = None) -> str:
+    """Names one job definition: the same settings in any order, with defaults spelled out or not,
+    give the same value; any other difference a different one. The tags this app adds are left
+    out. `reference`: see `canonical_settings`."""
+    canonical = json.dumps(canonical_settings(settings, reference=reference), sort_keys=True,
+                           separators=(",", ":"), ensure_ascii=False)
     return hashlib.sha256(canonical.encode("utf-8")).hexdigest()[:40]

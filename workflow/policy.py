@@ -305,7 +305,9 @@ def _task_entry(task: Mapping[str, Any], output: Mapping[str, Any]) -> dict:
     for key in ("error", "errorTrace"):
         if output.get(key):
             entry[key] = output[key]
-    if output.get("noNotebookOutput") or not output:
+    if output.get("outputError"):
+        entry["outputError"] = output["outputError"]  # this task's output could not be fetched
+    elif output.get("noNotebookOutput") or not output:
         # A Python, SQL or run-job task (or one that never ran) has no dbutils.notebook.exit() value.
         entry["noNotebookOutput"] = True
     return entry
@@ -355,8 +357,9 @@ def outputs(
         out["tasks"] = [_task_entry(t, task_outputs.get(t["taskKey"], {})) for t in tasks]
     if repairs:
         out["repairs"] = list(repairs)
-    if problem or (task_output or {}).get("outputError"):
-        out["outputError"] = problem or task_output["outputError"]
+    # On top too when it is the output `notebookResult` stands for (the other tasks' are on their entries).
+    if problem or main.get("outputError"):
+        out["outputError"] = problem or main["outputError"]
     return out
 
 

@@ -261,8 +261,11 @@ def vclock():
 
 
 @pytest.fixture
-def emulator(vclock):
-    emu = JobsEmulator(clock=vclock.now, tokens={TOKEN}, faults=Faults(retry_after=RETRY_AFTER))
+def emulator(vclock, request):
+    """The emulator; a test may pass it options with `@pytest.mark.emulator_options(job_ids="descending")`."""
+    marker = request.node.get_closest_marker("emulator_options")
+    emu = JobsEmulator(clock=vclock.now, tokens={TOKEN}, faults=Faults(retry_after=RETRY_AFTER),
+                       **(marker.kwargs if marker else {}))
     emu.start(port=0)
     yield emu
     emu.stop()

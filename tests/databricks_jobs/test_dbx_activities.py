@@ -14,6 +14,9 @@ from workflow.jobspec import DEFINITION_TAG, RUN_KEY_TAG, fingerprint
 
 HOST = "https://adb-1234567890123456.7.azuredatabricks.net"
 API = HOST + "/api/2.1/jobs"
+LIST = HOST + "/api/2.2/jobs/list"  # the lookup always lists through 2.2: 100 jobs a page
+ME = HOST + "/api/2.0/preview/scim/v2/Me"
+APP = "app-sp-0001"  # the app's identity: creator_user_name of the jobs it creates
 LONG_ID = "orchestration-" + "x" * 80
 JOB = {"name": "nightly", "tasks": [{"task_key": "main", "existing_cluster_id": "0923-164208-meows279",
                                      "notebook_task": {"notebook_path": "/Workspace/Users/me/nb"}}],
@@ -24,11 +27,19 @@ CREATE_INPUT = {"instanceId": "abc123", "runKey": "run-key-1", "job": JOB}
 @pytest.fixture
 def mocked(pat_env):
     with responses.RequestsMock(assert_all_requests_are_fired=False) as mock:
+        mock.get(ME, json={"userName": APP, "id": "1"})
         yield mock
 
 
 def listed(*jobs_):
-    return {"jobs": [{"job_id": job_id, "settings": {"name": name, "tags": tags}} for job_id, name, tags in jobs_]}
+    """jobs/list?expand_tasks=true: each job with its creator and settings (`settings` given whole,
+    or a name and tags that stand for the settings of JOB)."""
+    out = []
+    for job_id, name, tags, *rest in jobs_:
+        settings = rest[0] if rest else {**JOB, "name": name, "tags": tags}
+        out.append({"job_id": job_id, "created_time": 1_700_000_000_000 + job_id, "creator_user_name": APP,
+                    "settings": settings})
+    return {"jobs": out}
 
 
 def test_blueprint_registers_the_activities_by_name():
@@ -48,8 +59,8 @@ def _definition_tag(job=JOB, destination=None):
 
 def test_create_job_creates_the_definitions_job_tagged_with_its_fingerprint_when_none_exists(mocked):
     # Same name, another definition (an older version of the notebook job): not this one.
-    mocked.get(API + "/list", json=listed((9, "nightly", {DEFINITION_TAG: "an-older-definition"})),
-               match=[matchers.query_param_matcher({"name": "nightly", "limit": "25"})])
+    mocked.get(LIST, json=listed((9, "nightly", {DEFINITION_TAG: "an-older-definition"})),
+               match=[matchers.query_param_matcher({"name": "nightly", "limit": "100", "expand_tasks": "true"})])
     create = mocked.post(API + "/create", json={"job_id": 42})
     assert createJob(CREATE_INPUT) == {"jobId": 42, "created": True, "webhooks": False}
     body = json.loads(create.calls[0].request.body)
@@ -57,7 +68,7 @@ def test_create_job_creates_the_definitions_job_tagged_with_its_fingerprint_when
 
 
 def test_create_job_reuses_the_job_of_the_same_definition(mocked):
-    mocked.get(API + "/list", json=listed((9, "nightly", {DEFINITION_TAG: _definition_tag()})))
+    mocked.get(LIST, json=listed((9, "nightly", {DEFINITION_TAG: _definition_tag()})))
     create = mocked.post(API + "/create", json={"job_id": 42})
     assert createJob(CREATE_INPUT) == {"jobId": 9, "created": False, "webhooks": False}
     assert create.call_count == 0
@@ -68,7 +79,7 @@ def test_create_job_reuses_the_job_of_the_same_definition(mocked):
 
 
 def test_a_private_job_is_tagged_with_the_workflow_runs_key_and_never_reused(mocked):
-    mocked.get(API + "/list", json=listed((9, "nightly", {DEFINITION_TAG: _definition_tag()})))
+    mocked.get(LIST, json=listed((9, "nightly", {DEFINITION_TAG: _definition_tag()})))
     create = mocked.post(API + "/create", json={"job_id": 42})
     assert createJob({**CREATE_INPUT, "private": True})["jobId"] == 42
     assert json.loads(create.calls[0].request.body)["tags"] == {RUN_KEY_TAG: "run-key-1"}
@@ -82,10 +93,10 @@ def test_create_job_re_executed_creates_one_job(mocked):
 
     def create_job(request):
         body = json.loads(request.body)
-        state["jobs"].append((len(state["jobs"]) + 1, body["name"], body["tags"]))
+        state["jobs"].append((len(state["jobs"]) + 1, body["name"], body["tags"], body))
         return 200, {}, json.dumps({"job_id": len(state["jobs"])})
 
-    mocked.add_callback("GET", API + "/list", callback=list_jobs)
+    mocked.add_callback("GET", LIST, callback=list_jobs)
     mocked.add_callback("POST", API + "/create", callback=create_job)
     first = createJob(CREATE_INPUT)
     jobs.known_jobs.clear()  # another process: nothing cached
@@ -97,7 +108,7 @@ def test_create_job_re_executed_creates_one_job(mocked):
 
 def test_create_job_subscribes_the_notification_destination(mocked, configure):
     configure(notification_destination_id="0a1b2c3d-dest")
-    mocked.get(API + "/list", json={})
+    mocked.get(LIST, json={})
     create = mocked.post(API + "/create", json={"job_id": 3})
     assert createJob(CREATE_INPUT) == {"jobId": 3, "created": True, "webhooks": True}
     body = json.loads(create.calls[0].request.body)
@@ -231,3 +242,14 @@ def test_bad_configuration_fails_the_first_activity_call_naming_the_setting(conf
     configure(**{"host": HOST, "auth": "pat", "token": "dapi-x", **env})
     with pytest.raises(ConfigurationError, match=f"^Configuration error: {setting}: "):
         getJobRun({"runId": 1})
+
+
+@pytest.mark.parametrize("run_as, reused", [
+    ({"service_principal_name": APP}, True),   # a job runs as its creator unless told otherwise
+    ({"user_name": "someone@contoso.com"}, False),  # changed by hand to run as someone else: drift
+])
+def test_a_run_as_naming_the_creator_is_what_the_service_fills_in(mocked, run_as, reused):
+    settings = {**JOB, "tags": {DEFINITION_TAG: _definition_tag()}, "run_as": run_as}
+    mocked.get(LIST, json=listed((9, "nightly", None, settings)))
+    mocked.post(API + "/create", json={"job_id": 42})
+    assert createJob(CREATE_INPUT)["jobId"] == (9 if reused else 42)

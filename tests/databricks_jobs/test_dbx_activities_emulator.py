@@ -38,9 +38,10 @@ def test_the_jobs_api_calls_per_start_do_not_grow_with_earlier_workflows(client,
     for n in range(20):
         runJobNow({"runKey": f"k{n}", "jobId": createJob({**CREATE_INPUT, "runKey": f"k{n}"})["jobId"]})
     emulator.clear_request_log()
-    jobs.known_jobs.clear()  # a cold process: one list by name finds the one job
+    jobs.known_jobs.clear()  # a cold process: who am I (once per process), then one list by name
     createJob({**CREATE_INPUT, "runKey": "late"})
-    assert [r["path"].rsplit("/", 1)[-1] for r in emulator.request_log] == ["list"]
+    assert [r["path"].rsplit("/", 1)[-1] for r in emulator.request_log] == ["Me", "list"]
+    assert emulator.request_log[1]["query"]["limit"] == "100" and emulator.request_log[1]["path"].startswith("/api/2.2/")
     emulator.clear_request_log()
     createJob({**CREATE_INPUT, "runKey": "later"})  # warm: nothing at all
     assert emulator.request_log == []
@@ -54,8 +55,8 @@ def test_two_first_starts_that_both_created_the_job_converge_on_the_oldest(clien
     real_find = client.find_jobs
     calls_seen = []
 
-    def find_jobs_missing_theirs_once(name, *, tag=None):
-        found = real_find(name, tag=tag)
+    def find_jobs_missing_theirs_once(name, *, tag=None, expand_tasks=False):
+        found = real_find(name, tag=tag, expand_tasks=expand_tasks)
         calls_seen.append(len(found))
         return [] if len(calls_seen) == 1 else found
 
@@ -146,3 +147,127 @@ def test_outputs_of_every_task_in_one_activity(client, emulator, vclock):
     by_key = {o["taskKey"]: o for o in outputs}
     assert json.loads(by_key["extract"]["notebookResult"])["task_key"] == "extract"
     assert by_key["report"]["noNotebookOutput"] is True and "notebookResult" not in by_key["report"]
+
+
+# -- saved jobs belong to the app (issue 15 §4) and converge however ids are ordered (issue 14 §2) --
+
+def _job_created_by(emulator, identity_token, settings):
+    """A job created by another identity, straight through the Jobs API."""
+    import requests
+    r = requests.post(f"{emulator.base_url}/api/2.1/jobs/create", json=settings,
+                      headers={"Authorization": f"Bearer {identity_token}"}, timeout=10)
+    r.raise_for_status()
+    return r.json()["job_id"]
+
+
+@pytest.fixture
+def two_identities(emulator):
+    """The app's token, and a second caller's (a person or team with workspace access)."""
+    from dbx_emulator_support import TOKEN
+    emulator.identities.update({TOKEN: "app-sp-0001", "dapi-someone-else": "mallory@contoso.com"})
+    emulator.tokens.add("dapi-someone-else")
+    return "dapi-someone-else"
+
+
+def test_a_job_with_a_forged_definition_tag_made_by_another_identity_is_not_adopted(client, emulator, two_identities,
+                                                                                   caplog):
+    # Another identity plants a job with this definition's exact settings and tag (learnt from a
+    # job it can see), before the definition's first start.
+    planted = createJob(dict(CREATE_INPUT))["jobId"]
+    settings = emulator.jobs[planted]["settings"]
+    client.delete_job(planted)
+    jobs.known_jobs.clear()
+    forged = _job_created_by(emulator, two_identities, settings)
+    emulator.clear_request_log()
+    caplog.set_level("WARNING")
+    ours = createJob({**CREATE_INPUT, "runKey": "victim"})
+    assert ours["created"] is True and ours["jobId"] != forged
+    assert emulator.jobs[ours["jobId"]]["creator_user_name"] == "app-sp-0001"
+    assert f"job {forged} carries the tag durable_job_definition" in caplog.text
+    assert "mallory" not in caplog.text
+    # Cost: who am I, the lookup, the create, the convergence lookup; nothing deleted.
+    assert [r["path"].rsplit("/", 1)[-1] for r in emulator.request_log] == ["Me", "list", "create", "list"]
+
+
+def test_a_shared_job_edited_by_hand_is_not_reused_and_the_drift_is_logged(client, emulator, caplog):
+    first = createJob(dict(CREATE_INPUT))["jobId"]
+    # Someone changes the notebook of the shared job in the UI.
+    edited = dict(emulator.jobs[first]["settings"])
+    edited["tasks"] = [{**edited["tasks"][0], "notebook_task": {"notebook_path": "/Workspace/Users/x/evil"}}]
+    client.reset_job(first, edited)
+    jobs.known_jobs.clear()
+    caplog.set_level("WARNING")
+    second = createJob({**CREATE_INPUT, "runKey": "after-edit"})
+    assert second["created"] is True and second["jobId"] != first
+    assert f"job {first} was changed since the app created it (fields: tasks[main])" in caplog.text
+    assert "/Workspace/Users/x/evil" not in caplog.text  # names of fields, never values
+    assert set(emulator.jobs) == {first, second["jobId"]}  # the edited job is left alone
+    # The fresh job is reused from then on.
+    jobs.known_jobs.clear()
+    assert createJob({**CREATE_INPUT, "runKey": "later"})["jobId"] == second["jobId"]
+
+
+def test_a_job_settings_round_trip_through_databricks_still_matches_its_definition(client, emulator):
+    # Databricks fills in defaults, reorders depends_on and drops apply_policy_default_values: none
+    # of it is drift.
+    job = {**JOB, "job_clusters": [{"job_cluster_key": "c", "new_cluster": {
+        "spark_version": "15.4.x-scala2.12", "node_type_id": "Standard_D4ds_v5", "num_workers": 1,
+        "policy_id": "p1", "apply_policy_default_values": True}}],
+        "tasks": [{"task_key": "z", "job_cluster_key": "c", "notebook_task": {"notebook_path": "/Workspace/z"}},
+                  {"task_key": "a", "job_cluster_key": "c", "notebook_task": {"notebook_path": "/Workspace/a"}},
+                  {"task_key": "m", "job_cluster_key": "c", "depends_on": [{"task_key": "z"}, {"task_key": "a"}],
+                   "notebook_task": {"notebook_path": "/Workspace/m"}}]}
+    first = createJob({**CREATE_INPUT, "job": job})["jobId"]
+    stored = emulator.jobs[first]["settings"]
+    assert [d["task_key"] for d in stored["tasks"][2]["depends_on"]] == ["a", "z"]  # the service's order
+    assert stored["tasks"][0]["notebook_task"]["source"] == "WORKSPACE"
+    jobs.known_jobs.clear()
+    assert createJob({**CREATE_INPUT, "job": job, "runKey": "again"}) == {"jobId": first, "created": False,
+                                                                         "webhooks": False}
+
+
+@pytest.mark.emulator_options(job_ids="descending")
+def test_racing_first_starts_converge_on_the_oldest_job_when_ids_go_down(client, emulator, vclock):
+    # Nothing documents that Databricks ids grow with creation time: the oldest is by created_time.
+    theirs = createJob(dict(CREATE_INPUT))["jobId"]
+    jobs.known_jobs.clear()
+    vclock.advance(2)  # ours is created later, and gets a LOWER id
+    real_find = client.find_jobs
+    seen = []
+
+    def missing_theirs_once(name, *, tag=None, expand_tasks=False):
+        found = real_find(name, tag=tag, expand_tasks=expand_tasks)
+        seen.append(len(found))
+        return [] if len(seen) == 1 else found
+
+    client.find_jobs = missing_theirs_once
+    ours = createJob({**CREATE_INPUT, "runKey": "run-key-2"})
+    assert ours == {"jobId": theirs, "created": False, "webhooks": False}
+    assert list(emulator.jobs) == [theirs]
+    deleted = calls(emulator, "/jobs/delete")
+    assert len(deleted) == 1 and deleted[0]["body"]["job_id"] < theirs  # ours: younger, lower id
+
+
+def test_lookup_only_finds_a_private_job_and_never_creates_one(client, emulator):
+    """What a workflow stopped while createJob ran asks, to delete the job that call may have made."""
+    lookup = {**CREATE_INPUT, "private": True, "lookupOnly": True}
+    assert createJob(dict(lookup)) == {"jobId": None, "created": False, "webhooks": False}
+    assert not calls(emulator, "/jobs/create")
+    made = createJob({**CREATE_INPUT, "private": True})["jobId"]
+    assert createJob(dict(lookup))["jobId"] == made and len(calls(emulator, "/jobs/create")) == 1
+
+
+def test_a_warm_worker_stops_using_a_hand_edited_job_within_minutes(client, emulator, monkeypatch):
+    now = [1000.0]
+    monkeypatch.setattr(jobs.known_jobs, "clock", lambda: now[0])
+    first = createJob(dict(CREATE_INPUT))["jobId"]
+    edited = dict(emulator.jobs[first]["settings"], max_concurrent_runs=1)
+    client.reset_job(first, edited)
+    emulator.clear_request_log()
+    assert createJob({**CREATE_INPUT, "runKey": "k2"})["jobId"] == first  # known: no call at all
+    assert emulator.request_log == []
+    now[0] += jobs.KNOWN_JOB_SECONDS
+    fresh = createJob({**CREATE_INPUT, "runKey": "k3"})
+    assert fresh["created"] and fresh["jobId"] != first
+    # The identity is known for the process's life; only the lookup and the create were needed.
+    assert [r["path"].rsplit("/", 1)[-1] for r in emulator.request_log] == ["list", "create", "list"]

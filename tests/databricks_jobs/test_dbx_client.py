@@ -186,12 +186,12 @@ def test_find_jobs_by_name_follows_pages_and_keeps_exact_names(client, mocked):
     def job(job_id, name):
         return {"job_id": job_id, "settings": {"name": name}}
 
-    mocked.get(API + "/list", json={"jobs": [job(1, "nightly"), job(2, "NIGHTLY")], "has_more": True, "next_page_token": "p2"},
-               match=[matchers.query_param_matcher({"name": "nightly", "limit": "25"})])
-    mocked.get(API + "/list", json={"jobs": [job(3, "nightly")], "has_more": True, "next_page_token": "p3"},
-               match=[matchers.query_param_matcher({"name": "nightly", "limit": "25", "page_token": "p2"})])
-    mocked.get(API + "/list", json={"has_more": False},
-               match=[matchers.query_param_matcher({"name": "nightly", "limit": "25", "page_token": "p3"})])
+    mocked.get(API22 + "/list", json={"jobs": [job(1, "nightly"), job(2, "NIGHTLY")], "has_more": True, "next_page_token": "p2"},
+               match=[matchers.query_param_matcher({"name": "nightly", "limit": "100"})])
+    mocked.get(API22 + "/list", json={"jobs": [job(3, "nightly")], "has_more": True, "next_page_token": "p3"},
+               match=[matchers.query_param_matcher({"name": "nightly", "limit": "100", "page_token": "p2"})])
+    mocked.get(API22 + "/list", json={"has_more": False},
+               match=[matchers.query_param_matcher({"name": "nightly", "limit": "100", "page_token": "p3"})])
     assert [j["job_id"] for j in client.find_jobs_by_name("nightly")] == [1, 3]
     assert len(mocked.calls) == 3
 
@@ -212,7 +212,7 @@ def test_get_run_on_2_2_merges_task_pages(stub_tokens, mocked):
 
 
 def test_a_repeated_page_token_does_not_loop(client, mocked):
-    mocked.get(API + "/list", json={"jobs": [], "next_page_token": "same"})
+    mocked.get(API22 + "/list", json={"jobs": [], "next_page_token": "same"})
     client.find_jobs_by_name("x")
     assert len(mocked.calls) == 2
 

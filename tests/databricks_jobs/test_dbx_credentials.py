@@ -228,7 +228,8 @@ def test_no_token_appears_in_logs_or_activity_outputs(identity_endpoint, databri
 
     configure(host=HOST, auth="key_vault", key_vault_url=VAULT, key_vault_secret_name="dbx-pat",
               azure_workspace_resource_id=None)
-    key_vault.get(HOST + "/api/2.1/jobs/list", json={"jobs": []})
+    key_vault.get(HOST + "/api/2.0/preview/scim/v2/Me", json={"userName": "app-sp"})
+    key_vault.get(HOST + "/api/2.2/jobs/list", json={"jobs": []})
     key_vault.post(HOST + "/api/2.1/jobs/create", json={"job_id": 5})
     key_vault.get(HOST + "/api/2.1/jobs/runs/get", json=run_payload())
     outputs.append(createJob({"instanceId": "i-1", "runKey": "k-1", "private": True, "job": {

@@ -58,8 +58,9 @@ def test_find_jobs_by_name_follows_every_page_and_keeps_exact_names_only(client,
     assert other_case not in {j["job_id"] for j in found}
     pages = calls(emulator, "/jobs/list")
     # 2 pages and a bit of case-insensitive matches: three pages, the later ones by page token,
-    # at a limit Databricks accepts on 2.1 too (at most 25 there, 100 on 2.2).
-    assert [p["query"]["limit"] for p in pages] == [str(LIST_PAGE_SIZE)] * 3 and LIST_PAGE_SIZE <= 25
+    # 100 a page, asked through 2.2 whatever the app's version (2.1 allows at most 25).
+    assert [p["query"]["limit"] for p in pages] == [str(LIST_PAGE_SIZE)] * 3 and LIST_PAGE_SIZE == 100
+    assert all(p["path"] == "/api/2.2/jobs/list" for p in pages)
     assert [("page_token" in p["query"]) for p in pages] == [False, True, True]
     assert all(p["query"]["name"] == "nightly-load" and p["status"] == 200 for p in pages)
 

@@ -245,7 +245,7 @@ def test_find_jobs_filters_by_exact_name_and_tag(client, mocked):
     def job(job_id, name, tags=None):
         return {"job_id": job_id, "settings": {"name": name, **({"tags": tags} if tags is not None else {})}}
 
-    mocked.get(API + "/list", json={"jobs": [job(1, "nightly", {"durable_run_key": "k1"}), job(2, "NIGHTLY", {"durable_run_key": "k1"}),
+    mocked.get(HOST + "/api/2.2/jobs/list", json={"jobs": [job(1, "nightly", {"durable_run_key": "k1"}), job(2, "NIGHTLY", {"durable_run_key": "k1"}),
                                              job(3, "nightly", {"durable_run_key": "k2"}), job(4, "nightly")]})
     assert [j["job_id"] for j in client.find_jobs("nightly")] == [1, 3, 4]
     assert [j["job_id"] for j in client.find_jobs("nightly", tag=("durable_run_key", "k1"))] == [1]

@@ -104,11 +104,15 @@ def test_list_filters_by_exact_case_insensitive_name_and_paginates(api):
         assert page["has_more"] == bool(token)
         if not token:
             break
-    assert seen == ids
+    assert seen == ids[::-1]  # newest first: offset counts "relative to the most recently created job"
     expanded = api.ok(api.get("list", name="Nightly-ETL-2", expand_tasks="true"))
     assert expanded["jobs"][0]["settings"]["tasks"][0]["task_key"] == "main"
     for bad in (0, 101):
         assert api.get("list", limit=bad).status_code == 400
+    # The page size Databricks allows: 25 in 2.1, 100 in 2.2.
+    assert api.get("list", limit=26, version="2.1").status_code == 400
+    assert api.get("list", limit=25, version="2.1").status_code == 200
+    assert api.get("list", limit=100, version="2.2").status_code == 200
     assert api.get("list", page_token="garbage!").status_code == 400
 
 

@@ -146,6 +146,9 @@ BAD_REQUESTS = [
     ("unknown field", json.dumps(dict(VALID, token="dapi-should-not-be-here")).encode(), {}, 400, "token"),
     ("bad parameter value", json.dumps(dict(VALID, notebookParams={"n": 1})).encode(), {}, 400, "notebookParams.n"),
     ("timeout too short", json.dumps(dict(VALID, timeoutSeconds=1)).encode(), {}, 400, "timeoutSeconds"),
+    # Issue 15 §4: tag keys the app uses for itself (a forged definition tag would plant a job).
+    ("forged definition tag", json.dumps(dict(VALID, tags={"team": "a", "durable_job_definition": "f00"})).encode(),
+     {}, 400, "tags.durable_job_definition"),
     ("body over the cap", json.dumps(dict(VALID, jobName="x" * 70000)).encode(), {}, 413, None),
     ("bad idempotency key", json.dumps(VALID).encode(), {"Idempotency-Key": "k" * 300}, 400, "Idempotency-Key"),
     # hostile and mistyped bodies: still a 4xx, said in JSON terms

@@ -19,8 +19,9 @@ def test_the_seed_request_is_a_one_task_job_to_create_and_reuse_with_deployment_
                    "existing_cluster_id": "0923-164208-meows279"}],
         # Shared by every workflow of this definition: each gets its own run, queued when busy.
         "queue": {"enabled": True}, "max_concurrent_runs": 1000,
-        # The workflow deadline cancels the run; the job's own timeout is the backstop.
-        "timeout_seconds": 3600 + 300,
+        # The workflow deadline cancels the run; the job's own timeout is the backstop, one fixed
+        # ceiling for a shared job (the longest deadline + 300 s), so deadlines do not split it.
+        "timeout_seconds": 2_592_000 + 300,
     }
     assert plan["submit"] is None and plan["notebookParams"] == {}
 

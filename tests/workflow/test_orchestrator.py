@@ -127,16 +127,30 @@ def test_deadline_cancels_the_run_and_ends_timedout(run_workflow, emulator, cloc
     assert len(_requests(emulator, "/runs/cancel")) == _times(host)
 
 
-def test_the_job_times_out_on_databricks_too_shortly_after_the_workflow_deadline(run_workflow, emulator):
-    out = run_workflow(timeoutSeconds=3600)["output"]
-    assert emulator.jobs[out["jobId"]]["settings"]["timeout_seconds"] == 3600 + 300
+def test_workflows_with_their_own_deadlines_share_one_saved_job(run_workflow, emulator):
+    """Issue 14 cause 3: the deadline is the workflow's, not the definition's. A caller computing
+    "finish by 06:00" used to get a new, never-deleted saved job per workflow."""
+    outs = [run_workflow(timeoutSeconds=t)["output"] for t in (3600, 3599, 7200)]
+    assert len({o["jobId"] for o in outs}) == 1 and all(o["resultState"] == "SUCCESS" for o in outs)
+    assert len(_requests(emulator, "/jobs/create")) == 1 and list(emulator.jobs) == [outs[0]["jobId"]]
+    # One Me and one list on the cold first start; the later starts know the job (no call at all).
+    assert len(_requests(emulator, "/jobs/list")) == 2 and not _requests(emulator, "/jobs/delete")
+    # The shared job's own backstop is one fixed ceiling (the longest deadline a request may ask).
+    assert emulator.jobs[outs[0]["jobId"]]["settings"]["timeout_seconds"] == 2_592_000 + 300
+
+
+def test_a_private_job_times_out_on_databricks_too_shortly_after_the_workflow_deadline(run_workflow, emulator):
+    run_workflow(timeoutSeconds=3600, deleteJobOnCompletion=True)
+    created = _requests(emulator, "/jobs/create")[-1]["body"]
+    assert created["timeout_seconds"] == 3600 + 300
 
 
 def test_a_lost_workflow_still_leaves_no_run_going_past_the_job_timeout(host, clock, emulator):
     emulator.scenario = Scenario(rules=[("*", Behavior(phases=(("RUNNING", 7200),)))])
     settings = WorkflowSettings()
-    iid = host.start_new(ORCHESTRATOR_NAME, None,
-                         orchestration_input(validate_request(dict(REQUEST, timeoutSeconds=600), settings), settings))
+    # A run of its own (private job) carries the request's deadline + 300 s as the job's timeout.
+    iid = host.start_new(ORCHESTRATOR_NAME, None, orchestration_input(
+        validate_request(dict(REQUEST, timeoutSeconds=600, deleteJobOnCompletion=True), settings), settings))
     host.run_until_idle()
     host.terminate(iid, "operator used terminate instead of cancel")
     run_id = host.get_status(iid)["customStatus"]["runId"]
