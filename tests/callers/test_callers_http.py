@@ -191,3 +191,29 @@ def test_a_bad_policy_document_answers_503_naming_the_setting_and_the_path(teams
     assert response.status_code == 503 and response.json()["setting"] == "WORKFLOW_CALLER_POLICIES"
     assert f"callers.{A}.limits.concurrentWorkflows" in response.json()["error"]
     assert teams.host.instance_ids() == []
+
+
+def test_starts_per_minute_are_counted_from_the_task_hub_and_free_up_a_minute_later(teams, monkeypatch):
+    from conftest import policy_document
+    document = policy_document(teams.job_of_b)
+    document["callers"][B]["limits"] = {"startsPerMinute": 2}
+    monkeypatch.setenv("WORKFLOW_CALLER_POLICIES", json.dumps(document))
+    assert [start(teams, B, seed("b", notebookParams={"n": str(n)})).status_code for n in range(2)] == [202, 202]
+    third = start(teams, B, seed("b", notebookParams={"n": "3"}))
+    assert third.status_code == 429 and third.json()["rule"] == f"callers.{B}.limits.startsPerMinute"
+    assert 1 <= int(third.headers["Retry-After"]) <= 61
+    assert start(teams, A, seed("a")).status_code == 202  # another caller's starts do not count
+    teams.clock.advance_to(teams.clock.now() + 61)
+    assert start(teams, B, seed("b", notebookParams={"n": "4"})).status_code == 202
+
+
+def test_the_task_hub_query_filters_by_prefix_status_and_creation_time(teams):
+    from devhost.management import _filtered
+    statuses = [{"instanceId": "oabc-1", "runtimeStatus": "Running", "createdTime": "2026-03-01T00:00:00Z"},
+                {"instanceId": "oabc-2", "runtimeStatus": "Completed", "createdTime": "2026-03-01T00:05:00Z"},
+                {"instanceId": "odef-3", "runtimeStatus": "Running", "createdTime": "2026-03-01T00:05:00Z"}]
+    assert [s["instanceId"] for s in _filtered(statuses, {"instanceIdPrefix": "oabc-"})] == ["oabc-1", "oabc-2"]
+    assert [s["instanceId"] for s in _filtered(statuses, {"instanceIdPrefix": "oabc-", "runtimeStatus": "Running"})] \
+        == ["oabc-1"]
+    assert [s["instanceId"] for s in _filtered(statuses, {"createdTimeFrom": "2026-03-01T00:01:00Z"})] \
+        == ["oabc-2", "odef-3"]

@@ -214,3 +214,33 @@ def test_the_emulator_validates_and_records_run_as(run_as, status):
     assert caught.value.status == status
     with pytest.raises(ApiError):
         emulator.store.submit_run({"run_name": "x", "run_as": run_as, "tasks": settings["tasks"]}, "2.1")
+
+
+def test_an_event_grid_topic_maps_to_its_caller_and_a_refused_event_is_kept_as_invalid(monkeypatch):
+    import asyncio
+    from types import SimpleNamespace
+
+    from triggers import event_grid
+
+    document = policy_document(7)
+    document["sources"]["eventgrid:/topics/team-a"] = A
+    monkeypatch.setenv("WORKFLOW_CALLER_POLICIES", json.dumps(document))
+    monkeypatch.setenv("WORKFLOW_INVALID_EVENT_QUEUE", "")
+    started = []
+
+    class Client:
+        async def get_status(self, instance_id, show_input=False):
+            return SimpleNamespace(runtime_status=None)
+
+        async def start_new(self, name, instance_id, data, version=None):
+            started.append((instance_id, data))
+            return instance_id
+
+    def event(path, event_id):
+        data = {"jobName": "team-a-x", "taskKey": "main", "notebookPath": path, "existingClusterId": "0923-164208-meows279"}
+        return event_grid.ReceivedEvent("eventgrid", event_id, "/topics/team-a", event_grid.REQUESTED_EVENT_TYPE, "s",
+                                        data, {})
+    asyncio.run(event_grid.handle_event(event("/Workspace/Teams/a/x", "e-1"), Client()))
+    assert started[0][1]["owner"] == A and started[0][0] == event_grid.instance_id_for(event("", "e-1"), A)
+    assert asyncio.run(event_grid.handle_event(event("/Workspace/Teams/b/x", "e-2"), Client())) is None
+    assert len(started) == 1
