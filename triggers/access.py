@@ -58,10 +58,11 @@ async def caller_of(req: func.HttpRequest) -> Caller:
         raise Denied(_unauthenticated(str(error))) from None
 
 
-def policies() -> Optional[caller_policy.CallerPolicies]:
-    """The deployment's policy document; Denied(503 naming the setting and JSON path) when bad."""
+async def policies() -> Optional[caller_policy.CallerPolicies]:
+    """The deployment's policy document; Denied(503 naming the setting and JSON path) when bad. The
+    first read may open a file and validates a schema: off the event loop (cached afterwards)."""
     try:
-        return caller_policy.from_env()
+        return await asyncio.to_thread(caller_policy.from_env)
     except caller_policy.PolicyDocumentError as error:
         raise Denied(_misconfigured(error)) from None
 
@@ -71,9 +72,9 @@ def refused(refusal: Refusal) -> func.HttpResponse:
     return json_response(refusal.status, refusal.to_dict(), headers)
 
 
-def entry_for_start(caller: Caller) -> Optional[Entry]:
+async def entry_for_start(caller: Caller) -> Optional[Entry]:
     """The caller's policy entry when it may start at all (None without a document); Denied(403) otherwise."""
-    document = policies()
+    document = await policies()
     why_not = caller_policy.may_start(document, caller.id, caller.roles, identity.RUN_ROLE, identity.ADMIN_ROLE,
                                       caller.kind != "functionKey")
     if why_not:
@@ -109,13 +110,13 @@ async def check_rates(client: df.DurableOrchestrationClient, entry: Optional[Ent
         raise Denied(refused(refusal)) from None
 
 
-def owners_matter(caller: Caller) -> bool:
+async def owners_matter(caller: Caller) -> bool:
     """Whether workflows may have different owners: callers identify themselves, or a policy maps
     event sources and queues to callers. Otherwise (one team, function keys) there is one caller."""
     if caller.kind != "functionKey":
         return True
     try:
-        return caller_policy.from_env() is not None
+        return await asyncio.to_thread(caller_policy.from_env) is not None
     except caller_policy.PolicyDocumentError:
         return True
 

@@ -185,7 +185,8 @@ def keep_invalid(event: ReceivedEvent, error: InputError, instance_id: str) -> b
 async def handle_event(event: ReceivedEvent, client: df.DurableOrchestrationClient,
                        settings: Optional[WorkflowSettings] = None) -> Optional[StartResult]:
     """Start the workflow for one event; None when the event was refused or ignored."""
-    policies = caller_policy.from_env()  # a bad document raises: Event Grid retries the delivery
+    # A bad document raises: Event Grid retries the delivery. It may read a file: off the event loop.
+    policies = await asyncio.to_thread(caller_policy.from_env)
     owner = owner_of(event, policies)
     entry = policies.entry_for(owner) if policies is not None else None
     instance_id = instance_id_for(event, owner)

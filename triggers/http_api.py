@@ -86,7 +86,7 @@ async def _existing_instance(req: func.HttpRequest, client: df.DurableOrchestrat
     instance_id = req.route_params.get("instanceId", "")
     if not INSTANCE_ID_PATTERN.match(instance_id):
         raise InputError("'instanceId' is not a valid instance id", "instanceId")
-    if access.owners_matter(caller):
+    if await access.owners_matter(caller):
         status = await client.get_status(instance_id, show_input=True)
         visible = status.runtime_status is not None and caller.may_see(access.owner_of(status))
     else:  # single-team mode: every key holder is the one caller, as before
@@ -106,7 +106,7 @@ async def start_workflow(req: func.HttpRequest, client: df.DurableOrchestrationC
     try:
         # Who calls (401), and whether it may start at all (403), before anything about the request.
         caller = await access.caller_of(req)
-        entry = access.entry_for_start(caller)
+        entry = await access.entry_for_start(caller)
     except access.Denied as denied:
         return denied.response
     try:

@@ -12,6 +12,7 @@ can be re-queued by hand.
 """
 from __future__ import annotations
 
+import asyncio
 import logging
 from typing import Optional
 
@@ -65,7 +66,7 @@ async def handle_message(msg: func.QueueMessage, client: df.DurableOrchestration
     settings = settings or WorkflowSettings.from_env()
     # Whoever may write to the queue is its caller (Azure RBAC on the queue): the policy's
     # `sources["queue:<name>"]`, or the queue itself. A bad document raises: the host retries.
-    policies = caller_policy.from_env()
+    policies = await asyncio.to_thread(caller_policy.from_env)  # may read a file: off the event loop
     owner = entry = None
     if policies is not None:
         owner = policies.caller_for_source("queue", REQUEST_QUEUE) or f"queue:{REQUEST_QUEUE}"
