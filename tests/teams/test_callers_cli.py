@@ -18,7 +18,7 @@ def test_serve_with_auth_plays_entra_and_the_token_command_gets_in(tmp_path):
     env = {k: v for k, v in os.environ.items() if not k.startswith(("DATABRICKS_", "WORKFLOW_", "WEBSITE_"))}
     env.update(DEVHOST_ENTRA_KEY_FILE=str(tmp_path / "dev-key.pem"), AzureWebJobsStorage="")
 
-    def token(oid, *roles):  # what `python -m devhost token` prints (tests/callers/test_callers_units.py)
+    def token(oid, *roles):  # what `python -m devhost token` prints (tests/teams/test_callers_units.py)
         return issue_token(oid, roles=roles, key=load_or_create_key(tmp_path / "dev-key.pem"))
 
     proc = subprocess.Popen([sys.executable, "-m", "devhost", "serve", "--auth", "--port", "0"], cwd=tmp_path,

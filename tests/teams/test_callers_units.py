@@ -7,7 +7,7 @@ import json
 import pytest
 
 from callers import identity
-from conftest import A, B, SP_A, SP_B, policy_document
+from callers_support import A, B, SP_A, SP_B, policy_document
 from devhost import __main__ as devhost_cli
 from devhost.entra import DevEntra, issue_token
 from jobs_emulator import JobsEmulator

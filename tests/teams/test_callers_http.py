@@ -7,7 +7,7 @@ import json
 import pytest
 import requests
 
-from conftest import A, B, C, CLUSTER, SP_B, TOKEN
+from callers_support import A, B, C, CLUSTER, SP_B, TOKEN
 from jobs_emulator import Behavior, Scenario
 from triggers.starter import derived_instance_id
 
@@ -194,7 +194,7 @@ def test_a_bad_policy_document_answers_503_naming_the_setting_and_the_path(teams
 
 
 def test_starts_per_minute_are_counted_from_the_task_hub_and_free_up_a_minute_later(teams, monkeypatch):
-    from conftest import policy_document
+    from callers_support import policy_document
     document = policy_document(teams.job_of_b)
     document["callers"][B]["limits"] = {"startsPerMinute": 2}
     monkeypatch.setenv("WORKFLOW_CALLER_POLICIES", json.dumps(document))
