@@ -121,6 +121,15 @@ async def owners_matter(caller: Caller) -> bool:
         return True
 
 
+async def may_see(caller: Caller, status) -> bool:
+    """The owner, a caller with the app role Workflows.Admin, or one whose policy entry says `admin`."""
+    if caller.may_see(owner_of(status)):
+        return True
+    document = await policies()
+    return document is not None and caller.id is not None and document.listed(caller.id) \
+        and document.entry_for(caller.id).admin
+
+
 def owner_of(status) -> Optional[str]:
     value = stored_input(getattr(status, "input_", None))
     return value.get("owner") if isinstance(value, dict) else None

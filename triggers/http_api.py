@@ -88,7 +88,7 @@ async def _existing_instance(req: func.HttpRequest, client: df.DurableOrchestrat
         raise InputError("'instanceId' is not a valid instance id", "instanceId")
     if await access.owners_matter(caller):
         status = await client.get_status(instance_id, show_input=True)
-        visible = status.runtime_status is not None and caller.may_see(access.owner_of(status))
+        visible = status.runtime_status is not None and await access.may_see(caller, status)
     else:  # single-team mode: every key holder is the one caller, as before
         status = await client.get_status(instance_id)
         visible = status.runtime_status is not None

@@ -217,3 +217,13 @@ def test_the_task_hub_query_filters_by_prefix_status_and_creation_time(teams):
         == ["oabc-1"]
     assert [s["instanceId"] for s in _filtered(statuses, {"createdTimeFrom": "2026-03-01T00:01:00Z"})] \
         == ["oabc-2", "odef-3"]
+
+
+def test_a_caller_whose_policy_entry_says_admin_sees_every_workflow(teams, monkeypatch):
+    from callers_support import policy_document
+    instance_id = start(teams, A, seed("a")).json()["id"]
+    assert call(teams, "GET", f"/api/workflows/{instance_id}", C).status_code == 404
+    document = policy_document(teams.job_of_b)
+    document["callers"][C] = {"admin": True}
+    monkeypatch.setenv("WORKFLOW_CALLER_POLICIES", json.dumps(document))
+    assert call(teams, "GET", f"/api/workflows/{instance_id}", C).status_code == 202
