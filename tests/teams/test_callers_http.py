@@ -175,8 +175,12 @@ def test_an_authenticated_caller_without_a_role_or_policy_entry_gets_403(teams):
 def test_bs_fifth_concurrent_workflow_over_a_limit_of_4_gets_429(teams):
     teams.emulator.scenario = Scenario(rules=[("*", Behavior(phases=(("RUNNING", 3600),)))])
     for day in range(4):
-        assert start(teams, B, seed("b", notebookParams={"day": str(day)})).status_code == 202
+        assert start(teams, B, seed("b", notebookParams={"day": str(day)}), **{"Idempotency-Key": f"day-{day}"}
+                     ).status_code == 202
     teams.host.run_until_idle()
+    # A retry of a start that already happened is answered as a replay, never refused by the limit.
+    replay = start(teams, B, seed("b", notebookParams={"day": "0"}), **{"Idempotency-Key": "day-0"})
+    assert replay.status_code == 202 and replay.headers["Idempotent-Replayed"] == "true"
     fifth = start(teams, B, seed("b", notebookParams={"day": "5"}))
     assert fifth.status_code == 429 and int(fifth.headers["Retry-After"]) > 0
     assert fifth.json()["rule"] == f"callers.{B}.limits.concurrentWorkflows"
