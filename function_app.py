@@ -1,6 +1,7 @@
 """The Azure Functions app: one blueprint per feature (samples-v2/blueprint style).
 
-HTTP routes use function-level keys, except two that set their own level: the Databricks
+HTTP routes use function-level keys (anonymous at the host when WORKFLOW_AUTH_TENANT_ID is set: the
+app then requires an Entra ID token on each), except two that set their own level: the Databricks
 notification endpoint (HTTP Basic, docs/callers.md) and the OpenAPI document (no secret in it).
 The orchestrator, activities and the registry entity have no public surface; one timer watches the
 workspace's runs for every waiting workflow, another purges finished workflows' history."""
@@ -25,7 +26,13 @@ from triggers.openapi import bp as openapi_bp
 from triggers.queue_trigger import bp as queue_trigger_bp
 from triggers.run_watcher import bp as run_watcher_bp
 
-app = df.DFApp(http_auth_level=func.AuthLevel.FUNCTION)
+import os
+
+# With Entra ID configured the app validates a bearer token on every HTTP API route itself
+# (callers/identity.py), so the routes need no function key: a Logic App's managed identity calls
+# with no secret at all. Read when the worker indexes the functions (a settings change restarts it).
+ENTRA_ID = bool((os.environ.get("WORKFLOW_AUTH_TENANT_ID") or "").strip())
+app = df.DFApp(http_auth_level=func.AuthLevel.ANONYMOUS if ENTRA_ID else func.AuthLevel.FUNCTION)
 for blueprint in (orchestrator_bp, activities_bp, notifications_bp, awaited_runs_bp, http_api_bp, event_grid_bp,
                   queue_trigger_bp, databricks_webhook_bp, run_watcher_bp, openapi_bp, maintenance_bp):
     app.register_functions(blueprint)

@@ -1,6 +1,7 @@
 """Command line of devhost, a DEVELOPMENT stand-in for the Azure Functions host.
 
-    python -m devhost serve --port 7071 [--app function_app:app] [--log-level INFO]
+    python -m devhost serve --port 7071 [--app function_app:app] [--log-level INFO] [--auth]
+    python -m devhost token --oid <object id> [--appid <id>] [--role <role>]... [--v1]
     python -m devhost demo  [--app function_app:app] [--request docs/examples/serverless.json]
 
 ``serve`` reads ``local.settings.json`` from the current (app) directory as Core Tools does: its
@@ -41,6 +42,18 @@ def build_parser() -> argparse.ArgumentParser:
     serve.add_argument("--app", default="function_app:app", help="module:attribute of the app")
     # Accepted after the verb too (``serve --log-level INFO``); SUPPRESS keeps the global value.
     serve.add_argument("--log-level", default=argparse.SUPPRESS, help=LOG_LEVEL_HELP)
+    serve.add_argument("--auth", action="store_true",
+                       help="play Entra ID: serve OpenID metadata and a key set on loopback and require "
+                            "bearer tokens from `python -m devhost token` (devhost/entra.py)")
+    token = sub.add_parser(
+        "token", help="print an Entra-style access token signed with devhost's development key, "
+                      "for `serve --auth`", description=DESCRIPTION)
+    token.add_argument("--oid", required=True, help="the caller's object id (the workflow owner)")
+    token.add_argument("--appid", default=None, help="the client application id (azp/appid)")
+    token.add_argument("--role", action="append", default=[], help="an app role (repeat for several), "
+                                                                   "e.g. Workflows.Run, Workflows.Admin")
+    token.add_argument("--minutes", type=int, default=60, help="lifetime (default 60)")
+    token.add_argument("--v1", action="store_true", help="a v1 token (sts.windows.net issuer, appid)")
     demo = sub.add_parser(
         "demo", help="start serve with the emulator, run one workflow over HTTP and print its "
                      "outputs (what `make demo` runs)", description=DESCRIPTION)
@@ -81,7 +94,13 @@ def main(argv=None) -> int:
     configure_logging(args.log_level)
     if args.command == "serve":
         from .serve import serve
-        return serve(args.port, args.app)
+        return serve(args.port, args.app, auth=args.auth)
+    if args.command == "token":
+        from . import entra
+        extra = {"app_id": args.appid} if args.appid else {}
+        print(entra.issue_token(args.oid, roles=args.role, lifetime_seconds=args.minutes * 60, v1=args.v1,
+                                **extra))
+        return 0
     from .demo import run_demo
     return run_demo(args.app, request_body=args.request, max_retry_after=args.max_retry_after,
                     timeout=args.timeout)

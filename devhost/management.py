@@ -16,7 +16,8 @@ Routes (relative to either prefix), with the extension's status codes:
 * ``GET instances/{id}``  status: 202 + Location + Retry-After while running, 200 when done
   (Failed -> 500 only with ``returnInternalServerErrorOnFailure=true``), 404 unknown;
   ``showInput`` (default true), ``showHistory``, ``showHistoryOutput``;
-* ``GET instances/``  all statuses;
+* ``GET instances/[?instanceIdPrefix=&runtimeStatus=&createdTimeFrom=&createdTimeTo=]``  statuses,
+  filtered as the extension filters them (no paging: devhost answers every match at once);
 * ``POST instances/{id}/raiseEvent/{name}``  202, 404, 410 when finished, 400 unless JSON;
 * ``POST instances/{id}/terminate?reason=``  202, 404, 410 when finished;
 * ``DELETE instances/{id}``  purge: 200 ``{"instancesDeleted": 1}``, 404, 412 while running;
@@ -236,8 +237,8 @@ class ManagementApi:
             return _empty(404)
         if not segments:
             if method == "GET":
-                return _json(200, self.host.list_statuses(
-                    show_input=_flag(query, "showInput", True)))
+                return _json(200, _filtered(self.host.list_statuses(
+                    show_input=_flag(query, "showInput", True)), query))
             if method == "DELETE":
                 return self._purge_by(query)
             return _empty(404)
@@ -326,6 +327,23 @@ class ManagementApi:
         if not deleted:
             return _empty(404)
         return _json(200, {"instancesDeleted": deleted})
+
+
+def _filtered(statuses, query: Dict[str, str]):
+    """The list query's filters (HandleGetStatusRequestAsync -> OrchestrationStatusQueryCondition):
+    ``instanceIdPrefix``, ``runtimeStatus`` (comma-separated, any status), ``createdTimeFrom`` and
+    ``createdTimeTo`` (inclusive). Callers that count instances (triggers/access.py) rely on them."""
+    prefix = query.get("instanceIdPrefix") or ""
+    wanted = {s.strip() for s in (query.get("runtimeStatus") or "").split(",") if s.strip()}
+    low, high = _timestamp(query.get("createdTimeFrom")), _timestamp(query.get("createdTimeTo"))
+    out = []
+    for status in statuses:
+        created = _timestamp(status.get("createdTime"))
+        if (status.get("instanceId") or "").startswith(prefix) and (not wanted or status.get("runtimeStatus") in wanted) \
+                and (low is None or (created is not None and created >= low)) \
+                and (high is None or (created is not None and created <= high)):
+            out.append(status)
+    return out
 
 
 def _timestamp(value: Optional[str]) -> Optional[float]:

@@ -523,15 +523,24 @@ def describe_databricks(emulator_url: Optional[str], environ=None) -> str:
     return f"databricks        {environ.get('DATABRICKS_HOST')} (auth: {auth})"
 
 
-def serve(port: int, app_spec: str = "function_app:app") -> int:
-    """Run until SIGINT/SIGTERM. First printed line: the app base URL."""
+def serve(port: int, app_spec: str = "function_app:app", auth: bool = False) -> int:
+    """Run until SIGINT/SIGTERM. First printed line: the app base URL. ``auth``: play Entra ID
+    (devhost/entra.py) and point the app's token validation at it, before the app is loaded."""
     import signal
     applied = load_local_settings()
+    entra = None
+    if auth:
+        from .entra import DevEntra
+        entra = DevEntra()
+        entra.start()
+        os.environ.update(entra.app_settings())
     server, emu, emulator_url = start_stack(app_spec, port, timer_triggers=True)
     print(f"devhost app       {server.base_url}", flush=True)
     if applied:
         print(f"settings          {len(applied)} value(s) from local.settings.json", flush=True)
     print(describe_databricks(emulator_url), flush=True)
+    if entra is not None:
+        print(f"entra (dev)       {entra.metadata_url} (tokens: python -m devhost token --oid <id>)", flush=True)
     for listener in server.queue_listeners:
         print(f"queue trigger     {listener.info.name} <- {listener.queue_name}", flush=True)
     for name in sorted(server.host._timer_triggers):
@@ -549,4 +558,6 @@ def serve(port: int, app_spec: str = "function_app:app") -> int:
         server.stop()
         if emu is not None:
             emu.stop()
+        if entra is not None:
+            entra.stop()
     return 0

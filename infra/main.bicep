@@ -151,6 +151,25 @@ param workflowCompletionEventSource string = '/workflows/create-job-and-run'
 param databricksWebhookUsername string = ''
 
 // ---------------------------------------------------------------------------------------------
+// Callers (README "Callers and policies"): Entra ID tokens and the caller policy. All empty: one
+// team, function keys.
+
+@allowed(['true', 'false'])
+@description('true: create the Entra ID app registration callers get tokens for (modules/entra-app.bicep: app roles Workflows.Run and Workflows.Admin, assignment required; the deployer needs the right to create applications) and require its tokens. false: set the two settings below yourself, or leave them empty for function keys.')
+param entraAppRegistration string = 'false'
+
+@description('WORKFLOW_AUTH_TENANT_ID: tenant whose tokens the HTTP API accepts. Empty with entraAppRegistration: this deployment\'s tenant.')
+param workflowAuthTenantId string = ''
+
+@description('WORKFLOW_AUTH_AUDIENCE: accepted audiences, comma-separated (client id, Application ID URI). Empty with entraAppRegistration: the new registration\'s.')
+param workflowAuthAudience string = ''
+
+param workflowAuthMetadataUrl string = ''
+
+@description('WORKFLOW_CALLER_POLICIES as a JSON object (edit it in main.parameters.json); {} leaves it unset: one team.')
+param workflowCallerPolicies object = {}
+
+// ---------------------------------------------------------------------------------------------
 // Completion topic access (optional)
 
 @description('Resource id of the Event Grid target of WORKFLOW_COMPLETION_TOPIC_ENDPOINT (a topic, a domain, a domain topic, a namespace or a namespace topic): the app\'s identity gets EventGrid Data Sender on it. Empty: no role.')
@@ -268,6 +287,16 @@ module privateNetwork 'modules/private-network.bicep' = if (privateNetworking) {
   }
 }
 
+module entraApp 'modules/entra-app.bicep' = if (entraAppRegistration == 'true') {
+  name: 'entra-app'
+  scope: rg
+  params: {
+    uniqueName: 'databricks-workflows-${resourceToken}'
+    displayName: 'Databricks workflows (${environmentName})'
+    identifierUri: 'api://databricks-workflows-${resourceToken}'
+  }
+}
+
 module roles 'modules/roles.bicep' = {
   name: 'roles'
   scope: rg
@@ -361,6 +390,11 @@ var appSettings = {
   DATABRICKS_WEBHOOK_USERNAME: databricksWebhookUsername
   // Only with a user name: an unresolved reference must not become a usable password.
   DATABRICKS_WEBHOOK_PASSWORD: empty(databricksWebhookUsername) ? '' : secretReferences.webhookPassword
+  // ARM evaluates only the chosen branch, so entraApp's outputs are read only when it is deployed.
+  WORKFLOW_AUTH_TENANT_ID: entraAppRegistration == 'true' && empty(workflowAuthTenantId) ? tenant().tenantId : workflowAuthTenantId
+  WORKFLOW_AUTH_AUDIENCE: entraAppRegistration == 'true' && empty(workflowAuthAudience) ? '${entraApp.outputs.appId},${entraApp.outputs.identifierUri}' : workflowAuthAudience
+  WORKFLOW_AUTH_METADATA_URL: workflowAuthMetadataUrl
+  WORKFLOW_CALLER_POLICIES: empty(workflowCallerPolicies) ? '' : string(workflowCallerPolicies)
 }
 // app-settings:end
 
@@ -410,3 +444,6 @@ output MANAGED_IDENTITY_NAME string = identity.outputs.name
 output KEY_VAULT_SECRET_DATABRICKS_PAT string = secretNames.databricksPat
 output KEY_VAULT_SECRET_WEBHOOK_PASSWORD string = secretNames.webhookPassword
 output KEY_VAULT_SECRET_COMPLETION_TOPIC_KEY string = secretNames.completionTopicKey
+// The audience a Logic App's HTTP action names for its managed identity, and the app roles to assign.
+output WORKFLOW_API_AUDIENCE string = entraAppRegistration == 'true' ? entraApp.outputs.identifierUri : workflowAuthAudience
+output WORKFLOW_API_APP_ROLES array = entraAppRegistration == 'true' ? entraApp.outputs.appRoleValues : []

@@ -94,6 +94,9 @@ class Store:
         self.job_creation_rate_window = job_creation_rate_window
         self.keep_runs_of_deleted_jobs = keep_runs_of_deleted_jobs
         self.lock = threading.RLock()
+        # Service principals of the workspace by application id: True when the emulator's identity has
+        # "Service principal: User" on it (servicePrincipal/user), which setting run_as to it requires.
+        self.service_principals: dict[str, bool] = {}
         self.jobs: dict[int, Job] = {}  # saved jobs (jobs/create)
         self.hidden_jobs: dict[int, Job] = {}  # the unsaved jobs behind runs/submit runs
         self.deleted_jobs: set[int] = set()
@@ -171,9 +174,38 @@ class Store:
     def _job_exists(self, job_id: int) -> bool:
         return job_id in self.jobs
 
+    def _check_run_as(self, settings: dict, caller: str | None = None) -> None:
+        """`run_as` as Databricks takes it: exactly one of user_name (only the caller itself, unless an
+        admin: the emulator's identity is not one) or service_principal_name, an application id of a
+        service principal the caller holds "Service principal: User" on."""
+        run_as = settings.get("run_as")
+        if run_as is None:
+            return
+        caller = caller or self.user_name
+        if not isinstance(run_as, dict) or len(run_as) != 1 or not set(run_as) <= {"user_name",
+                                                                                   "service_principal_name"}:
+            raise invalid("run_as must set exactly one of user_name or service_principal_name.")
+        if "user_name" in run_as:
+            if run_as["user_name"] != caller:
+                raise ApiError(403, "PERMISSION_DENIED", f"{caller} cannot set run_as to user "
+                                                         f"{run_as['user_name']}: only admins may run as another user.")
+            return
+        name = run_as["service_principal_name"]
+        if not isinstance(name, str) or name not in self.service_principals:
+            raise invalid(f"Service principal {name} does not exist in the workspace.")
+        if not self.service_principals[name]:
+            raise ApiError(403, "PERMISSION_DENIED", f"{caller} does not have the Service principal: User "
+                                                     f"role on service principal {name} and cannot set it as run_as.")
+
+    @staticmethod
+    def run_as_name(settings: dict, creator: str) -> str:
+        run_as = settings.get("run_as") or {}
+        return run_as.get("service_principal_name") or run_as.get("user_name") or creator
+
     def create_job(self, body: dict, version: str, creator: str | None = None) -> dict:
         with self.lock:
             settings = check.job_settings(body, job_exists=self._job_exists, default_queue=version == "2.2")
+            self._check_run_as(settings, creator)
             now = self.clock()
             if len(self.jobs) >= self.max_jobs:
                 # REAL text: KB "job-rate-limit" (docs.azure.cn/zh-cn/databricks/kb/jobs/job-rate-limit).
@@ -212,8 +244,8 @@ class Store:
         out: dict = {
             "job_id": job.job_id,
             "creator_user_name": job.creator,
-            "run_as_user_name": job.creator,
-            "run_as_owner": True,
+            "run_as_user_name": self.run_as_name(job.settings, job.creator),
+            "run_as_owner": "run_as" not in job.settings,
             "created_time": views.ms(job.created_time),
             "settings": settings,
         }
@@ -270,6 +302,7 @@ class Store:
             if not isinstance(new, dict):
                 raise check.missing("new_settings")
             settings = check.job_settings(new, job_exists=self._job_exists, default_queue=version == "2.2")
+            self._check_run_as(settings)
             self._replace_settings(job, settings)
         return {}
 
@@ -297,6 +330,7 @@ class Store:
                 else:
                     settings[name] = copy.deepcopy(value)
             settings = check.job_settings(settings, job_exists=self._job_exists, default_queue=False)
+            self._check_run_as(settings)
             self._replace_settings(job, settings)
         return {}
 
@@ -512,6 +546,7 @@ class Store:
             if existing is not None:
                 return {"run_id": existing["run_id"]}
             settings = check.submit_settings(body, job_exists=self._job_exists)
+            self._check_run_as(settings)
             now = self.clock()
             self._count_creation(now)
             job_id = next(self._job_ids)  # a one-time run belongs to a job no one can see (SUBMIT_RUN runs

@@ -128,6 +128,9 @@ class JobsEmulator:
     auto_tick: run :meth:`tick` every ``tick_interval`` s in the background; default: on real
         time only (``time.time`` or a clock with ``is_virtual = False``). On a virtual clock call
         ``tick()`` yourself or register it: ``vclock.on_advance(emulator.tick)``.
+    service_principals: ``{application id: True|False}``, the workspace's service principals and whether
+        the emulator's identity holds "Service principal: User" on each; ``run_as`` may name only those
+        with True (400 for an unknown one, 403 PERMISSION_DENIED without the role).
     max_jobs: the workspace's saved-jobs quota (jobs/create answers 400 QUOTA_EXCEEDED beyond it).
     job_creation_rate_limit, job_creation_rate_window: at most this many jobs/create and
         runs/submit calls per window of seconds (400 INVALID_STATE beyond it), 10,000 per hour.
@@ -142,7 +145,8 @@ class JobsEmulator:
                  webhook_timeout: float = 5.0, webhook_ids_as_strings: bool = False,
                  request_log_limit: int = 100_000, max_jobs: int = 10_000,
                  job_creation_rate_limit: int = 10_000, job_creation_rate_window: float = 3600.0,
-                 keep_runs_of_deleted_jobs: bool = False, job_ids: str = "ascending"):
+                 keep_runs_of_deleted_jobs: bool = False, job_ids: str = "ascending",
+                 service_principals: dict | None = None):
         if not callable(clock) and callable(getattr(clock, "now", None)):
             clock = clock.now  # accept a VirtualClock itself, not only its bound `now`
         self.clock = clock
@@ -174,6 +178,8 @@ class JobsEmulator:
                            max_jobs=max_jobs, job_creation_rate_limit=job_creation_rate_limit,
                            job_creation_rate_window=job_creation_rate_window,
                            keep_runs_of_deleted_jobs=keep_runs_of_deleted_jobs, job_ids=job_ids)
+        # {application id: whether this identity has "Service principal: User" on it}, for run_as.
+        self.store.service_principals.update({str(k): bool(v) for k, v in (service_principals or {}).items()})
         self._calls: collections.Counter = collections.Counter()
         self._calls_lock = threading.Lock()
         self._log: collections.deque = collections.deque(maxlen=request_log_limit)

@@ -267,6 +267,12 @@ def repair_history(store, run: Run, now: float) -> list[dict]:
     return items
 
 
+def _run_as(store, run: Run) -> str:
+    """Who the run runs as: its job's (or one-time run's) run_as, else the creator."""
+    job = store.jobs.get(run.job_id) or store.hidden_jobs.get(run.job_id)
+    return store.run_as_name(job.settings, job.creator) if job is not None else store.user_name
+
+
 def run_json(store, run: Run, now: float, version: str, *, page_token: str | None = None,
              include_history: bool = False, expand_tasks: bool = True, all_pages: bool = False) -> dict:
     state, status, outcome = job_state(store, run, now)
@@ -279,6 +285,7 @@ def run_json(store, run: Run, now: float, version: str, *, page_token: str | Non
         "number_in_job": run.run_id,
         "original_attempt_run_id": run.run_id,
         "creator_user_name": store.user_name,
+        "run_as_user_name": _run_as(store, run),
         "run_name": run.run_name,
         "state": state,
         "run_page_url": store.run_page_url(run.job_id, run.run_id),

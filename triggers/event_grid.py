@@ -28,7 +28,8 @@ import azure.functions as func
 
 from messaging import settings as caller_settings, storage_queues
 from telemetry.tracing import traced_trigger
-from triggers.starter import StartResult, derived_instance_id, resolve_job, start_once
+from triggers.starter import StartResult, instance_id_for as _instance_id_for, resolve_job, start_once
+from workflow import caller_policy
 from workflow.inputs import InputError, orchestration_input, validate_request
 from workflow.settings import WorkflowSettings
 
@@ -103,9 +104,17 @@ class IgnoredEvent(Exception):
     """A valid event this app deliberately does nothing for (filtered out)."""
 
 
-def instance_id_for(event: ReceivedEvent) -> str:
+def owner_of(event: ReceivedEvent, policies: Optional[caller_policy.CallerPolicies]) -> Optional[str]:
+    """Whoever may publish to the topic is the caller (the endpoint itself only knows the system key):
+    the policy's `sources["eventgrid:<topic>"]`, or the topic itself; None without a policy."""
+    if policies is None:
+        return None
+    return policies.caller_for_source("eventgrid", event.source) or f"eventgrid:{event.source}"
+
+
+def instance_id_for(event: ReceivedEvent, owner: Optional[str] = None) -> str:
     # Event ids are unique per source (CloudEvents: source + id; Event Grid: topic + id).
-    return derived_instance_id("eventgrid", f"{event.source}\x00{event.id}")
+    return _instance_id_for(owner, "eventgrid", f"{event.source}\x00{event.id}")
 
 
 def _data_object(event: ReceivedEvent) -> dict:
@@ -176,12 +185,22 @@ def keep_invalid(event: ReceivedEvent, error: InputError, instance_id: str) -> b
 async def handle_event(event: ReceivedEvent, client: df.DurableOrchestrationClient,
                        settings: Optional[WorkflowSettings] = None) -> Optional[StartResult]:
     """Start the workflow for one event; None when the event was refused or ignored."""
-    instance_id = instance_id_for(event)
+    # A bad document raises: Event Grid retries the delivery. It may read a file: off the event loop.
+    policies = await asyncio.to_thread(caller_policy.from_env)
+    owner = owner_of(event, policies)
+    entry = policies.entry_for(owner) if policies is not None else None
+    instance_id = instance_id_for(event, owner)
     try:
         body = request_body_for(event)
         settings = settings or WorkflowSettings.from_env()
         try:
-            request = await resolve_job(validate_request(body, settings))
+            request = validate_request(body, settings)
+            if entry is not None:
+                try:
+                    caller_policy.check_request(entry, request.body)  # before any job lookup
+                except caller_policy.Refusal as refusal:
+                    raise InputError(f"{refusal.message} (refused by the caller policy)", refusal.field) from None
+            request = await resolve_job(request)
         except InputError as error:
             raise _prefixed(error, event) from None
     except IgnoredEvent as reason:
@@ -194,7 +213,8 @@ async def handle_event(event: ReceivedEvent, client: df.DurableOrchestrationClie
                   error.field, error.message,
                   "kept on queue " + caller_settings.get("WORKFLOW_INVALID_EVENT_QUEUE") if kept else "not kept (no queue)")
         return None
-    result = await start_once(client, orchestration_input(request, settings, notify=True), instance_id)
+    result = await start_once(client, orchestration_input(request, settings, notify=True, owner=owner, policy=entry),
+                              instance_id)
     log.info("event %s (%s): workflow %s %s", event.id, event.type, result.instance_id,
              "started" if result.started else "already existed (redelivery)")
     if result.started:

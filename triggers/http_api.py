@@ -10,7 +10,7 @@ from __future__ import annotations
 import logging
 from datetime import datetime, timezone
 from typing import Callable
-from urllib.parse import urlencode, urlsplit
+from urllib.parse import urlsplit
 
 import azure.durable_functions as df
 import azure.functions as func
@@ -19,9 +19,11 @@ from databricks_jobs.errors import ConfigurationError, CredentialError
 from databricks_jobs.settings import check_configuration
 from orchestrators.create_job_and_run import CANCEL_EVENT
 from telemetry.tracing import traced_route
+from triggers import access
 from triggers.http_responses import json_response, method_not_allowed, ROUTE_METHODS
-from triggers.starter import (INSTANCE_ID_PATTERN, RUNNING_STATUSES, JobLookupUnavailable, derived_instance_id,
+from triggers.starter import (INSTANCE_ID_PATTERN, RUNNING_STATUSES, JobLookupUnavailable, instance_id_for,
                               resolve_job, start_once)
+from workflow import caller_policy
 from workflow import policy
 from workflow.inputs import (InputError, orchestration_input, parse_json_body, require_json_content_type,
                              validate_request)
@@ -57,11 +59,11 @@ def _misconfigured(error: Exception) -> func.HttpResponse:
 
 
 def _api_url(req: func.HttpRequest, path: str) -> str:
-    """An absolute URL to one of our routes, keeping the caller's function key so that a Logic
-    Apps action can follow Location without being configured twice."""
+    """An absolute URL to one of our routes. Never with the caller's key (`?code=`): a URL ends up in
+    run histories and request logs; callers authenticate each request themselves (a token, or the
+    `x-functions-key` header)."""
     parts = urlsplit(req.url)
-    query = {"code": req.params["code"]} if req.params.get("code") else {}
-    return f"{parts.scheme}://{parts.netloc}/api/{path}" + (f"?{urlencode(query)}" if query else "")
+    return f"{parts.scheme}://{parts.netloc}/api/{path}"
 
 
 def _links(req: func.HttpRequest, instance_id: str) -> dict:
@@ -78,13 +80,19 @@ def _accepted(req: func.HttpRequest, instance_id: str, body: dict,
     return json_response(202, body, {"Location": location, "Retry-After": str(retry_after)})
 
 
-async def _existing_instance(req: func.HttpRequest, client: df.DurableOrchestrationClient):
-    """The instance named by the route and its status; InputError (400 or 404) otherwise."""
+async def _existing_instance(req: func.HttpRequest, client: df.DurableOrchestrationClient, caller):
+    """The instance named by the route and its status; InputError (400 or 404) otherwise. Another
+    caller's workflow is answered exactly as an unknown one, so that existence does not leak."""
     instance_id = req.route_params.get("instanceId", "")
     if not INSTANCE_ID_PATTERN.match(instance_id):
         raise InputError("'instanceId' is not a valid instance id", "instanceId")
-    status = await client.get_status(instance_id)
-    if status.runtime_status is None:
+    if await access.owners_matter(caller):
+        status = await client.get_status(instance_id, show_input=True)
+        visible = status.runtime_status is not None and await access.may_see(caller, status)
+    else:  # single-team mode: every key holder is the one caller, as before
+        status = await client.get_status(instance_id)
+        visible = status.runtime_status is not None
+    if not visible:
         raise InputError(f"no workflow instance '{instance_id}'", "instanceId", status=404)
     return instance_id, status
 
@@ -95,6 +103,12 @@ async def _existing_instance(req: func.HttpRequest, client: df.DurableOrchestrat
 async def start_workflow(req: func.HttpRequest, client: df.DurableOrchestrationClient) -> func.HttpResponse:
     if req.method.upper() != "POST":
         return method_not_allowed("POST")
+    try:
+        # Who calls (401), and whether it may start at all (403), before anything about the request.
+        caller = await access.caller_of(req)
+        entry = await access.entry_for_start(caller)
+    except access.Denied as denied:
+        return denied.response
     try:
         # A workflow that could only fail on its first activity is refused now, naming the setting.
         settings = WorkflowSettings.from_env()
@@ -110,6 +124,19 @@ async def start_workflow(req: func.HttpRequest, client: df.DurableOrchestrationC
                              "Idempotency-Key")
     except InputError as error:
         return _bad(error)
+    if entry is not None:
+        # Before any lookup: the answer must not depend on whether a job exists.
+        try:
+            caller_policy.check_request(entry, request.body)
+        except caller_policy.Refusal as refusal:
+            return access.refused(refusal)
+    instance_id = instance_id_for(caller.id, "http", key)
+    try:
+        if entry is not None and caller_policy.needs_counts(entry) and (
+                instance_id is None or (await client.get_status(instance_id)).runtime_status is None):
+            await access.check_rates(client, entry, caller.id, utcnow())  # a replay is never refused
+    except access.Denied as denied:
+        return denied.response
 
     try:
         request = await resolve_job(request)
@@ -120,8 +147,8 @@ async def start_workflow(req: func.HttpRequest, client: df.DurableOrchestrationC
                                    "setting": None, "field": "jobName"}, {"Retry-After": "30"})
     except (ConfigurationError, CredentialError) as error:
         return _misconfigured(error)
-    instance_id = derived_instance_id("http", key) if key else None
-    result = await start_once(client, orchestration_input(request, settings), instance_id)
+    result = await start_once(client, orchestration_input(request, settings, owner=caller.id, policy=entry),
+                              instance_id)
     if result.different_request:
         # The common idempotency-key convention: a key names one request; reusing it for another
         # is the caller's mistake, not a replay.
@@ -145,7 +172,9 @@ async def get_workflow_status(req: func.HttpRequest, client: df.DurableOrchestra
     if req.method.upper() != "GET":
         return method_not_allowed("GET")
     try:
-        instance_id, status = await _existing_instance(req, client)
+        instance_id, status = await _existing_instance(req, client, await access.caller_of(req))
+    except access.Denied as denied:
+        return denied.response
     except InputError as error:
         return _bad(error)
     runtime = status.runtime_status
@@ -181,7 +210,9 @@ async def cancel_workflow(req: func.HttpRequest, client: df.DurableOrchestration
     if req.method.upper() != "POST":
         return method_not_allowed("POST")
     try:
-        instance_id, status = await _existing_instance(req, client)
+        instance_id, status = await _existing_instance(req, client, await access.caller_of(req))
+    except access.Denied as denied:
+        return denied.response
     except InputError as error:
         return _bad(error)
     # A suspended workflow takes the event too, and acts on it when it is resumed.

@@ -146,6 +146,13 @@ def _response_2(response: dict) -> dict:
 def _security_scheme_2(scheme: dict) -> dict:
     if scheme.get("type") == "http" and scheme.get("scheme") == "basic":
         return {"type": "basic", "description": scheme.get("description", "")}
+    if scheme.get("type") == "oauth2":
+        # OpenAPI 2.0 has one flow per scheme: a custom connector's Entra ID connection signs users in
+        # (accessCode, the authorization code flow).
+        flow = scheme["flows"]["authorizationCode"]
+        return {"type": "oauth2", "flow": "accessCode", "authorizationUrl": flow["authorizationUrl"],
+                "tokenUrl": flow["tokenUrl"], "scopes": flow.get("scopes", {}),
+                "description": scheme.get("description", "")}
     return {k: v for k, v in scheme.items() if k in ("type", "in", "name", "description")}
 
 

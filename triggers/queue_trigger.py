@@ -12,6 +12,7 @@ can be re-queued by hand.
 """
 from __future__ import annotations
 
+import asyncio
 import logging
 from typing import Optional
 
@@ -20,7 +21,9 @@ import azure.functions as func
 
 from messaging import settings as caller_settings
 from telemetry.tracing import traced_trigger
-from triggers.starter import INSTANCE_ID_PATTERN, StartResult, derived_instance_id, resolve_job, start_once
+from triggers.starter import (INSTANCE_ID_PATTERN, StartResult, instance_id_for, queue_instance_key, resolve_job,
+                              start_once)
+from workflow import caller_policy
 from workflow.inputs import InputError, WorkflowRequest, orchestration_input, parse_json_body, validate_request
 from workflow.settings import WorkflowSettings
 
@@ -61,8 +64,20 @@ def request_of(body: bytes, settings: WorkflowSettings) -> tuple[WorkflowRequest
 async def handle_message(msg: func.QueueMessage, client: df.DurableOrchestrationClient,
                          settings: Optional[WorkflowSettings] = None) -> StartResult:
     settings = settings or WorkflowSettings.from_env()
+    # Whoever may write to the queue is its caller (Azure RBAC on the queue): the policy's
+    # `sources["queue:<name>"]`, or the queue itself. A bad document raises: the host retries.
+    policies = await asyncio.to_thread(caller_policy.from_env)  # may read a file: off the event loop
+    owner = entry = None
+    if policies is not None:
+        owner = policies.caller_for_source("queue", REQUEST_QUEUE) or f"queue:{REQUEST_QUEUE}"
+        entry = policies.entry_for(owner)
     try:
         request, instance_id = request_of(msg.get_body(), settings)
+        if entry is not None:
+            try:
+                caller_policy.check_request(entry, request.body)  # before any job lookup
+            except caller_policy.Refusal as refusal:
+                raise InputError(f"{refusal.message} (refused by the caller policy)", refusal.field) from None
         # A transient Databricks error raises JobLookupUnavailable: the host retries the message.
         request = await resolve_job(request)
     except InputError as error:
@@ -70,12 +85,16 @@ async def handle_message(msg: func.QueueMessage, client: df.DurableOrchestration
         log.error("%s (dequeue count %s; moved to %s-poison after the last retry)", failure, getattr(msg, "dequeue_count", None),
                   REQUEST_QUEUE)
         raise failure from None
-    if instance_id is None:
+    if instance_id is not None:
+        # Namespaced to this queue: a sender cannot squat an HTTP or Event Grid workflow's id.
+        instance_id = instance_id_for(owner, "queue", queue_instance_key(REQUEST_QUEUE, instance_id))
+    else:
         if not msg.id:
             raise QueueMessageError(None, InputError("message has no id to derive an instance id from",
                                                      INSTANCE_ID_FIELD))
-        instance_id = derived_instance_id("queue", msg.id)
-    result = await start_once(client, orchestration_input(request, settings, notify=True), instance_id)
+        instance_id = instance_id_for(owner, "queue", msg.id)
+    result = await start_once(client, orchestration_input(request, settings, notify=True, owner=owner, policy=entry),
+                              instance_id)
     log.info("queue message %s: workflow %s %s", msg.id, result.instance_id,
              "started" if result.started else "already existed (duplicate delivery)")
     if result.started:

@@ -10,6 +10,7 @@ import hashlib
 import json
 import logging
 import re
+import uuid
 from dataclasses import dataclass
 from typing import Optional
 
@@ -37,6 +38,35 @@ def derived_instance_id(source: str, key: str) -> str:
     Idempotency-Key). Hashed so any key yields a valid, bounded id."""
     digest = hashlib.sha256(f"{source}\x00{key}".encode("utf-8")).hexdigest()[:32]
     return f"{source}-{digest}"
+
+
+def owner_prefix(owner: Optional[str]) -> str:
+    """The start of every instance id of one caller's workflows, so that the task hub can count them
+    (an instance query by id prefix) without reading inputs. A hash: it reveals nothing about the caller,
+    and no caller can pick it for another."""
+    if owner is None:
+        return ""
+    return "o" + hashlib.sha256(f"owner\x00{owner}".encode("utf-8")).hexdigest()[:12] + "-"
+
+
+def instance_id_for(owner: Optional[str], source: str, key: Optional[str]) -> Optional[str]:
+    """The instance id of a start. Without caller identities (single-team mode): a new id (None: the
+    extension draws one) or, for a request identity, `derived_instance_id` as before. With an owner:
+    the owner's prefix and either 32 random hex digits or a hash of (source, owner, key), so the same
+    Idempotency-Key from two callers names two workflows, and no caller can compute an id that
+    lands in another caller's namespace."""
+    if owner is None:
+        return derived_instance_id(source, key) if key is not None else None
+    if key is None:
+        return owner_prefix(owner) + uuid.uuid4().hex
+    digest = hashlib.sha256(f"{source}\x00{owner}\x00{key}".encode("utf-8")).hexdigest()[:32]
+    return f"{owner_prefix(owner)}{source[0]}{digest}"
+
+
+def queue_instance_key(queue: str, given: str) -> str:
+    """A queue-supplied instance id, namespaced to its queue: it can never name an HTTP or Event
+    Grid workflow (those ids derive from other sources) nor one of another queue."""
+    return f"{queue}\x00instanceId\x00{given}"
 
 
 class JobLookupUnavailable(Exception):
@@ -80,13 +110,19 @@ class StartResult:
     different_request: bool = False  # that instance was started for a different request
 
 
-def _request_hash_of(stored_input) -> Optional[str]:
-    if isinstance(stored_input, str):  # the extension returns the stored input as JSON text
+def stored_input(value):
+    """An instance's input as the status reports it (the extension returns it as JSON text)."""
+    if isinstance(value, str):
         try:
-            stored_input = json.loads(stored_input)
+            return json.loads(value)
         except ValueError:
             return None
-    return stored_input.get("requestHash") if isinstance(stored_input, dict) else None
+    return value
+
+
+def _request_hash_of(value) -> Optional[str]:
+    value = stored_input(value)
+    return value.get("requestHash") if isinstance(value, dict) else None
 
 
 async def start_once(client: df.DurableOrchestrationClient, orchestration_input: dict,

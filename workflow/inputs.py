@@ -243,12 +243,18 @@ def validate_request(body: Any, settings: Optional[WorkflowSettings] = None) -> 
 
 
 def orchestration_input(request: WorkflowRequest, settings: Optional[WorkflowSettings] = None, *,
-                        notify: bool = False) -> dict:
+                        notify: bool = False, owner: Optional[str] = None, policy=None) -> dict:
     """The orchestrator's input: the request plus deployment options it must not read itself.
-    `notify`: report the outputs through the notifyCompletion activity when the workflow ends."""
+    `notify`: report the outputs through the notifyCompletion activity when the workflow ends.
+    `owner`: the caller's id (never a secret), recorded so only it (or an admin) sees the workflow.
+    `policy`: the caller's `workflow.caller_policy.Entry`, whose runAs, tags and budget policy the plan takes."""
     settings = settings or WorkflowSettings.from_env()
     plan = request.plan
-    return {
+    if policy is not None:
+        from workflow.caller_policy import apply_to_plan
+
+        plan = apply_to_plan(policy, plan)
+    envelope = {
         "request": plan,
         # Tells a repeated start of the same request (a replay) from a different one under the same key.
         "requestHash": hashlib.sha256(json.dumps(dict(request.body), sort_keys=True).encode("utf-8")).hexdigest(),
@@ -259,3 +265,6 @@ def orchestration_input(request: WorkflowRequest, settings: Optional[WorkflowSet
             "notify": notify,
         },
     }
+    if owner is not None:
+        envelope["owner"] = owner
+    return envelope

@@ -8,7 +8,7 @@ import pytest
 from events_support import VALID_INPUT, queue_message
 from triggers import queue_trigger
 from triggers.queue_trigger import QueueMessageError, start_workflow_from_queue
-from triggers.starter import derived_instance_id
+from triggers.starter import derived_instance_id, queue_instance_key
 
 
 def deliver(msg, client):
@@ -41,7 +41,9 @@ def test_caller_instance_id_dedupes_a_resent_request(client):
     body = dict(VALID_INPUT, instanceId="order-4711")
     deliver(queue_message(body, message_id="m-1"), client)
     deliver(queue_message(body, message_id="m-2"), client)  # the client sent it twice
-    assert [iid for _, iid, _ in client.started] == ["order-4711"]
+    # Namespaced to the queue (issue 15): a sender cannot squat another entry point's id.
+    assert [iid for _, iid, _ in client.started] == [
+        derived_instance_id("queue", queue_instance_key("workflow-requests", "order-4711"))]
     assert "instanceId" not in client.started[0][2]["request"]
 
 

@@ -19,7 +19,7 @@ from azure.core.exceptions import ResourceExistsError
 from events_support import VALID_INPUT
 from messaging import storage_queues
 from triggers import queue_trigger
-from triggers.starter import derived_instance_id
+from triggers.starter import derived_instance_id, queue_instance_key
 
 ROOT = Path(__file__).resolve().parents[2]
 QUEUE = queue_trigger.REQUEST_QUEUE
@@ -111,7 +111,7 @@ def test_same_request_sent_twice_with_an_instance_id_starts_one_workflow(devhost
     assert wait_for(lambda: len(listener_of(devhost).deliveries) == 2)
     assert [d["outcome"] for d in listener_of(devhost).deliveries] == ["deleted", "deleted"]
     assert [r["ok"] for r in attempts(devhost)] == [True, True]
-    assert devhost.host.instance_ids() == ["order-4711"]
+    assert devhost.host.instance_ids() == [derived_instance_id("queue", queue_instance_key(QUEUE, "order-4711"))]
     assert queue_length(storage, QUEUE) == 0
 
 

@@ -72,7 +72,11 @@ def test_each_shape_runs_end_to_end_from_a_queue_message(stack, shape):
     sent = requests.post(f"{stack.base_url}/admin/functions/{start_workflow_from_queue.build().get_function_name()}",
                          json={"input": json.dumps(message)}, timeout=10)
     assert sent.status_code == 202
-    out = _outputs(stack, f"queue-{shape}")
+    from triggers.queue_trigger import REQUEST_QUEUE
+    from triggers.starter import derived_instance_id, queue_instance_key
+
+    # A queue's instanceId is namespaced to its queue (issue 15).
+    out = _outputs(stack, derived_instance_id("queue", queue_instance_key(REQUEST_QUEUE, f"queue-{shape}")))
     assert out["resultState"] == "SUCCESS"
 
 
