@@ -12,6 +12,7 @@ can be re-queued by hand.
 """
 from __future__ import annotations
 
+import asyncio
 import logging
 from typing import Optional
 
@@ -62,7 +63,8 @@ async def handle_message(msg: func.QueueMessage, client: df.DurableOrchestration
                          settings: Optional[WorkflowSettings] = None) -> StartResult:
     settings = settings or WorkflowSettings.from_env()
     try:
-        request, instance_id = request_of(msg.get_body(), settings)
+        # Off the event loop: validation is CPU work that would stall every other trigger and route.
+        request, instance_id = await asyncio.to_thread(request_of, msg.get_body(), settings)
         # A transient Databricks error raises JobLookupUnavailable: the host retries the message.
         request = await resolve_job(request)
     except InputError as error:
