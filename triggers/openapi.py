@@ -29,6 +29,8 @@ SPEC_PATH = ROOT / "spec" / "http-api.openapi.json"
 INPUT_SCHEMA_PATH = ROOT / "workflow" / "input.schema.json"
 ROUTE = "openapi.json"
 API_PREFIX = "/api"
+# Set by the platform (App Service, and Core Tools locally), not an app setting of ours.
+PLATFORM_HOST_NAME = "WEBSITE_HOSTNAME"
 
 bp = df.Blueprint()
 
@@ -211,7 +213,7 @@ def configured_base_url(env=None) -> str:
     from databricks_jobs.settings import is_loopback
 
     env = os.environ if env is None else env
-    value = (env.get("WEBSITE_HOSTNAME") or "").strip()
+    value = (env.get(PLATFORM_HOST_NAME) or "").strip()
     try:
         parts = urlsplit("//" + value)
         host = (parts.hostname or "").lower()
