@@ -242,6 +242,9 @@ def invalid_event_record(event: ReceivedEvent, error: InputError, instance_id: s
             fits, low = text, middle + 1
         else:
             high = middle - 1
+    if fits is None:  # cannot happen with the bounds above; still, never fail for size
+        fits = json.dumps({"error": "invalid event (record too large to keep)", "field": None,
+                           "instanceId": instance_id, "eventTruncated": True, "eventBytes": event_bytes})
     return fits
 
 

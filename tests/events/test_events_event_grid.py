@@ -322,3 +322,14 @@ def test_validating_an_event_does_not_block_the_event_loop(client, monkeypatch):
 
     run(scenario())
     assert len(client.started) == 1
+
+
+def test_the_invalid_event_record_fits_any_budget_it_is_given():
+    from workflow.inputs import InputError
+
+    event = ReceivedEvent.of(eventgrid_event({**VALID_INPUT, "x": "\u0001" * 20_000}, event_id="tight"))
+    for budget in (49_152, 4_096, 1_024):
+        text = event_grid.invalid_event_record(event, InputError("'x' is bad", "data.x"), "i", max_bytes=budget)
+        record = json.loads(text)
+        assert len(text.encode("utf-8")) <= budget and record["eventTruncated"] is True
+        assert record["eventText"].startswith('{"id": "tight"')
