@@ -4,11 +4,15 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: demo test bench clean
+.PHONY: demo test bench lock clean
 
+# The runtime set from the lock, every file checked against its hash (as Azure's remote build
+# installs it); then the development tools, in a second pip run: pip checks hashes for every
+# requirement of a run once any line has one, and the tools are not locked.
 $(STAMP): requirements.txt requirements-dev.txt
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install -q --upgrade pip
+	$(BIN)/pip install -q --require-hashes -r requirements.txt
 	$(BIN)/pip install -q -r requirements-dev.txt
 	touch $(STAMP)
 
@@ -20,6 +24,13 @@ demo: $(STAMP)
 
 bench: $(STAMP)
 	$(BIN)/python -m bench
+
+# Regenerates requirements.txt from requirements.in, keeping the locked versions that still fit;
+# `make lock UPGRADE=--upgrade` takes the newest versions instead.
+lock: $(STAMP)
+	$(BIN)/pip-compile --quiet --generate-hashes --allow-unsafe --strip-extras --no-emit-index-url \
+		--no-emit-find-links --custom-compile-command "make lock" $(UPGRADE) \
+		--output-file requirements.txt requirements.in
 
 clean:
 	rm -rf $(VENV)

@@ -22,6 +22,7 @@ import azure.durable_functions as df
 
 from activities.jobs import activity_input
 from databricks_jobs.errors import ConfigurationError
+from databricks_jobs.process_wide import ProcessWide
 from databricks_jobs.secret_values import scrub
 from messaging import event_grid_targets, settings as caller_settings, storage_queues
 from telemetry.tracing import traced_activity
@@ -87,6 +88,21 @@ def _bearer_token() -> str:
     return _credential.get_token(EVENTGRID_SCOPE).token
 
 
+def _topic_session() -> "requests.Session":
+    import requests  # on first use: it is heavy, and cold start pays for every import
+
+    session = requests.Session()
+    # No .netrc credentials or proxy variables: requests' module-level calls read both, and .netrc
+    # would add an Authorization header of its own (CVE-2024-47081 leaked it to other hosts).
+    session.trust_env = False
+    return session
+
+
+# One pooled session per process (activities run on worker threads; requests sessions are used
+# that way by the Jobs API client too).
+topic_session = ProcessWide(_topic_session, close=lambda session: session.close())
+
+
 def publish_to_topic(event: dict, endpoint: str, key: str, *, session: Optional[requests.Session] = None,
                      token_provider: Callable[[], str] = _bearer_token) -> None:
     """POST `event` to an Event Grid topic, domain or namespace topic (messaging/event_grid_targets.py
@@ -99,7 +115,7 @@ def publish_to_topic(event: dict, endpoint: str, key: str, *, session: Optional[
     headers.update(target.key_headers(key) if key else {"Authorization": f"Bearer {token_provider()}"})
     import requests  # on first use: it is heavy, and cold start pays for every import
 
-    sender = session or requests
+    sender = session or topic_session.get()
     try:
         response = sender.post(target.url, data=json.dumps([event]), headers=headers, timeout=HTTP_TIMEOUT_SECONDS)
     except requests.RequestException as exc:

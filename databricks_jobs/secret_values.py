@@ -33,8 +33,10 @@ MIN_KNOWN_SECRET_LENGTH = 4
 _TOKEN_CHARACTERS = re.compile(r"[\x21-\x7e]+")
 
 _PATTERNS = (
-    # user:password@ in a URL
-    (re.compile(r"(?i)\b([a-z][a-z0-9+.\-]*://)[^\s/@'\"]+@"), r"\1" + REDACTED + "@"),
+    # user:password@ in a URL. Every pattern here runs in linear time on any text (scrub also reads
+    # what callers send, bench/input_patterns.py): none is tried at every character of a long run,
+    # so this one starts at "://" rather than at a scheme, which any word could begin.
+    (re.compile(r"(://)[^\s/@'\"]+@"), r"\1" + REDACTED + "@"),
     # an Authorization header or field, in any of the shapes it is printed in (header line, dict, JSON)
     (re.compile(r"(?i)\b((?:proxy-)?authorization)([\"']?\s*[:=]\s*[\"']?)[^\r\n\"',}]+"), r"\1\2" + REDACTED),
     # the credential after an auth scheme (short words after "basic" are prose, not base64);
@@ -43,8 +45,9 @@ _PATTERNS = (
     (re.compile(r"(?i)\b(basic)(\s+)[A-Za-z0-9+/]{8,}=*"), r"\1\2" + REDACTED),
     # Databricks personal access tokens: "dapi" and 32 hex digits, sometimes with a "-<n>" suffix
     (re.compile(r"\bdapi[0-9a-f]{32}(?:-\d+)?\b"), "dapi" + REDACTED),
-    # JWTs (Entra ID access tokens): base64url header.payload.signature
-    (re.compile(r"\beyJ[A-Za-z0-9_\-]{5,}\.[A-Za-z0-9_\-]{5,}\.[A-Za-z0-9_\-]*"), REDACTED),
+    # JWTs (Entra ID access tokens): base64url header.payload.signature, where a run of base64url
+    # characters begins (trying every "eyJ" inside a long run, as \b did after each '-', is quadratic)
+    (re.compile(r"(?<![A-Za-z0-9_\-])eyJ[A-Za-z0-9_\-]{5,}\.[A-Za-z0-9_\-]{5,}\.[A-Za-z0-9_\-]*"), REDACTED),
     # named secrets in key=value, key: value and JSON shapes
     (re.compile(r"(?i)\b(access_token|refresh_token|id_token|client_secret|password|passwd|secret|token|"
                 r"x-identity-header|x-databricks-azure-sp-management-token|aeg-sas-key|sharedaccesskey|accountkey)"

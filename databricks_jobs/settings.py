@@ -220,7 +220,8 @@ def check_configuration(environ: Optional[Mapping[str, str]] = None) -> Settings
     return Settings.from_env(environ)
 
 
-def _is_loopback(hostname: str) -> bool:
+def is_loopback(hostname: str) -> bool:
+    """127.0.0.0/8, ::1 or localhost, judged on the parsed host name (never a string prefix)."""
     if hostname == "localhost":
         return True
     try:
@@ -245,7 +246,7 @@ def validate_host(value: Optional[str]) -> str:
         raise ConfigurationError(name, f"{value!r} is not a valid URL ({exc})") from None
     if parts.scheme not in ("https", "http") or not hostname:
         raise ConfigurationError(name, f"{value!r} is not an http(s) URL with a host name")
-    if parts.scheme == "http" and not _is_loopback(hostname):
+    if parts.scheme == "http" and not is_loopback(hostname):
         raise ConfigurationError(name, f"must use https ({value!r}): only a loopback host may use http, so a token is never sent in clear")
     if parts.username or parts.password or parts.query or parts.fragment or parts.path.strip("/"):
         raise ConfigurationError(name, f"must be the workspace base URL only, without path, query or credentials ({parts.scheme}://{parts.hostname}...)")

@@ -28,9 +28,12 @@ host's ExceptionMiddleware for what it throws): OPTIONS -> 200 with ``WebHook-Al
 ``aeg-event-type: SubscriptionValidation`` -> 200 ``{"validationResponse": code}``;
 ``Notification`` -> every event is invoked, then 202, or 500 with the first failure's message;
 ``Unsubscribe`` -> 202; any other or no ``aeg-event-type`` -> 400. A body the extension cannot
-read (not JSON, neither an array nor an object, a handshake without ``data.validationCode``) makes
-it throw, which the host answers with 500 and an empty body; an empty array is a delivery of no
-events: 202.
+read (not JSON, neither an array nor an object, a handshake without ``data.validationCode`` or whose
+``data`` is not an object, an empty handshake array, JSON nested deeper than Newtonsoft.Json's
+default ``MaxDepth`` of 64) makes it throw, which the host answers with 500 and an empty body (the
+extension's ``HttpRequestProcessor`` catches nothing: azure-sdk-for-net,
+sdk/eventgrid/Microsoft.Azure.WebJobs.Extensions.EventGrid/src/TriggerBinding/HttpRequestProcessor.cs);
+an empty array is a delivery of no events: 202.
 """
 from __future__ import annotations
 
@@ -284,7 +287,7 @@ class DevServer:
         if kind != "notification":
             return 400, {}, b""
         try:
-            token = json.loads(body.decode("utf-8"))
+            token = _parsed(body)
             if isinstance(token, dict):
                 events = [token]  # CloudEvents schema: one event per request
             elif isinstance(token, list):
@@ -360,9 +363,27 @@ class DevServer:
         return text
 
 
+# Newtonsoft.Json's JsonReader.MaxDepth default (13.x): JToken.Parse throws past it. Python's json
+# reads ~1,000 levels, so without this check devhost would take deliveries the host refuses.
+NEWTONSOFT_MAX_DEPTH = 64
+
+
+def _parsed(body: bytes) -> Any:
+    """The body as JToken.Parse reads it; raises where it would throw (not JSON, too deep)."""
+    token = json.loads(body.decode("utf-8"))
+    stack = [(token, 1)]
+    while stack:
+        item, depth = stack.pop()
+        if isinstance(item, (dict, list)):
+            if depth > NEWTONSOFT_MAX_DEPTH:
+                raise ValueError(f"The reader's MaxDepth of {NEWTONSOFT_MAX_DEPTH} has been exceeded.")
+            stack.extend((child, depth + 1) for child in (item.values() if isinstance(item, dict) else item))
+    return token
+
+
 def _validation_code(body: bytes) -> str:
     """The handshake's code as HttpRequestProcessor reads it; raises where it would throw."""
-    token = json.loads(body.decode("utf-8"))
+    token = _parsed(body)
     if isinstance(token, list):
         code = token[0]["data"]["validationCode"]
     elif isinstance(token, dict):

@@ -31,7 +31,8 @@ SETTINGS: tuple[tuple[str, str, str], ...] = (
     ("WORKFLOW_COMPLETION_TOPIC_ENDPOINT", "",
      "Event Grid endpoint that receives the same CloudEvent: a topic or domain with the CloudEvents v1.0 input "
      "schema, `https://<name>.<region>-1.eventgrid.azure.net/api/events`, or a namespace topic, "
-     "`https://<namespace>.<region>-1.eventgrid.azure.net/topics/<topic>:publish`. Empty: none."),
+     "`https://<namespace>.<region>-1.eventgrid.azure.net/topics/<topic>:publish`. Must be https unless the host "
+     "is loopback (127.0.0.0/8, ::1, localhost). Empty: none."),
     ("WORKFLOW_COMPLETION_TOPIC_KEY", "",
      "Access key of that topic, domain or namespace (sent as `aeg-sas-key`, or `Authorization: SharedAccessKey` "
      "to a namespace); a Key Vault reference in Azure. Empty: the app's managed identity (role EventGrid Data "
@@ -126,9 +127,7 @@ class CompletionTargets:
 
     @classmethod
     def from_env(cls, env: Optional[Mapping[str, str]] = None) -> "CompletionTargets":
-        endpoint = get("WORKFLOW_COMPLETION_TOPIC_ENDPOINT", env)
-        if endpoint and not endpoint.lower().startswith(("https://", "http://127.0.0.1", "http://localhost")):
-            raise CallerSettingError("WORKFLOW_COMPLETION_TOPIC_ENDPOINT must be an https URL")
+        endpoint = topic_endpoint(get("WORKFLOW_COMPLETION_TOPIC_ENDPOINT", env))
         return cls(
             queue=get("WORKFLOW_COMPLETION_QUEUE", env),
             topic_endpoint=endpoint,
@@ -136,3 +135,31 @@ class CompletionTargets:
             source=get("WORKFLOW_COMPLETION_EVENT_SOURCE", env) or DEFAULTS["WORKFLOW_COMPLETION_EVENT_SOURCE"],
             connection=get("WORKFLOW_QUEUE_CONNECTION", env) or DEFAULTS["WORKFLOW_QUEUE_CONNECTION"],
         )
+
+
+def topic_endpoint(value: str) -> str:
+    """The completion topic's URL, parsed: https, or http only to a loopback host (127.0.0.0/8, ::1,
+    localhost; the dev host's stand-in), judged by the host name itself, so that
+    `http://localhost.evil.com/` is refused: the topic key travels with every event."""
+    from urllib.parse import urlsplit
+
+    from databricks_jobs.settings import is_loopback
+
+    name = "WORKFLOW_COMPLETION_TOPIC_ENDPOINT"
+    if not value:
+        return ""
+    try:
+        parts = urlsplit(value)
+        host = (parts.hostname or "").lower()
+        parts.port  # raises ValueError on a bad port
+    except ValueError as exc:
+        raise CallerSettingError(f"{name} is not a valid URL ({exc})") from None
+    if parts.scheme.lower() not in ("https", "http") or not host:
+        raise CallerSettingError(f"{name} must be an https URL with a host name")
+    if parts.scheme.lower() == "http" and not is_loopback(host):
+        raise CallerSettingError(f"{name} must be an https URL: only a loopback host (127.0.0.0/8, ::1, localhost) "
+                                 f"may use http, since the topic key is sent with every event (host {host})")
+    if parts.username is not None or parts.password is not None or any(ch.isspace() for ch in value):
+        raise CallerSettingError(f"{name} must not carry credentials or spaces; the key goes in "
+                                 f"WORKFLOW_COMPLETION_TOPIC_KEY")
+    return value

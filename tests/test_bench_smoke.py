@@ -174,3 +174,27 @@ def test_report_sections_are_replaced_in_place_and_kept_in_order(tmp_path):
     text = (tmp_path / "benchmarks.md").read_text("utf-8")
     assert "cold v1" not in text and text.count("cold v2") == 1
     assert text.index("waiting v1") < text.index("cold v2")
+
+
+# -- input patterns ------------------------------------------------------------------------------
+
+def test_input_patterns_bench_runs_every_case_through_the_real_paths(monkeypatch, capsys):
+    from bench import input_patterns
+    from workflow.inputs import InputError
+
+    monkeypatch.setattr(input_patterns, "REPETITIONS", 1)
+    input_patterns.run(size=400)
+    out = capsys.readouterr().out
+    assert "worst ratio: " in out and "steepest growth: " in out
+    cases = input_patterns.cases(400)
+    assert {len(hostile) for _, _, _, hostile, _ in cases} <= {400, 401, 404}
+    for name, path, function, hostile, benign in cases:
+        outcome, ordinary = function(hostile), function(benign)
+        if path == "scrub":  # no case holds a token: scrub leaves it as it is
+            assert outcome == hostile, name
+            continue
+        # Each case reaches the pattern it is about: the benign text makes a valid request (a
+        # parameter name that long breaks a length rule either way), and no value is refused as a token.
+        assert not isinstance(ordinary, InputError) or path.endswith("a parameter name"), (name, ordinary)
+        if path.endswith("a parameter value"):
+            assert not isinstance(outcome, InputError), (name, outcome)

@@ -34,10 +34,11 @@ def test_host_json_uses_the_v4_extension_bundle_and_bounded_dequeue():
 
 
 def test_requirements_separate_runtime_from_test_dependencies():
-    runtime = (ROOT / "requirements.txt").read_text("utf-8")
+    runtime = (ROOT / "requirements.in").read_text("utf-8")
     assert "azure-functions-durable>=1.7,<2" in runtime
-    assert "pytest" not in runtime and "responses" not in runtime
-    assert "-r requirements.txt" in (ROOT / "requirements-dev.txt").read_text("utf-8")
+    for text in (runtime, (ROOT / "requirements.txt").read_text("utf-8")):
+        assert "pytest" not in text and "responses" not in text
+    assert "-r requirements.in" in (ROOT / "requirements-dev.txt").read_text("utf-8")
 
 
 def test_the_deployment_package_keeps_what_the_app_imports_and_drops_the_dev_tools():

@@ -7,6 +7,7 @@ Logic Apps action fails visibly.
 """
 from __future__ import annotations
 
+import asyncio
 import logging
 from datetime import datetime, timezone
 from typing import Callable
@@ -25,8 +26,7 @@ from triggers.starter import (INSTANCE_ID_PATTERN, RUNNING_STATUSES, JobLookupUn
                               resolve_job, start_once)
 from workflow import caller_policy
 from workflow import policy
-from workflow.inputs import (InputError, orchestration_input, parse_json_body, require_json_content_type,
-                             validate_request)
+from workflow.inputs import InputError, orchestration_input, require_json_content_type, validated_body
 from workflow.settings import WorkflowSettingError, WorkflowSettings
 
 log = logging.getLogger(__name__)
@@ -117,7 +117,8 @@ async def start_workflow(req: func.HttpRequest, client: df.DurableOrchestrationC
         return _misconfigured(error)
     try:
         require_json_content_type(req.headers.get("Content-Type"))
-        request = validate_request(parse_json_body(req.get_body(), settings.max_body_bytes), settings)
+        # Off the event loop: validating a large body is CPU work that would stall other requests.
+        request = await asyncio.to_thread(validated_body, req.get_body(), settings)
         key = req.headers.get("Idempotency-Key")
         if key is not None and not (0 < len(key) <= MAX_IDEMPOTENCY_KEY_LENGTH and key.isprintable()):
             raise InputError(f"'Idempotency-Key' must be 1..{MAX_IDEMPOTENCY_KEY_LENGTH} printable characters",

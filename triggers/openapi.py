@@ -1,8 +1,11 @@
 """`GET /api/openapi.json`: the HTTP API description (spec/http-api.openapi.json, OpenAPI 3.1).
 
 `?format=swagger2` answers the same description as OpenAPI 2.0, because Logic Apps and Power
-Automate custom connectors import 2.0 only. Both carry the absolute server URL of the request,
-so the document can be imported straight from a deployed app. Anonymous: it holds no secret.
+Automate custom connectors import 2.0 only. Both carry the app's absolute server URL, built from
+the host name the platform configures (`WEBSITE_HOSTNAME`), never from the request's Host header:
+a client choosing the Host would otherwise choose where a connector imported from the document
+sends its function key. Without that setting the server URL is relative. Anonymous: it holds no
+secret; answered `Cache-Control: private`, so no shared cache keeps a copy.
 
 The request body schema is a copy of workflow/input.schema.json; `python -m triggers.openapi`
 refreshes the copy (a test fails when they differ).
@@ -11,6 +14,7 @@ from __future__ import annotations
 
 import copy
 import json
+import os
 import sys
 from functools import lru_cache
 from pathlib import Path
@@ -25,6 +29,8 @@ SPEC_PATH = ROOT / "spec" / "http-api.openapi.json"
 INPUT_SCHEMA_PATH = ROOT / "workflow" / "input.schema.json"
 ROUTE = "openapi.json"
 API_PREFIX = "/api"
+# Set by the platform (App Service, and Core Tools locally), not an app setting of ours.
+PLATFORM_HOST_NAME = "WEBSITE_HOSTNAME"
 
 bp = df.Blueprint()
 
@@ -174,12 +180,12 @@ def to_swagger2(doc: dict, base_url: str) -> dict:
             new["responses"] = {code: _response_2(r) for code, r in op["responses"].items()}
             paths[path][method] = new
     components = doc.get("components") or {}
+    located = {"host": parts.netloc, "schemes": [parts.scheme]} if parts.netloc else {}  # else: the serving host
     return {
         "swagger": "2.0",
         "info": doc["info"],
-        "host": parts.netloc,
+        **located,
         "basePath": API_PREFIX,
-        "schemes": [parts.scheme or "https"],
         "consumes": ["application/json"],
         "produces": ["application/json"],
         "securityDefinitions": {name: _security_scheme_2(s) for name, s in components.get("securitySchemes", {}).items()},
@@ -203,10 +209,27 @@ def openapi_document(req: func.HttpRequest) -> func.HttpResponse:
     if fmt not in ("openapi3", "swagger2"):
         return func.HttpResponse(json.dumps({"error": "'format' must be openapi3 or swagger2", "field": "format"}),
                                  status_code=400, mimetype="application/json")
-    parts = urlsplit(req.url)
-    body = document_for(f"{parts.scheme}://{parts.netloc}", fmt)
+    body = document_for(configured_base_url(), fmt)
     return func.HttpResponse(json.dumps(body, indent=2), status_code=200, mimetype="application/json",
-                             headers={"Cache-Control": "public, max-age=300"})
+                             headers={"Cache-Control": "private, max-age=300"})
+
+
+def configured_base_url(env=None) -> str:
+    """`https://<WEBSITE_HOSTNAME>` (http for a loopback host, as Core Tools serves it); "" (a
+    relative server URL) when the setting is unset or is not a plain host[:port]."""
+    from databricks_jobs.settings import is_loopback
+
+    env = os.environ if env is None else env
+    value = (env.get(PLATFORM_HOST_NAME) or "").strip()
+    try:
+        parts = urlsplit("//" + value)
+        host = (parts.hostname or "").lower()
+        parts.port  # raises ValueError on a bad port
+    except ValueError:
+        return ""
+    if not host or parts.netloc != value or parts.username is not None or parts.path or parts.query or "#" in value:
+        return ""
+    return f"{'http' if is_loopback(host) else 'https'}://{parts.netloc.lower()}"
 
 
 def instance_id_parameters(doc: dict) -> list:

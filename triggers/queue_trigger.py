@@ -72,7 +72,8 @@ async def handle_message(msg: func.QueueMessage, client: df.DurableOrchestration
         owner = policies.caller_for_source("queue", REQUEST_QUEUE) or f"queue:{REQUEST_QUEUE}"
         entry = policies.entry_for(owner)
     try:
-        request, instance_id = request_of(msg.get_body(), settings)
+        # Off the event loop: validation is CPU work that would stall every other trigger and route.
+        request, instance_id = await asyncio.to_thread(request_of, msg.get_body(), settings)
         if entry is not None:
             try:
                 caller_policy.check_request(entry, request.body)  # before any job lookup

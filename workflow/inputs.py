@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import threading
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Mapping, Optional
@@ -15,18 +16,21 @@ _HERE = Path(__file__).resolve().parent
 INPUT_SCHEMA: dict = json.loads((_HERE / "input.schema.json").read_text("utf-8"))
 DATABRICKS_SCHEMA: dict = json.loads((_HERE / "schemas" / "databricks.schema.json").read_text("utf-8"))
 _validator = None
+_validator_lock = threading.Lock()
 
 
 def _get_validator():
-    """Built on first use: jsonschema costs import time the function app's cold start does not need."""
+    """Built on first use: jsonschema costs import time the function app's cold start does not need.
+    Entry points validate on worker threads (off the event loop), so the first build is locked."""
     global _validator
-    if _validator is None:
-        from jsonschema import Draft202012Validator
-        from referencing import Registry, Resource
+    with _validator_lock:
+        if _validator is None:
+            from jsonschema import Draft202012Validator
+            from referencing import Registry, Resource
 
-        registry = Registry().with_resource(DATABRICKS_SCHEMA["$id"], Resource.from_contents(DATABRICKS_SCHEMA))
-        _validator = Draft202012Validator(INPUT_SCHEMA, registry=registry)
-    return _validator
+            registry = Registry().with_resource(DATABRICKS_SCHEMA["$id"], Resource.from_contents(DATABRICKS_SCHEMA))
+            _validator = Draft202012Validator(INPUT_SCHEMA, registry=registry)
+        return _validator
 
 # run-now documents notebook_params as at most 10,000 bytes of JSON.
 MAX_NOTEBOOK_PARAMS_BYTES = 10_000
@@ -96,6 +100,37 @@ def parse_json_body(raw: bytes | str | None, max_bytes: int) -> Any:
     if _depth(value) > MAX_JSON_DEPTH:
         raise InputError(f"request body is nested more than {MAX_JSON_DEPTH} levels deep", None)
     return value
+
+
+def check_json_value(value: Any, max_bytes: int, field: Optional[str] = None) -> None:
+    """The limits of `parse_json_body` for JSON that arrives already decoded (Event Grid and
+    CloudEvents data, which the Functions worker parses): at most `max_bytes` as compact JSON and
+    `MAX_JSON_DEPTH` levels deep. Depth is checked first, without recursion, so that measuring the
+    size cannot exhaust the stack."""
+    if _depth(value) > MAX_JSON_DEPTH:
+        raise InputError(f"{_named(field)} is nested more than {MAX_JSON_DEPTH} levels deep", field)
+    size = len(json.dumps(value, separators=(",", ":"), ensure_ascii=False).encode("utf-8"))
+    if size > max_bytes:
+        raise InputError(f"{_named(field)} is {size} bytes as JSON; the limit is {max_bytes}", field, status=413)
+
+
+def _named(field: Optional[str]) -> str:
+    return f"'{field}'" if field else "the request"
+
+
+_credential_pattern = None
+
+
+def looks_like_credential(text: str) -> bool:
+    """True when `text` holds one of the credential shapes the request schema refuses
+    (`NoCredentialText`): the same pattern, so what a caller is refused for is also what is kept
+    out of any copy of their input."""
+    global _credential_pattern
+    if _credential_pattern is None:
+        import re
+
+        _credential_pattern = re.compile(DATABRICKS_SCHEMA["$defs"]["NoCredentialText"]["not"]["pattern"])
+    return bool(_credential_pattern.search(text))
 
 
 def json_path(parts) -> Optional[str]:
@@ -240,6 +275,13 @@ def validate_request(body: Any, settings: Optional[WorkflowSettings] = None) -> 
     if jobspec.job_source(body) == jobspec.CREATE:
         resolved.setdefault("deleteJobOnCompletion", settings.delete_job_on_completion)
     return WorkflowRequest(resolved)
+
+
+def validated_body(raw: bytes | str | None, settings: WorkflowSettings) -> WorkflowRequest:
+    """`parse_json_body` and `validate_request` together: what an entry point runs on a worker
+    thread (`asyncio.to_thread`), since schema validation of a large body takes milliseconds to
+    tens of milliseconds of CPU that must not hold the event loop serving every other request."""
+    return validate_request(parse_json_body(raw, settings.max_body_bytes), settings)
 
 
 def orchestration_input(request: WorkflowRequest, settings: Optional[WorkflowSettings] = None, *,

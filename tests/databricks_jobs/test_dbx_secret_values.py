@@ -94,3 +94,28 @@ def test_the_filter_scrubs_message_arguments_and_exception_text(caplog):
     assert PAT not in record.getMessage() and PAT not in (record.exc_text or "")
     assert "ValueError" in record.exc_text and record.exc_info is None
     assert PAT not in caplog.text
+
+
+@pytest.mark.parametrize("text, secret_part", [
+    # where a JWT sits in real text: after a space, a quote, '=', ':', '.', a scheme, inside JSON
+    (f'{{"raw": "{JWT}"}}', JWT),
+    (f"id_token={JWT}&state=1", JWT),
+    (f"header:{JWT}", JWT),
+    (f"cached.{JWT} expired", JWT),
+    (f"Authorization=Bearer%20{JWT}", JWT),
+    (f"[{JWT}]", JWT),
+    # user info after a scheme of any shape, also one with '+', '.' or '-' and one glued to a word
+    ("git+https://user:s3cr3t-pw@github.com/x.git", "s3cr3t-pw"),
+    ("see:abc.svn+ssh://me:hunter2hunter2@host/repo", "hunter2hunter2"),
+    ("1https://me:hunter2hunter2@host/", "hunter2hunter2"),
+])
+def test_scrub_still_finds_tokens_where_they_sit_in_real_text(text, secret_part):
+    """The linear-time patterns (bench/input_patterns.py) find what the backtracking ones found."""
+    cleaned = scrub(text)
+    assert secret_part not in cleaned and REDACTED in cleaned
+    assert scrub(cleaned) == cleaned
+
+
+def test_scrub_leaves_long_runs_that_hold_no_token_as_they_are():
+    for text in ("eyJ-" * 500, "a." * 500 + "://x", "a://" + ":" * 500, "eyJabcdefgh.eyJ" + "a" * 500):
+        assert scrub(text) == text

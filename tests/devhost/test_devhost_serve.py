@@ -132,6 +132,12 @@ EG_VALIDATE = {"aeg-event-type": "SubscriptionValidation", "Content-Type": "appl
     (EG_VALIDATE, b"[]", 500),                     # events[0] of nothing
     (EG_VALIDATE, b'[{"id": "1", "data": {}}]', 500),  # no validationCode
     (EG_VALIDATE, b'{"not": "an event"}', 500),
+    (EG_VALIDATE, b'[{"id": "1", "data": "code"}]', 500),    # data not an object
+    (EG_VALIDATE, b'{"id": "1", "data": 5}', 500),           # CloudEvent-shaped, data not an object
+    (EG_VALIDATE, b'[{"id": "1", "data": {"validationCode": null}}]', 500),
+    (EG_NOTIFY, b'[' * 65 + b']' * 65, 500),                 # past Newtonsoft's MaxDepth of 64
+    (EG_NOTIFY, b'[{"id": "1", "data": ' + b'[' * 70 + b']' * 70 + b'}]', 500),
+    (EG_VALIDATE, b'[{"id": "1", "data": {"validationCode": "c", "x": ' + b'[' * 70 + b']' * 70 + b'}}]', 500),
     # Answered without throwing.
     (EG_NOTIFY, b"[]", 202),                       # a delivery of no events
     ({"aeg-event-type": "Unsubscribe"}, b"[]", 202),

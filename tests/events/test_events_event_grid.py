@@ -198,3 +198,138 @@ def test_keeping_an_invalid_event_does_not_block_the_event_loop(client, monkeypa
 
     run(scenario())
     assert client.started == []
+
+
+# -- issue 17: event data held to the HTTP body's limits; the kept copy scrubbed and cut to fit --------
+
+def _deep(levels: int):
+    value = "x"
+    for _ in range(levels):
+        value = {"a": value}
+    return value
+
+
+def _big_params(size: int) -> dict:
+    """A request of about `size` bytes that is valid in every other way (many tasks)."""
+    tasks = [{"task_key": f"t{i}", "notebook_task": {"notebook_path": "/Workspace/" + "n" * 900}}
+             for i in range(size // 960)]
+    return {"jobName": "big", "tasks": tasks}
+
+
+@pytest.mark.parametrize("make", [eventgrid_event, cloud_event], ids=["eventgrid", "cloudevents"])
+@pytest.mark.parametrize("data, words", [
+    (_big_params(100_000), "bytes as JSON; the limit is 65536"),
+    (json.dumps(_big_params(100_000)), "bytes; the limit is 65536"),  # JSON sent as text: measured as sent
+    ({**VALID_INPUT, "notebookParams": {"p": "x"}, "x": _deep(40)}, "nested more than 32 levels"),
+    (json.dumps({**VALID_INPUT, "x": _deep(40)}), "nested more than 32 levels"),
+    ('{"jobName": "a", "jobName": "b"}', "twice in one object"),
+], ids=["over-64KiB", "text-over-64KiB", "too-deep", "text-too-deep", "duplicate-key"])
+def test_event_data_gets_the_http_body_limits_and_is_kept_not_validated(make, data, words, client, storage,
+                                                                          monkeypatch):
+    import workflow.inputs
+
+    queue = storage.queue_name("invalid-limits")
+    monkeypatch.setenv("WORKFLOW_INVALID_EVENT_QUEUE", queue)
+    monkeypatch.setattr(workflow.inputs, "validate_request",
+                        lambda *a, **k: pytest.fail("the schema must not see data over the limits"))
+    monkeypatch.setattr(event_grid, "validate_request", workflow.inputs.validate_request)
+    deliver(make(data), client)
+    assert client.started == []
+    [text] = storage.drain(queue)
+    record = json.loads(text)
+    assert record["field"] == "data" and words in record["error"], record["error"]
+
+
+def test_event_data_at_the_limit_still_starts_a_workflow(client, monkeypatch):
+    data = _big_params(60_000)
+    assert 50_000 < len(json.dumps(data, separators=(",", ":"))) <= 65536
+    deliver(eventgrid_event(data), client)
+    assert len(client.started) == 1
+
+
+JWT = "eyJ0eXAiOiJKV1QiLCJhbGciOiJSUzI1NiJ9.eyJhdWQiOiIyZmY4MTRhNiJ9.c2lnbmF0dXJlLXBhcnQ"
+GITHUB_TOKEN = "ghp_" + "a1B2" * 9
+
+
+@pytest.mark.parametrize("make", [eventgrid_event, cloud_event], ids=["eventgrid", "cloudevents"])
+def test_the_kept_copy_holds_no_token_the_schema_refused(make, client, storage, monkeypatch, caplog):
+    queue = storage.queue_name("invalid-tokens")
+    monkeypatch.setenv("WORKFLOW_INVALID_EVENT_QUEUE", queue)
+    data = {**VALID_INPUT, "notebookParams": {"day": "today", "auth": f"Bearer {JWT}", "gh": GITHUB_TOKEN},
+            JWT: "a token as a key", "note": f"url https://me:hunter2hunter2@example.com/x"}
+    deliver(make(data, event_id="tok-1"), client)
+    assert client.started == []
+    [text] = storage.drain(queue)
+    for secret in (JWT, GITHUB_TOKEN, "hunter2hunter2", "eyJ0eXAi"):
+        assert secret not in text and secret not in caplog.text
+    record = json.loads(text)
+    assert record["event"]["id"] == "tok-1"
+    assert record["event"]["data"]["notebookParams"]["day"] == "today"  # the rest is kept as it was
+    assert record["event"]["data"]["notebookParams"]["gh"] == "***"
+
+
+@pytest.mark.parametrize("make", [eventgrid_event, cloud_event], ids=["eventgrid", "cloudevents"])
+def test_a_copy_too_big_for_its_queue_is_cut_with_a_note_and_never_raises(make, client, storage, monkeypatch):
+    """240 KB of data (Event Grid takes events up to 1 MB): refused for its size and kept cut to one
+    queue message, so the delivery is acknowledged instead of retried for 24 hours."""
+    from messaging.storage_queues import MAX_MESSAGE_TEXT_BYTES
+
+    queue = storage.queue_name("invalid-big")
+    monkeypatch.setenv("WORKFLOW_INVALID_EVENT_QUEUE", queue)
+    data = {**VALID_INPUT, "notebookParams": {f"p{i}": '"é\\' * 300 for i in range(260)},
+            "k" * 5000: "long key", "auth": f"Bearer {JWT}"}
+    deliver(make(data, event_id="big-1"), client)
+    [text] = storage.drain(queue)
+    assert len(text.encode("utf-8")) <= MAX_MESSAGE_TEXT_BYTES
+    record = json.loads(text)
+    assert record["eventTruncated"] is True and record["eventBytes"] > 240_000 and record["event"] is None
+    assert record["eventText"].startswith("{") and '"big-1"' in record["eventText"]
+    assert len(text.encode("utf-8")) > MAX_MESSAGE_TEXT_BYTES - 64  # as much of the event as fits
+    assert record["field"] == "data" and JWT not in text
+
+
+def test_a_refusal_with_a_huge_field_name_still_fits_its_message(client, storage, monkeypatch):
+    from messaging.storage_queues import MAX_MESSAGE_TEXT_BYTES
+
+    queue = storage.queue_name("invalid-field")
+    monkeypatch.setenv("WORKFLOW_INVALID_EVENT_QUEUE", queue)
+    deliver(eventgrid_event({**VALID_INPUT, "x" * 60_000: 1}), client)
+    [text] = storage.drain(queue)
+    record = json.loads(text)
+    assert len(text.encode("utf-8")) <= MAX_MESSAGE_TEXT_BYTES and record["field"].startswith("data.xxx")
+    assert len(record["field"]) <= event_grid.MAX_KEPT_TEXT_CHARS and record["eventTruncated"] is True
+
+
+def test_validating_an_event_does_not_block_the_event_loop(client, monkeypatch):
+    """Schema validation is CPU work: it runs on a worker thread, so a coroutine on the same loop
+    runs meanwhile (here the only one that can release the validator)."""
+    import threading
+
+    released = threading.Event()
+    real = event_grid.validate_request
+
+    def slow_validate(*args, **kwargs):
+        assert released.wait(timeout=5), "the event loop was blocked by validation"
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(event_grid, "validate_request", slow_validate)
+
+    async def scenario():
+        async def other_request():
+            await asyncio.sleep(0)
+            released.set()
+        await asyncio.gather(handle_event(ReceivedEvent.of(eventgrid_event(VALID_INPUT)), client), other_request())
+
+    run(scenario())
+    assert len(client.started) == 1
+
+
+def test_the_invalid_event_record_fits_any_budget_it_is_given():
+    from workflow.inputs import InputError
+
+    event = ReceivedEvent.of(eventgrid_event({**VALID_INPUT, "x": "\u0001" * 20_000}, event_id="tight"))
+    for budget in (49_152, 4_096, 1_024):
+        text = event_grid.invalid_event_record(event, InputError("'x' is bad", "data.x"), "i", max_bytes=budget)
+        record = json.loads(text)
+        assert len(text.encode("utf-8")) <= budget and record["eventTruncated"] is True
+        assert record["eventText"].startswith('{"id": "tight"')

@@ -142,3 +142,79 @@ def test_an_unresolved_key_vault_reference_is_refused_as_the_topic_key(monkeypat
     with pytest.raises(ConfigurationError) as raised:
         call({"instanceId": "i", "outputs": OUTPUTS})
     assert str(raised.value).startswith("Configuration error: WORKFLOW_COMPLETION_TOPIC_KEY: is an unresolved Key Vault")
+
+
+@pytest.mark.parametrize("endpoint", [
+    "http://localhost.evil.com/api/events",      # a prefix check passed these two
+    "http://127.0.0.1.evil.com/api/events",
+    "http://topic.example/api/events",
+    "http://[::2]/api/events",
+    "ftp://topic.example/api/events",
+    "https:///api/events",                       # no host
+    "https://user:pw@topic.example/api/events",  # credentials belong in the key setting
+    "https://topic.example:99999/api/events",    # no such port
+])
+def test_the_topic_url_is_parsed_and_plain_http_only_reaches_a_loopback_host(endpoint, monkeypatch):
+    from databricks_jobs.errors import ConfigurationError
+
+    monkeypatch.setenv("WORKFLOW_COMPLETION_TOPIC_ENDPOINT", endpoint)
+    with pytest.raises(ConfigurationError, match="^Configuration error: WORKFLOW_COMPLETION_TOPIC_ENDPOINT: ") as raised:
+        call({"instanceId": "i", "outputs": OUTPUTS})
+    assert "pw" not in str(raised.value)
+
+
+@pytest.mark.parametrize("endpoint", [
+    TOPIC, "HTTPS://Jobs-Topic.westeurope-1.eventgrid.azure.net/api/events", "http://localhost:7071/api/events",
+    "http://127.0.0.2:8080/api/events", "http://[::1]:9000/api/events", "http://LOCALHOST/api/events",
+])
+def test_https_and_loopback_topic_urls_are_accepted(endpoint):
+    targets = caller_settings.CompletionTargets.from_env({"WORKFLOW_COMPLETION_TOPIC_ENDPOINT": endpoint})
+    assert targets.topic_endpoint == endpoint
+
+
+@responses.activate
+def test_the_topic_is_posted_without_reading_netrc_or_proxy_settings(monkeypatch, tmp_path):
+    """requests' module-level calls read ~/.netrc (and $NETRC) and add its login as Basic auth:
+    the topic session does not trust the environment (CVE-2024-47081)."""
+    netrc = tmp_path / "netrc"
+    netrc.write_text("machine jobs-topic.westeurope-1.eventgrid.azure.net login me password netrc-SECRET\n")
+    netrc.chmod(0o600)
+    monkeypatch.setenv("NETRC", str(netrc))
+    monkeypatch.setenv("HTTPS_PROXY", "http://proxy.invalid:3128")
+    notifications.topic_session.reset()
+    assert requests.Session().trust_env and requests.utils.get_netrc_auth(TOPIC)  # the trap is armed
+    monkeypatch.setenv("WORKFLOW_COMPLETION_TOPIC_ENDPOINT", TOPIC)
+    monkeypatch.setenv("WORKFLOW_COMPLETION_TOPIC_KEY", TOPIC_KEY)
+    responses.post(TOPIC, status=200)
+    call({"instanceId": "i-netrc", "outputs": OUTPUTS})
+    [sent] = responses.calls
+    assert "Authorization" not in sent.request.headers and sent.request.headers["aeg-sas-key"] == TOPIC_KEY
+    assert notifications.topic_session.get().trust_env is False
+    notifications.topic_session.reset()
+
+
+def test_no_module_of_the_app_calls_requests_without_a_session():
+    """Module-level requests.get/post/... read .netrc and proxy variables; every outbound call
+    goes through a session with trust_env off (an offline scan of the app's own code)."""
+    import ast
+    from pathlib import Path
+
+    root = Path(__file__).resolve().parents[2]
+    found = []
+    for path in root.rglob("*.py"):
+        if any(part in (".venv", "tests", "node_modules", ".tools") for part in path.relative_to(root).parts):
+            continue
+        for node in ast.walk(ast.parse(path.read_text("utf-8"))):
+            if (isinstance(node, ast.Call) and isinstance(node.func, ast.Attribute)
+                    and isinstance(node.func.value, ast.Name) and node.func.value.id == "requests"
+                    and node.func.attr in ("get", "post", "put", "patch", "delete", "head", "options", "request")):
+                found.append(f"{path.relative_to(root)}:{node.lineno}")
+    assert found == []
+    # Every session the deployed app makes turns trust_env off (development tools talk to loopback).
+    deployed = ("activities", "databricks_jobs", "messaging", "triggers", "workflow", "orchestrators", "entities",
+                "telemetry")
+    sessions = [path for package in deployed for path in (root / package).rglob("*.py")
+                if "requests.Session()" in path.read_text("utf-8")]
+    assert {path.parent.name for path in sessions} == {"activities", "databricks_jobs"}
+    for path in sessions:
+        assert "trust_env = False" in path.read_text("utf-8"), path

@@ -6,6 +6,7 @@ import json
 import re
 
 import azure.functions as func
+import pytest
 from jsonschema import Draft202012Validator
 from openapi_spec_validator import validate
 
@@ -96,12 +97,40 @@ def test_auth_levels_match_the_security_requirements():
         assert anonymous == (not any("functionKey" in name for req in security for name in req)), trigger.route
 
 
-def test_served_document_names_the_requesting_server():
-    req = func.HttpRequest("GET", f"{BASE}/api/openapi.json", body=b"")
-    response = openapi_document.build().get_user_function()(req)
-    assert response.status_code == 200 and json.loads(response.get_body())["servers"] == [{"url": f"{BASE}/api"}]
-    req = func.HttpRequest("GET", f"{BASE}/api/openapi.json?format=swagger2", params={"format": "swagger2"}, body=b"")
-    assert json.loads(openapi_document.build().get_user_function()(req).get_body())["swagger"] == "2.0"
+def test_served_document_names_the_configured_host_never_the_requests(monkeypatch):
+    """The server URL comes from WEBSITE_HOSTNAME: a client that sends its own Host header (here
+    evil.example) must not choose where a connector imported from the document sends its key."""
+    monkeypatch.setenv("WEBSITE_HOSTNAME", "jobs-app.azurewebsites.net")
+    fn = openapi_document.build().get_user_function()
+    req = func.HttpRequest("GET", "https://evil.example/api/openapi.json", body=b"", headers={"Host": "evil.example"})
+    response = fn(req)
+    assert response.status_code == 200
+    assert json.loads(response.get_body())["servers"] == [{"url": "https://jobs-app.azurewebsites.net/api"}]
+    assert response.headers["Cache-Control"].startswith("private") and "public" not in response.headers["Cache-Control"]
+    req = func.HttpRequest("GET", "https://evil.example/api/openapi.json?format=swagger2", params={"format": "swagger2"},
+                           body=b"", headers={"Host": "evil.example"})
+    swagger = json.loads(fn(req).get_body())
+    assert swagger["swagger"] == "2.0" and swagger["host"] == "jobs-app.azurewebsites.net"
+    assert swagger["schemes"] == ["https"] and "evil" not in json.dumps(swagger)
+
+
+@pytest.mark.parametrize("hostname, server", [
+    ("localhost:7071", "http://localhost:7071/api"),  # Core Tools
+    ("JOBS-APP.azurewebsites.net", "https://jobs-app.azurewebsites.net/api"),
+    (None, "/api"),                                   # unset: relative to wherever it was fetched
+    ("evil.example/x?y", "/api"), ("a@evil.example", "/api"), ("host:notaport", "/api"),
+])
+def test_server_url_without_a_plain_configured_host_is_relative(hostname, server, monkeypatch):
+    if hostname is None:
+        monkeypatch.delenv("WEBSITE_HOSTNAME", raising=False)
+    else:
+        monkeypatch.setenv("WEBSITE_HOSTNAME", hostname)
+    req = func.HttpRequest("GET", "https://evil.example/api/openapi.json", body=b"")
+    assert json.loads(openapi_document.build().get_user_function()(req).get_body())["servers"] == [{"url": server}]
+    if server == "/api":
+        req = func.HttpRequest("GET", "https://evil.example/api/openapi.json", params={"format": "swagger2"}, body=b"")
+        swagger = json.loads(openapi_document.build().get_user_function()(req).get_body())
+        assert "host" not in swagger and "schemes" not in swagger  # 2.0: the host that served it
 
 
 # -- every status each handler answers is documented, with its body schema and headers -----------

@@ -95,3 +95,28 @@ def test_message_through_a_real_queue_round_trip(client, storage):
     deliver(QueueMessage(id=redelivered.id, body=base64.b64decode(redelivered.content),
                               dequeue_count=redelivered.dequeue_count), client)
     assert len(client.started) == 1
+
+
+def test_validating_a_message_does_not_block_the_event_loop(client, monkeypatch):
+    """Schema validation is CPU work: it runs on a worker thread, so a coroutine on the same loop
+    runs meanwhile (here the only one that can release the validator)."""
+    import threading
+
+    released = threading.Event()
+    real = queue_trigger.validate_request
+
+    def slow_validate(*args, **kwargs):
+        assert released.wait(timeout=5), "the event loop was blocked by validation"
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(queue_trigger, "validate_request", slow_validate)
+
+    async def scenario():
+        async def other_message():
+            await asyncio.sleep(0)
+            released.set()
+        fn = start_workflow_from_queue.build().get_user_function().client_function
+        await asyncio.gather(fn(queue_message(VALID_INPUT, message_id="m-slow"), client), other_message())
+
+    asyncio.run(scenario())
+    assert [instance for _, instance, _ in client.started] == [derived_instance_id("queue", "m-slow")]

@@ -291,3 +291,40 @@ def test_cancels_sent_at_the_same_moment_each_answer_202_or_409(stack):
         answers = [f.result() for f in pending]
     assert set(answers) <= {202, 409} and 202 in answers, answers
     assert status_of(stack, instance_id).json()["resultState"] == "CANCELED"
+
+
+def test_validating_a_body_does_not_block_the_event_loop(monkeypatch):
+    """Parsing and schema validation are CPU work (tens of ms for a large body): they run on a
+    worker thread, so another request on the same loop is served meanwhile (here the only one
+    that can release the validator)."""
+    import asyncio
+    import threading
+
+    import azure.functions as func
+
+    from triggers import http_api
+    from workflow.inputs import InputError
+
+    monkeypatch.setenv("DATABRICKS_HOST", "https://adb-1234567890123456.7.azuredatabricks.net")
+    monkeypatch.setenv("DATABRICKS_AUTH", "pat")
+    monkeypatch.setenv("DATABRICKS_TOKEN", TOKEN)
+    released = threading.Event()
+
+    def slow_validated_body(*args, **kwargs):
+        assert released.wait(timeout=5), "the event loop was blocked by validation"
+        raise InputError("'jobName' is required", "jobName")
+
+    monkeypatch.setattr(http_api, "validated_body", slow_validated_body)
+    request = func.HttpRequest("POST", "http://localhost/api/" + http_api.START_ROUTE, body=b"{}",
+                               headers={"Content-Type": "application/json"})
+
+    async def scenario():
+        async def other_request():
+            await asyncio.sleep(0)
+            released.set()
+        fn = http_api.start_workflow.build().get_user_function().client_function
+        response, _ = await asyncio.gather(fn(request, None), other_request())
+        return response
+
+    response = asyncio.run(scenario())
+    assert response.status_code == 400 and json.loads(response.get_body())["field"] == "jobName"

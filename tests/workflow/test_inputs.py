@@ -141,3 +141,36 @@ def test_settings_are_checked_and_name_the_setting():
         WorkflowSettings.from_env({"WORKFLOW_POLLS_PER_EXECUTION": "1"})
     with pytest.raises(ValueError, match="WORKFLOW_DELETE_JOB_ON_COMPLETION"):
         WorkflowSettings.from_env({"WORKFLOW_DELETE_JOB_ON_COMPLETION": "sometimes"})
+
+
+JWT = "eyJhbGciOiJSUzI1NiJ9.eyJzdWIiOiJhYmMifQ.c2lnbmF0dXJl"
+
+
+@pytest.mark.parametrize("value", [JWT, f"Bearer {JWT}", f"token={JWT}", f'"{JWT}"', f"x.{JWT}", f"a:{JWT}"])
+def test_a_token_is_still_refused_where_it_sits_in_real_text(value):
+    """The JWT pattern is looked for only where a run of base64url characters begins (linear time,
+    bench/input_patterns.py); a token starts such a run wherever it appears in real text."""
+    with pytest.raises(InputError, match="looks like a token") as refused:
+        validate_request(dict(VALID, notebookParams={"day": value}), WorkflowSettings())
+    assert refused.value.field == "notebookParams.day"
+
+
+@pytest.mark.parametrize("uri", ["https://me:pw@pypi.example/simple", "a://:pw@host", "git+https://u:p@github.com/x"])
+def test_user_info_in_a_library_url_is_still_refused(uri):
+    task = {"task_key": "main", "notebook_task": {"notebook_path": "/Workspace/nb"}, "libraries": [{"whl": uri}]}
+    with pytest.raises(InputError, match="user name and password"):
+        validate_request({"jobName": "x", "tasks": [task]}, WorkflowSettings())
+
+
+def test_event_shaped_values_are_held_to_the_body_limits():
+    from workflow.inputs import check_json_value
+
+    check_json_value({"a": "x" * 100}, 200, "data")
+    with pytest.raises(InputError, match="'data' is 1[0-9]{2} bytes as JSON; the limit is 100") as big:
+        check_json_value({"a": "x" * 100}, 100, "data")
+    assert big.value.status == 413 and big.value.field == "data"
+    deep = "x"
+    for _ in range(5000):  # deeper than the recursion limit: checked without recursing
+        deep = [deep]
+    with pytest.raises(InputError, match="nested more than 32 levels"):
+        check_json_value(deep, 1 << 20, "data")
