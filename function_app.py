@@ -17,6 +17,7 @@ telemetry.configure()
 from activities.jobs import bp as activities_bp
 from activities.notifications import bp as notifications_bp
 from entities.awaited_runs import bp as awaited_runs_bp
+from entities.caller_definitions import bp as caller_definitions_bp
 from orchestrators.create_job_and_run import bp as orchestrator_bp
 from triggers.databricks_webhook import bp as databricks_webhook_bp
 from triggers.event_grid import bp as event_grid_bp
@@ -33,6 +34,7 @@ import os
 # with no secret at all. Read when the worker indexes the functions (a settings change restarts it).
 ENTRA_ID = bool((os.environ.get("WORKFLOW_AUTH_TENANT_ID") or "").strip())
 app = df.DFApp(http_auth_level=func.AuthLevel.ANONYMOUS if ENTRA_ID else func.AuthLevel.FUNCTION)
-for blueprint in (orchestrator_bp, activities_bp, notifications_bp, awaited_runs_bp, http_api_bp, event_grid_bp,
-                  queue_trigger_bp, databricks_webhook_bp, run_watcher_bp, openapi_bp, maintenance_bp):
+for blueprint in (orchestrator_bp, activities_bp, notifications_bp, awaited_runs_bp, caller_definitions_bp,
+                  http_api_bp, event_grid_bp, queue_trigger_bp, databricks_webhook_bp, run_watcher_bp, openapi_bp,
+                  maintenance_bp):
     app.register_functions(blueprint)

@@ -31,7 +31,8 @@ import azure.functions as func
 from databricks_jobs.secret_values import scrubbed_logger
 from messaging import settings as caller_settings, storage_queues
 from telemetry.tracing import traced_trigger
-from triggers.starter import StartResult, instance_id_for as _instance_id_for, resolve_job, start_once
+from triggers.starter import (StartResult, check_saved_jobs, instance_id_for as _instance_id_for,
+                              record_saved_job_definition, resolve_job, start_once)
 from workflow import caller_policy
 from workflow.inputs import (InputError, check_json_value, looks_like_credential, orchestration_input,
                              parse_json_body, validate_request)
@@ -296,6 +297,11 @@ async def handle_event(event: ReceivedEvent, client: df.DurableOrchestrationClie
                 except caller_policy.Refusal as refusal:
                     raise InputError(f"{refusal.message} (refused by the caller policy)", refusal.field) from None
             request = await resolve_job(request)
+            envelope = orchestration_input(request, settings, notify=True, owner=owner, policy=entry)
+            try:
+                await check_saved_jobs(client, entry, owner, envelope)
+            except caller_policy.Refusal as refusal:
+                raise InputError(f"{refusal.message} (refused by the caller policy)", refusal.field) from None
         except InputError as error:
             raise _prefixed(error, event) from None
     except IgnoredEvent as reason:
@@ -308,8 +314,9 @@ async def handle_event(event: ReceivedEvent, client: df.DurableOrchestrationClie
                   _bounded(event.source), _bounded(error.field), _bounded(error.message),
                   "kept on queue " + caller_settings.get("WORKFLOW_INVALID_EVENT_QUEUE") if kept else "not kept (no queue)")
         return None
-    result = await start_once(client, orchestration_input(request, settings, notify=True, owner=owner, policy=entry),
-                              instance_id)
+    result = await start_once(client, envelope, instance_id)
+    if result.started:
+        await record_saved_job_definition(client, entry, owner, envelope)
     log.info("event %s (%s): workflow %s %s", event.id, event.type, result.instance_id,
              "started" if result.started else "already existed (redelivery)")
     if result.started:

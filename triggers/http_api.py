@@ -22,8 +22,8 @@ from orchestrators.create_job_and_run import CANCEL_EVENT
 from telemetry.tracing import traced_route
 from triggers import access
 from triggers.http_responses import json_response, method_not_allowed, ROUTE_METHODS
-from triggers.starter import (INSTANCE_ID_PATTERN, RUNNING_STATUSES, JobLookupUnavailable, instance_id_for,
-                              resolve_job, start_once)
+from triggers.starter import (INSTANCE_ID_PATTERN, RUNNING_STATUSES, JobLookupUnavailable, check_saved_jobs,
+                              instance_id_for, record_saved_job_definition, resolve_job, start_once)
 from workflow import caller_policy
 from workflow import policy
 from workflow.inputs import InputError, orchestration_input, require_json_content_type, validated_body
@@ -148,8 +148,14 @@ async def start_workflow(req: func.HttpRequest, client: df.DurableOrchestrationC
                                    "setting": None, "field": "jobName"}, {"Retry-After": "30"})
     except (ConfigurationError, CredentialError) as error:
         return _misconfigured(error)
-    result = await start_once(client, orchestration_input(request, settings, owner=caller.id, policy=entry),
-                              instance_id)
+    envelope = orchestration_input(request, settings, owner=caller.id, policy=entry)
+    try:
+        await check_saved_jobs(client, entry, caller.id, envelope)
+    except caller_policy.Refusal as refusal:
+        return access.refused(refusal)
+    result = await start_once(client, envelope, instance_id)
+    if result.started:
+        await record_saved_job_definition(client, entry, caller.id, envelope)
     if result.different_request:
         # The common idempotency-key convention: a key names one request; reusing it for another
         # is the caller's mistake, not a replay.

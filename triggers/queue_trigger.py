@@ -21,7 +21,8 @@ import azure.functions as func
 
 from messaging import settings as caller_settings
 from telemetry.tracing import traced_trigger
-from triggers.starter import (INSTANCE_ID_PATTERN, StartResult, instance_id_for, queue_instance_key, resolve_job,
+from triggers.starter import (INSTANCE_ID_PATTERN, StartResult, check_saved_jobs, instance_id_for, queue_instance_key,
+                              record_saved_job_definition, resolve_job,
                               start_once)
 from workflow import caller_policy
 from workflow.inputs import InputError, WorkflowRequest, orchestration_input, parse_json_body, validate_request
@@ -81,6 +82,11 @@ async def handle_message(msg: func.QueueMessage, client: df.DurableOrchestration
                 raise InputError(f"{refusal.message} (refused by the caller policy)", refusal.field) from None
         # A transient Databricks error raises JobLookupUnavailable: the host retries the message.
         request = await resolve_job(request)
+        envelope = orchestration_input(request, settings, notify=True, owner=owner, policy=entry)
+        try:
+            await check_saved_jobs(client, entry, owner, envelope)
+        except caller_policy.Refusal as refusal:
+            raise InputError(f"{refusal.message} (refused by the caller policy)", refusal.field) from None
     except InputError as error:
         failure = QueueMessageError(msg.id, error)
         log.error("%s (dequeue count %s; moved to %s-poison after the last retry)", failure, getattr(msg, "dequeue_count", None),
@@ -94,8 +100,9 @@ async def handle_message(msg: func.QueueMessage, client: df.DurableOrchestration
             raise QueueMessageError(None, InputError("message has no id to derive an instance id from",
                                                      INSTANCE_ID_FIELD))
         instance_id = instance_id_for(owner, "queue", msg.id)
-    result = await start_once(client, orchestration_input(request, settings, notify=True, owner=owner, policy=entry),
-                              instance_id)
+    result = await start_once(client, envelope, instance_id)
+    if result.started:
+        await record_saved_job_definition(client, entry, owner, envelope)
     log.info("queue message %s: workflow %s %s", msg.id, result.instance_id,
              "started" if result.started else "already existed (duplicate delivery)")
     if result.started:

@@ -16,8 +16,10 @@ from typing import Optional
 
 import azure.durable_functions as df
 
+from entities.caller_definitions import ENTITY as DEFINITIONS_ENTITY
 from orchestrators import versions
 from orchestrators.create_job_and_run import ORCHESTRATOR_NAME
+from workflow import caller_policy
 from workflow.inputs import InputError, WorkflowRequest
 
 log = logging.getLogger(__name__)
@@ -149,3 +151,33 @@ async def start_once(client: df.DurableOrchestrationClient, orchestration_input:
         log.info("duplicate start for instance %s lost the race and was ignored", instance_id)
         return StartResult(instance_id, False)
     return StartResult(instance_id, True)
+
+
+def _definitions_entity(owner: str) -> df.EntityId:
+    return df.EntityId(DEFINITIONS_ENTITY, owner_prefix(owner).rstrip("-"))
+
+
+async def check_saved_jobs(client: df.DurableOrchestrationClient, entry, owner: Optional[str],
+                           orchestration_input: dict) -> None:
+    """The policy's `limits.savedJobs` for a start: raises `workflow.caller_policy.Refusal` (403) when
+    the start would keep a saved job for a new definition past the caller's ceiling. Counted in the
+    caller's `callerDefinitions` entity, whose read may lag a just-recorded addition by the
+    extension's signal latency: two first starts of new definitions at once may both pass."""
+    if entry is None or owner is None or entry.limit("savedJobs") is None:
+        return
+    definition = caller_policy.saved_job_definition(orchestration_input["request"])
+    if definition is None:
+        return
+    state = await client.read_entity_state(_definitions_entity(owner))
+    known = state.entity_state if state.entity_exists and isinstance(state.entity_state, list) else []
+    caller_policy.check_saved_jobs(entry, known, definition)
+
+
+async def record_saved_job_definition(client: df.DurableOrchestrationClient, entry, owner: Optional[str],
+                                      orchestration_input: dict) -> None:
+    """After a start: remember its definition for `limits.savedJobs` (a repeated signal adds nothing)."""
+    if entry is None or owner is None or entry.limit("savedJobs") is None:
+        return
+    definition = caller_policy.saved_job_definition(orchestration_input["request"])
+    if definition is not None:
+        await client.signal_entity(_definitions_entity(owner), "add", definition)

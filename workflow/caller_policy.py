@@ -358,6 +358,27 @@ def check_rates(entry: Entry, running: int, started_last_minute: Sequence[float]
                       entry.at("limits", "startsPerMinute"), status=429, retry_after=wait)
 
 
+def saved_job_definition(plan: Mapping[str, Any]) -> Optional[str]:
+    """The definition a start would keep a saved job for (its fingerprint), or None when it keeps
+    none: an existing job, a one-time run, or a private job (deleted when its workflow ends)."""
+    if plan.get("jobSource") != "create" or plan.get("deleteJobOnCompletion") or not plan.get("job"):
+        return None
+    return jobspec.fingerprint(plan["job"])
+
+
+def check_saved_jobs(entry: Entry, known: Sequence[str], definition: Optional[str]) -> None:
+    """`limits.savedJobs`: a ceiling on the job definitions the app keeps a saved job for on this
+    caller's behalf. A definition it already has is always allowed (it reuses that job); a new one
+    past the ceiling is refused with 403 naming the limit."""
+    limit = entry.limit("savedJobs")
+    if limit is None or entry.admin or definition is None or definition in known:
+        return
+    if len(known) >= limit:
+        raise Refusal(f"this caller already has {len(known)} saved job definitions; "
+                      f"{entry.at('limits', 'savedJobs')} is {limit}: reuse one of them, or ask for a higher limit",
+                      "tasks", entry.at("limits", "savedJobs"), status=403)
+
+
 def needs_counts(entry: Entry) -> bool:
     return not entry.admin and (entry.limit("concurrentWorkflows") is not None
                                 or entry.limit("startsPerMinute") is not None)

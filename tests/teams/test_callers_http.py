@@ -231,3 +231,26 @@ def test_a_caller_whose_policy_entry_says_admin_sees_every_workflow(teams, monke
     document["callers"][C] = {"admin": True}
     monkeypatch.setenv("WORKFLOW_CALLER_POLICIES", json.dumps(document))
     assert call(teams, "GET", f"/api/workflows/{instance_id}", C).status_code == 202
+
+
+def test_a_new_job_definition_past_bs_saved_jobs_limit_gets_403_and_a_known_one_still_runs(teams, monkeypatch):
+    from callers_support import policy_document
+    document = policy_document(teams.job_of_b)
+    document["callers"][B]["limits"] = {"savedJobs": 2}
+    monkeypatch.setenv("WORKFLOW_CALLER_POLICIES", json.dumps(document))
+    for name in ("one", "two"):
+        assert start(teams, B, seed("b", jobName=f"team-b-{name}")).status_code == 202
+        teams.host.run_until_idle()
+    third = start(teams, B, seed("b", jobName="team-b-three"))
+    assert third.status_code == 403 and third.json()["rule"] == f"callers.{B}.limits.savedJobs"
+    assert "savedJobs" in third.json()["error"]
+    # Other starts of a definition it already has reuse that job: not refused, no new saved job.
+    assert start(teams, B, seed("b", jobName="team-b-one", notebookParams={"day": "2"})).status_code == 202
+    # A private job is deleted when its workflow ends, and a one-time run keeps none: neither counts.
+    assert start(teams, B, seed("b", jobName="team-b-four", deleteJobOnCompletion=True)).status_code == 202
+    teams.host.run_until_idle()
+    assert len(teams.host.instance_ids()) == 4
+    saved = [j for j in teams.emulator.store.jobs.values()
+             if j.settings.get("tags", {}).get("team") == "b" and "durable_job_definition" in j.settings["tags"]]
+    assert sorted(j.settings["name"] for j in saved) == ["team-b-one", "team-b-two"]
+    assert start(teams, A, seed("a", jobName="team-a-three")).status_code == 202  # A has no such limit
