@@ -691,6 +691,26 @@ class ReplayHost:
                       if a is not None]
             return min(times) if times else None
 
+    def signals_in_flight(self) -> int:
+        """Entity operations sent but not yet run (realistic mode: still on their way)."""
+        with self._cond:
+            return sum(len(r.queue) for r in self._entities.values())
+
+    def settle_signals(self, max_virtual_seconds: float = 3600) -> None:
+        """Advance the clock until every entity signal in flight has arrived and run (what the
+        registry will say once the host's queues have caught up), running whatever else is due."""
+        deadline = self.clock.now() + max_virtual_seconds
+        self.run_until_idle()
+        while self.signals_in_flight():
+            with self._cond:
+                nxt = min(a for a in (r.next_arrival() for r in self._entities.values())
+                          if a is not None)
+            if nxt > deadline:
+                raise TimeoutError(f"entity signals still in flight after {max_virtual_seconds} s")
+            if nxt > self.clock.now():
+                self.clock.advance_to(nxt)
+            self.run_until_idle()
+
     def next_timer_trigger_at(self) -> Optional[float]:
         with self._cond:
             times = [t.next_due for t in self._timer_triggers.values()]
