@@ -36,10 +36,12 @@ def host_mode(request):
 @pytest.fixture
 def host(clock, databricks_env, host_mode, monkeypatch):
     from function_app import app
-    from triggers import run_watcher
+    from triggers import databricks_webhook, run_watcher
 
-    # The workspace run watcher is a timer trigger: it runs on the virtual clock like everything else.
+    # The workspace run watcher is a timer trigger: it runs on the virtual clock like everything else,
+    # and so does the webhook endpoint's clock (when it keeps a notification for a run).
     monkeypatch.setattr(run_watcher, "utcnow", lambda: datetime.fromtimestamp(clock.now(), tz=timezone.utc))
+    monkeypatch.setattr(databricks_webhook, "utcnow", lambda: datetime.fromtimestamp(clock.now(), tz=timezone.utc))
     run_watcher.memory.reset()
     twice = host_mode == "at-least-once"
     # The extension's timing (devhost.realism): entity signals arrive late, in order per sender

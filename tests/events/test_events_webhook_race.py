@@ -1,0 +1,41 @@
+"""A run that ends before its workflow's registration reaches the registry (issue 14 §3).
+
+devhost's realistic mode delivers the workflow's `watch` signal 20-30 s after run-now, as the
+extension may (after the episode is saved and the idle control queue is polled). A 15-second run
+is notified before then. Databricks documents no retry of a notification, so the endpoint keeps
+it in the registry, and the run watcher tells the workflow at its first tick after the
+registration arrives: no list, no extra poll."""
+import json
+
+from devhost.realism import Realism
+from devhost.replay import EVENT_RAISED, parse_timestamp
+from orchestrators.create_job_and_run import RUN_FINISHED_EVENT
+
+from test_events_webhook_speedup import drive, scenario, start_by_event
+
+def _value(text):
+    value = json.loads(text)
+    return json.loads(value) if isinstance(value, str) else value
+
+
+LATE = Realism(seed=5, min_latency=20.0, max_latency=30.0)
+
+
+def test_a_notification_that_beats_the_registration_is_remembered_and_delivered(app_stack):
+    stack = app_stack(scenario=scenario(15), watcher=True, realism=LATE)
+    instance_id = start_by_event(stack, 15, "evt-early-end")
+    status = drive(stack, instance_id)
+    outputs = status["output"]
+    assert status["runtimeStatus"] == "Completed" and outputs["resultState"] == "SUCCESS"
+    answers = [d for d in stack.emulator.deliveries if d["event_type"] == "jobs.on_success"]
+    assert [d["status"] for d in answers] == [202]
+    raised = [_value(e["Input"]) for x in stack.host.executions(instance_id) for e in x["history"]
+              if e["EventType"] == EVENT_RAISED and e["Name"] == RUN_FINISHED_EVENT]
+    # Told from the kept notification, not found later by a list.
+    assert raised and raised[0] == {"runId": outputs["runId"], "source": "webhook"}
+    calls = stack.emulator.call_counts()
+    assert sum(n for (method, path), n in calls.items() if path == "runs/list") == 0
+    assert sum(n for (method, path), n in calls.items() if path == "runs/get") == 1
+    run_end = stack.emulator.run(outputs["runId"])["end_time"] / 1000.0
+    # The kept notification reached the registry within 30 s; the next watcher tick (15 s) told it.
+    assert parse_timestamp(status["lastUpdatedTime"]) - run_end <= 30 + 15 + 1
