@@ -358,7 +358,6 @@ class ReplayHost:
         self.clock = clock if clock is not None else VirtualClock()
         # The extension's timing (devhost.realism): None delivers signals at once, in one FIFO.
         self.realism = realism
-        self._signals = SignalScheduler(realism) if realism is not None else None
         self.check_determinism = check_determinism
         # The Azure Storage backend sends these, which makes the SDK split timers > 6 days.
         self.long_timer_fields = long_timer_fields
@@ -418,6 +417,16 @@ class ReplayHost:
             # visible again (the back-off stays): a redeploy does not make it visible sooner.
             self.timer_triggers = self._timer_setting
             self._notify()
+
+    @property
+    def realism(self) -> Optional[Realism]:
+        return self._realism
+
+    @realism.setter
+    def realism(self, value: Optional[Realism]) -> None:
+        """Signals sent from now on follow ``value`` (None: at once, in one FIFO per entity)."""
+        self._realism = value
+        self._signals = SignalScheduler(value) if value is not None else None
 
     @property
     def default_version(self) -> str:
