@@ -132,25 +132,26 @@ def parse_notification(body: bytes) -> dict:
 
 
 class _JobTags:
-    """job id -> its release-1.0 instance tag (or None). A job's tags are set when it is created,
-    so answers are kept, at most `size` of them (least recently used dropped)."""
+    """(workspace, job id) -> the job's release-1.0 instance tag (or None). A job's tags are set
+    when it is created, so answers are kept, at most `size` of them (least recently used dropped)."""
 
     def __init__(self, size: int = 1024):
         self._size = size
-        self._items: "OrderedDict[int, Optional[str]]" = OrderedDict()
+        self._items: "OrderedDict[tuple, Optional[str]]" = OrderedDict()
         self._lock = threading.Lock()
 
-    def get(self, job_id: int, fetch: Callable[[int], Mapping[str, Any]]) -> Optional[str]:
+    def get(self, job_id: int, fetch: Callable[[int], Mapping[str, Any]], workspace: str = "") -> Optional[str]:
+        key = (workspace, job_id)
         with self._lock:
-            if job_id in self._items:
-                self._items.move_to_end(job_id)
-                return self._items[job_id]
+            if key in self._items:
+                self._items.move_to_end(key)
+                return self._items[key]
         job = fetch(job_id) or {}
         tags = (job.get("settings") or {}).get("tags") or {}
         value = tags.get(RELEASE_1_INSTANCE_TAG)
         value = value if isinstance(value, str) and value else None
         with self._lock:
-            self._items[job_id] = value
+            self._items[key] = value
             while len(self._items) > self._size:
                 self._items.popitem(last=False)
         return value
@@ -163,6 +164,14 @@ class _JobTags:
 release_1_tags = _JobTags()
 
 
+def _workspace() -> str:
+    from databricks_jobs.settings import get_settings  # lazy: settings are read at first use
+    try:
+        return get_settings().host
+    except Exception:  # noqa: BLE001 - misconfigured: the fetch reports it
+        return ""
+
+
 def _fetch_job(job_id: int) -> Mapping[str, Any]:
     from databricks_jobs.client import get_jobs_client  # lazy: settings are read at first use
     return get_jobs_client().get_job(job_id)
@@ -172,7 +181,7 @@ async def _release_1_instance(note: dict) -> Optional[str]:
     """The release-1.0 workflow whose job this is, or None (a 2.0 job, a job gone, Databricks not
     answering: the notification is then remembered instead). Blocking HTTP runs in a thread."""
     try:
-        return await asyncio.to_thread(release_1_tags.get, note["jobId"], _fetch_job)
+        return await asyncio.to_thread(release_1_tags.get, note["jobId"], _fetch_job, _workspace())
     except Exception as exc:  # noqa: BLE001 - a lookup that fails must not lose the notification
         log.info("Databricks notification: job %s could not be read (%s); not a release-1.0 lookup",
                  note["jobId"], type(exc).__name__)

@@ -39,3 +39,23 @@ def test_a_notification_that_beats_the_registration_is_remembered_and_delivered(
     run_end = stack.emulator.run(outputs["runId"])["end_time"] / 1000.0
     # The kept notification reached the registry within 30 s; the next watcher tick (15 s) told it.
     assert parse_timestamp(status["lastUpdatedTime"]) - run_end <= 30 + 15 + 1
+
+
+def test_a_release_1_workflow_in_flight_is_woken_by_its_runs_notification(app_stack):
+    # Release 1.0 never registers its run (issue 14, cause 6): the endpoint finds it through its
+    # job's durable_instance_id tag, so it no longer waits for its safety-net poll.
+    from orchestrators.create_job_and_run import ORCHESTRATOR_NAME
+
+    stack = app_stack(scenario=scenario(600))
+    release_1_input = {
+        "request": {"jobName": "nightly-load", "taskKey": "main", "notebookPath": "/Workspace/Users/a@b.c/long_etl_600",
+                    "existingClusterId": "0923-164208-meows279", "notebookParams": {}, "timeoutSeconds": 86400,
+                    "pollIntervalSeconds": 300, "deleteJobOnCompletion": False},
+        "options": {"pollsPerExecution": 20, "webhookPollIntervalSeconds": 86400, "notify": False}}
+    instance_id = stack.host.start_new(ORCHESTRATOR_NAME, None, release_1_input, version="1.0")
+    status = drive(stack, instance_id)
+    assert status["runtimeStatus"] == "Completed" and status["output"]["resultState"] == "SUCCESS"
+    answers = [d["status"] for d in stack.emulator.deliveries if d["event_type"] == "jobs.on_success"]
+    assert answers == [202]
+    run_end = stack.emulator.run(status["output"]["runId"])["end_time"] / 1000.0
+    assert parse_timestamp(status["lastUpdatedTime"]) - run_end <= 1.0  # woken at the notification
