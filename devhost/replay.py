@@ -81,6 +81,7 @@ TASK_SCHEDULED, TASK_COMPLETED, TASK_FAILED = 4, 5, 6
 TIMER_CREATED, TIMER_FIRED = 10, 11
 ORCHESTRATOR_STARTED, ORCHESTRATOR_COMPLETED = 12, 13
 EVENT_SENT, EVENT_RAISED, CONTINUE_AS_NEW = 14, 15, 16
+EXECUTION_SUSPENDED, EXECUTION_RESUMED = 19, 20
 
 CALL_SUB_ORCHESTRATOR, CALL_SUB_ORCHESTRATOR_WITH_RETRY = 2, 3
 CALL_ENTITY, CALL_HTTP = 7, 8
@@ -487,8 +488,9 @@ class ReplayHost:
         chosen = self.default_version if version is None else version
         with self._cond:
             existing = self._instances.get(iid)
-            # Extension default OverridableExistingInstanceStates=NonRunningStates.
-            if existing is not None and existing.status in RUNNING_STATES:
+            # Extension default OverridableExistingInstanceStates=NonRunningStates (Suspended too).
+            if existing is not None and (existing.status in RUNNING_STATES
+                                         or existing.status == "Suspended"):
                 raise InstanceAlreadyExistsError(
                     f"An Orchestration instance with the status {existing.status} already "
                     f"exists.")
@@ -525,6 +527,35 @@ class ReplayHost:
             ex.history.append(self._event(EXECUTION_TERMINATED, now, Input=json.dumps(reason)))
             self._finish(inst, "Terminated", reason, now)
             self._notify()
+
+    def suspend(self, instance_id: str, reason: Optional[str] = None) -> None:
+        """Suspend a running instance: it processes nothing (timers, activity results and events
+        wait in its queue) until resumed. A raised event is accepted and held (EXT suspend/resume;
+        DTFx ExecutionSuspendedEvent)."""
+        with self._cond:
+            inst = self._get(instance_id)
+            if inst.status in TERMINAL_STATES:
+                raise InstanceGoneError(f"Instance with ID {instance_id} is gone: {inst.status}")
+            if inst.status == "Suspended":
+                return
+            now = self.clock.now()
+            inst.current.history.append(self._event(EXECUTION_SUSPENDED, now, Reason=reason))
+            inst.status, inst.last_updated = "Suspended", now
+        events_log.info("%s (Orchestrator) instance %s suspended.", inst.name, instance_id)
+
+    def resume(self, instance_id: str, reason: Optional[str] = None) -> None:
+        """Resume a suspended instance: what waited in its queue is processed now."""
+        with self._cond:
+            inst = self._get(instance_id)
+            if inst.status in TERMINAL_STATES:
+                raise InstanceGoneError(f"Instance with ID {instance_id} is gone: {inst.status}")
+            if inst.status != "Suspended":
+                return
+            now = self.clock.now()
+            inst.current.history.append(self._event(EXECUTION_RESUMED, now, Reason=reason))
+            inst.status, inst.last_updated = "Running", now
+            self._notify()
+        events_log.info("%s (Orchestrator) instance %s resumed.", inst.name, instance_id)
 
     def purge(self, instance_id: str) -> bool:
         with self._cond:

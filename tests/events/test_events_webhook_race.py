@@ -59,3 +59,32 @@ def test_a_release_1_workflow_in_flight_is_woken_by_its_runs_notification(app_st
     assert answers == [202]
     run_end = stack.emulator.run(status["output"]["runId"])["end_time"] / 1000.0
     assert parse_timestamp(status["lastUpdatedTime"]) - run_end <= 1.0  # woken at the notification
+
+
+def test_a_suspended_workflow_gets_its_runs_end_when_resumed(app_stack):
+    # Issue 14, cause 7: the endpoint answered "ignored" to a Suspended workflow, which then waited
+    # for its safety-net poll after being resumed; the extension holds a raised event until resume.
+    import azure.durable_functions as df
+    from devhost.functions import run_coroutine
+
+    stack = app_stack(scenario=scenario(600))
+    instance_id = start_by_event(stack, 600, "evt-suspended")
+    host, clock = stack.host, stack.clock
+    clock.advance_to(clock.now() + 60)
+    host.run_until_idle()
+    client = df.DurableOrchestrationClient(stack.server.management.binding_json(stack.base_url))
+    run_coroutine(client.suspend(instance_id, "maintenance window"), timeout=10)
+    assert host.get_status(instance_id)["runtimeStatus"] == "Suspended"
+    clock.advance_to(clock.now() + 700)  # the run ends meanwhile; its notification comes
+    host.run_until_idle()
+    answers = [d["status"] for d in stack.emulator.deliveries if d["event_type"] == "jobs.on_success"]
+    assert answers == [202]
+    assert host.get_status(instance_id)["runtimeStatus"] == "Suspended"  # held, not acted on
+    gets_before = stack.emulator.call_counts().get(("GET", "runs/get"), 0)
+    assert gets_before == 0
+    run_coroutine(client.resume(instance_id, "done"), timeout=10)
+    resumed_at = clock.now()
+    status = drive(stack, instance_id)
+    assert status["runtimeStatus"] == "Completed" and status["output"]["resultState"] == "SUCCESS"
+    assert parse_timestamp(status["lastUpdatedTime"]) - resumed_at <= 1.0  # the held event woke it
+    assert stack.emulator.call_counts()[("GET", "runs/get")] == 1
