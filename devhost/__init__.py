@@ -15,9 +15,12 @@ test the same function app locally without the Functions host or Core Tools:
 * ``devhost.extension``  - what the Durable extension and DTFx do (failure text, limits, the
                            out-of-proc replay gate), with sources;
 * ``devhost.schedules``  - NCRONTAB / TimeSpan schedules of timer triggers;
-* ``devhost.history_check`` - replay the current orchestrator over recorded histories.
+* ``devhost.history_check`` - replay the current orchestrator over recorded histories;
+* ``devhost.realism``    - the realistic mode: the extension's entity-signal latency, stale entity
+                           reads, per-sender ordering (``ReplayHost(realism=Realism(seed=...))``).
 """
 from .clock import RealClock, VirtualClock
+from .realism import Realism
 from .replay import (DevhostError, DurableOptions, FunctionNotFoundError,
                      InstanceAlreadyExistsError, InstanceGoneError, InstanceNotFoundError,
                      InvalidInstanceIdError, NonDeterminismError, OrchestrationStuckError,
@@ -27,4 +30,5 @@ __all__ = [
     "RealClock", "VirtualClock", "ReplayHost", "DevhostError", "FunctionNotFoundError",
     "InstanceAlreadyExistsError", "InstanceGoneError", "InstanceNotFoundError",
     "InvalidInstanceIdError", "NonDeterminismError", "OrchestrationStuckError", "DurableOptions",
+    "Realism",
 ]

@@ -219,6 +219,28 @@ def version_mismatch(instance_version: str, worker_version: str, strategy: str) 
 
 VERSION_MISMATCH_MESSAGE = "Orchestration version did not comply with Worker Versioning"
 
+# ------------------------------------------------------- abandoned messages (Azure Storage backend)
+# DurableTask.AzureStorage AbandonMessageAsync: an abandoned message (Reject) is invisible for
+# 2^dequeueCount seconds, capped at 600; at the cap it is logged as poison, and it stays queued.
+ABANDON_MAX_DELAY_SECONDS = 600
+
+
+def abandon_delay_seconds(dequeue_count: int) -> int:
+    return min(2 ** min(int(dequeue_count), 30), ABANDON_MAX_DELAY_SECONDS)
+
+
+def abandoning_message_text(instance_id: str, event: str, partition: str, delay_seconds: int) -> str:
+    """LogEvents.AbandoningMessage (Warning). The backend formats the delay in SECONDS after the
+    word "ms": reproduced as it reads."""
+    return (f"{instance_id}: Abandoning {event} message back to {partition} and setting a "
+            f"visibility delay of {delay_seconds}ms")
+
+
+def poison_message_text(instance_id: str, event: str, message_id: str, dequeue_count: int) -> str:
+    """LogEvents.PoisonMessageDetected (Warning)."""
+    return (f"{instance_id}: Message {event} with ID {message_id} has been dequeued "
+            f"{dequeue_count} times and is now considered poison")
+
 
 # ---------------------------------------------------------------------- non-determinism (DTFx)
 

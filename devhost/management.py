@@ -34,7 +34,7 @@ Routes (relative to either prefix), with the extension's status codes:
   ``delete``; 400 for an unknown entity function or a key the extension refuses
   (HandlePostEntityOperationRequestAsync; ArgumentException -> 400 ``{"Message": ...}``).
 
-Not implemented (501): rewind, suspend, resume, restart, listing entities.
+Not implemented (501): rewind, restart, listing entities.
 Keys (``code=``) are neither issued nor checked, as with ``func start`` locally.
 The binding and every URL this module builds use the origin the caller passes: devhost passes
 the address it LISTENS on, never a request's Host header (EXT HttpApiHandler builds the binding's
@@ -256,7 +256,9 @@ class ManagementApi:
             return self._terminate(instance_id, query.get("reason"))
         if operation == "raiseevent" and len(segments) == 3:
             return self._raise_event(instance_id, segments[2], headers, body)
-        if operation in ("rewind", "suspend", "resume", "restart"):
+        if operation in ("suspend", "resume") and len(segments) == 2:
+            return self._suspend_or_resume(operation, instance_id, query.get("reason"))
+        if operation in ("rewind", "restart"):
             return _error(501, f"'{operation}' is not supported by devhost.")
         return _empty(404)
 
@@ -279,6 +281,15 @@ class ManagementApi:
     def _terminate(self, instance_id: str, reason: Optional[str]) -> Response:
         try:
             self.host.terminate(instance_id, reason)
+        except InstanceNotFoundError:
+            return _empty(404)
+        except InstanceGoneError:
+            return _empty(410)
+        return _empty(202)
+
+    def _suspend_or_resume(self, operation: str, instance_id: str, reason: Optional[str]) -> Response:
+        try:
+            (self.host.suspend if operation == "suspend" else self.host.resume)(instance_id, reason)
         except InstanceNotFoundError:
             return _empty(404)
         except InstanceGoneError:

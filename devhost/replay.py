@@ -67,10 +67,13 @@ from .clock import RealClock, VirtualClock, to_epoch
 from .extension import (CALL_ACTIVITY, CALL_ACTIVITY_WITH_RETRY, CONTINUE_AS_NEW_ACTION,
                         CREATE_TIMER, SIGNAL_ENTITY, WAIT_FOR_EXTERNAL_EVENT, WHEN_ALL, WHEN_ANY)
 from .functions import FunctionInfo, call_maybe_async, index_functions
+from .realism import Realism, SignalScheduler
 
 log = logging.getLogger("devhost.replay")
 # One line per workflow event, as the Functions host console shows them (no inputs/outputs).
 events_log = logging.getLogger("devhost.workflow")
+# The Azure Storage backend's own log category, as the Functions host shows it.
+storage_log = logging.getLogger("DurableTask.AzureStorage")
 
 # HistoryEventType numbers (azure.durable_functions.models.history.HistoryEventType).
 EXECUTION_STARTED, EXECUTION_COMPLETED, EXECUTION_FAILED, EXECUTION_TERMINATED = 0, 1, 2, 3
@@ -78,6 +81,7 @@ TASK_SCHEDULED, TASK_COMPLETED, TASK_FAILED = 4, 5, 6
 TIMER_CREATED, TIMER_FIRED = 10, 11
 ORCHESTRATOR_STARTED, ORCHESTRATOR_COMPLETED = 12, 13
 EVENT_SENT, EVENT_RAISED, CONTINUE_AS_NEW = 14, 15, 16
+EXECUTION_SUSPENDED, EXECUTION_RESUMED = 19, 20
 
 CALL_SUB_ORCHESTRATOR, CALL_SUB_ORCHESTRATOR_WITH_RETRY = 2, 3
 CALL_ENTITY, CALL_HTTP = 7, 8
@@ -237,6 +241,8 @@ class _Instance:
     needs_run: bool = True
     busy: bool = False  # an activity of this instance is running outside the lock
     version_blocked: bool = False  # Reject: waits for a worker whose version matches
+    version_retry_at: float = 0.0  # Reject: when the abandoned message is visible again
+    dequeue_count: int = 0         # Reject: how often the message was abandoned
     error: Optional[BaseException] = None
 
     @property
@@ -257,6 +263,14 @@ class _EntityRecord:
     queue: Deque[Dict[str, Any]] = field(default_factory=collections.deque)
     last_modified: float = 0.0
     busy: bool = False
+
+    def due(self, now: float) -> List[Dict[str, Any]]:
+        """The operations that have arrived, in arrival order (ties: in the order sent)."""
+        return sorted((op for op in self.queue if op["arrival"] <= now),
+                      key=lambda op: (op["arrival"], op.get("seq", 0)))
+
+    def next_arrival(self) -> Optional[float]:
+        return min((op["arrival"] for op in self.queue), default=None)
 
 
 @dataclass
@@ -306,7 +320,8 @@ class DurableOptions:
         if path is not None and Path(path).is_file():
             data = json.loads(Path(path).read_text("utf-8"))
             section = (data.get("extensions") or {}).get("durableTask") or {}
-        return cls(default_version=str(_expand_settings(section.get("defaultVersion")) or ""),
+        # Taken literally: the extension does not resolve %SETTING% here (EXT issue #3279).
+        return cls(default_version=str(section.get("defaultVersion") or ""),
                    version_match_strategy=str(section.get("versionMatchStrategy")
                                               or cls.version_match_strategy),
                    version_failure_strategy=str(section.get("versionFailureStrategy")
@@ -339,8 +354,11 @@ class ReplayHost:
                  batch_events: bool = False, activities_twice: bool = False,
                  timer_triggers: Union[bool, Sequence[str]] = False,
                  host_json: Optional[Union[str, Path]] = None,
-                 durable_options: Optional[DurableOptions] = None) -> None:
+                 durable_options: Optional[DurableOptions] = None,
+                 realism: Optional[Realism] = None) -> None:
         self.clock = clock if clock is not None else VirtualClock()
+        # The extension's timing (devhost.realism): None delivers signals at once, in one FIFO.
+        self.realism = realism
         self.check_determinism = check_determinism
         # The Azure Storage backend sends these, which makes the SDK split timers > 6 days.
         self.long_timer_fields = long_timer_fields
@@ -391,15 +409,25 @@ class ReplayHost:
     def replace_app(self, new_app, *, durable_options: Optional[DurableOptions] = None) -> None:
         """Deploy new code: instances and histories stay, the next episode runs ``new_app``'s
         functions (a redeploy) with its host.json (or ``durable_options``). Instances a version
-        check rejected get another chance."""
+        check rejected get another chance when their back-off ends."""
         with self._step_lock, self._cond:
             if durable_options is not None:
                 self._durable_override = durable_options
             self._load_app(new_app)
-            for inst in self._instances.values():
-                inst.version_blocked = False
+            # Instances a version check rejected are retried when their abandoned message is
+            # visible again (the back-off stays): a redeploy does not make it visible sooner.
             self.timer_triggers = self._timer_setting
             self._notify()
+
+    @property
+    def realism(self) -> Optional[Realism]:
+        return self._realism
+
+    @realism.setter
+    def realism(self, value: Optional[Realism]) -> None:
+        """Signals sent from now on follow ``value`` (None: at once, in one FIFO per entity)."""
+        self._realism = value
+        self._signals = SignalScheduler(value) if value is not None else None
 
     @property
     def default_version(self) -> str:
@@ -460,8 +488,9 @@ class ReplayHost:
         chosen = self.default_version if version is None else version
         with self._cond:
             existing = self._instances.get(iid)
-            # Extension default OverridableExistingInstanceStates=NonRunningStates.
-            if existing is not None and existing.status in RUNNING_STATES:
+            # Extension default OverridableExistingInstanceStates=NonRunningStates (Suspended too).
+            if existing is not None and (existing.status in RUNNING_STATES
+                                         or existing.status == "Suspended"):
                 raise InstanceAlreadyExistsError(
                     f"An Orchestration instance with the status {existing.status} already "
                     f"exists.")
@@ -498,6 +527,35 @@ class ReplayHost:
             ex.history.append(self._event(EXECUTION_TERMINATED, now, Input=json.dumps(reason)))
             self._finish(inst, "Terminated", reason, now)
             self._notify()
+
+    def suspend(self, instance_id: str, reason: Optional[str] = None) -> None:
+        """Suspend a running instance: it processes nothing (timers, activity results and events
+        wait in its queue) until resumed. A raised event is accepted and held (EXT suspend/resume;
+        DTFx ExecutionSuspendedEvent)."""
+        with self._cond:
+            inst = self._get(instance_id)
+            if inst.status in TERMINAL_STATES:
+                raise InstanceGoneError(f"Instance with ID {instance_id} is gone: {inst.status}")
+            if inst.status == "Suspended":
+                return
+            now = self.clock.now()
+            inst.current.history.append(self._event(EXECUTION_SUSPENDED, now, Reason=reason))
+            inst.status, inst.last_updated = "Suspended", now
+        events_log.info("%s (Orchestrator) instance %s suspended.", inst.name, instance_id)
+
+    def resume(self, instance_id: str, reason: Optional[str] = None) -> None:
+        """Resume a suspended instance: what waited in its queue is processed now."""
+        with self._cond:
+            inst = self._get(instance_id)
+            if inst.status in TERMINAL_STATES:
+                raise InstanceGoneError(f"Instance with ID {instance_id} is gone: {inst.status}")
+            if inst.status != "Suspended":
+                return
+            now = self.clock.now()
+            inst.current.history.append(self._event(EXECUTION_RESUMED, now, Reason=reason))
+            inst.status, inst.last_updated = "Running", now
+            self._notify()
+        events_log.info("%s (Orchestrator) instance %s resumed.", inst.name, instance_id)
 
     def purge(self, instance_id: str) -> bool:
         with self._cond:
@@ -584,8 +642,8 @@ class ReplayHost:
             record = self._entities.setdefault((name.lower(), key),
                                                _EntityRecord(name.lower(), key))
             record.queue.append({"name": operation, "input": input_json, "isSignal": True,
-                                 "id": str(uuid.uuid4()), "arrival": self.clock.now(),
-                                 "parent": parent})
+                                 "id": str(uuid.uuid4()), "parent": parent, "seq": next(self._seq),
+                                 "arrival": self._signal_arrival(parent, record)})
             self._notify()
         log.debug("entity %s@%s: operation %s queued (%s)", info.name, key, operation,
                   parent or "client")
@@ -659,13 +717,39 @@ class ReplayHost:
             self.clock.advance_to(nxt)
 
     def next_timer_at(self) -> Optional[float]:
-        """When the next orchestration timer (cancelled ones too: they still fire) is due."""
+        """When the next orchestration timer (cancelled ones too: they still fire) is due, or
+        the next thing the host's queues make due: a delayed entity signal, an abandoned
+        (version-rejected) message becoming visible again."""
         with self._cond:
             times = [t.fire_at for i in self._instances.values()
                      if i.status in RUNNING_STATES and not i.version_blocked
                      for t in itertools.chain(i.current.timers.values(),
                                               i.current.ghost_timers.values())]
+            times += [i.version_retry_at for i in self._instances.values()
+                      if i.status in RUNNING_STATES and i.version_blocked]
+            times += [a for a in (r.next_arrival() for r in self._entities.values())
+                      if a is not None]
             return min(times) if times else None
+
+    def signals_in_flight(self) -> int:
+        """Entity operations sent but not yet run (realistic mode: still on their way)."""
+        with self._cond:
+            return sum(len(r.queue) for r in self._entities.values())
+
+    def settle_signals(self, max_virtual_seconds: float = 3600) -> None:
+        """Advance the clock until every entity signal in flight has arrived and run (what the
+        registry will say once the host's queues have caught up), running whatever else is due."""
+        deadline = self.clock.now() + max_virtual_seconds
+        self.run_until_idle()
+        while self.signals_in_flight():
+            with self._cond:
+                nxt = min(a for a in (r.next_arrival() for r in self._entities.values())
+                          if a is not None)
+            if nxt > deadline:
+                raise TimeoutError(f"entity signals still in flight after {max_virtual_seconds} s")
+            if nxt > self.clock.now():
+                self.clock.advance_to(nxt)
+            self.run_until_idle()
 
     def next_timer_trigger_at(self) -> Optional[float]:
         with self._cond:
@@ -789,7 +873,8 @@ class ReplayHost:
         return event
 
     def _runnable(self, inst: _Instance) -> bool:
-        return inst.status in RUNNING_STATES and not inst.busy and not inst.version_blocked
+        return (inst.status in RUNNING_STATES and not inst.busy
+                and (not inst.version_blocked or inst.version_retry_at <= self.clock.now()))
 
     def _due_deliveries(self, inst: _Instance, now: float) -> List[Tuple[float, int, str, Any]]:
         """Due timers (open and cancelled) and arrived messages, oldest first; at a tie the
@@ -820,7 +905,7 @@ class ReplayHost:
             return best_activity
         now = self.clock.now()
         for record in self._entities.values():
-            if not record.busy and record.queue and record.queue[0]["arrival"] <= now:
+            if not record.busy and record.queue and record.next_arrival() <= now:
                 return ("entity", record, None)
         for trigger in self._timer_triggers.values():
             if not trigger.running and trigger.next_due <= now:
@@ -860,8 +945,10 @@ class ReplayHost:
                     target.next_due = target.schedule.next_after(start).timestamp()
                 elif kind == "entity":
                     target.busy = True
-                    batch = list(target.queue)
-                    target.queue.clear()
+                    batch = target.due(self.clock.now())
+                    taken = {id(op) for op in batch}
+                    target.queue = collections.deque(op for op in target.queue
+                                                     if id(op) not in taken)
                 else:  # activity
                     inst = target
                     ex = inst.current
@@ -1037,6 +1124,7 @@ class ReplayHost:
         ex = inst.current
         if not ext.version_mismatch(ex.version, options.default_version,
                                     options.version_match_strategy):
+            inst.version_blocked, inst.dequeue_count = False, 0
             return False
         now = self.clock.now()
         if options.version_failure_strategy.lower() == "fail":
@@ -1051,12 +1139,29 @@ class ReplayHost:
                                "the worker's '%s' (%s)", inst.name, inst.instance_id, ex.version,
                                options.default_version, options.version_match_strategy)
         else:
-            inst.version_blocked = True  # abandoned: left for a worker with a matching version
-            events_log.warning("%s (Orchestrator) instance %s: version '%s' does not match the "
-                               "worker's '%s' (%s); left for another worker (Reject)", inst.name,
-                               inst.instance_id, ex.version, options.default_version,
-                               options.version_match_strategy)
+            self._abandon(inst, now)
         return True
+
+    def _abandon(self, inst: _Instance, now: float) -> None:
+        """Reject: the work item is abandoned back to the control queue, invisible for 2^n
+        seconds (n = its dequeue count) up to 600 s, with the Azure Storage backend's log lines;
+        at the cap it is also reported as poison (and stays in the queue). Nothing logged names
+        a version mismatch. (DurableTask.AzureStorage ControlQueue/WorkItemQueue
+        AbandonMessageAsync; Logging/LogEvents AbandoningMessage, PoisonMessageDetected.)"""
+        inst.version_blocked = True
+        inst.dequeue_count += 1
+        delay = ext.abandon_delay_seconds(inst.dequeue_count)
+        inst.version_retry_at = now + delay
+        partition = f"{self.task_hub.lower()}-control-00"
+        event = "ExecutionStarted" if inst.status == "Pending" else "EventRaised"
+        message_id = str(uuid.uuid5(uuid.NAMESPACE_URL, f"{inst.instance_id}/{inst.current.execution_id}"))
+        if delay >= ext.ABANDON_MAX_DELAY_SECONDS:
+            storage_log.warning(ext.poison_message_text(inst.instance_id, event, message_id,
+                                                        inst.dequeue_count))
+        storage_log.warning(ext.abandoning_message_text(inst.instance_id, event, partition, delay))
+        log.debug("instance %s version '%s' rejected by worker version '%s' (%s)",
+                  inst.instance_id, inst.current.version, self.durable_options.default_version,
+                  self.durable_options.version_match_strategy)
 
     def _replay(self, inst: _Instance, raise_errors: bool) -> None:
         ex = inst.current
@@ -1249,8 +1354,18 @@ class ReplayHost:
                                       Name=ENTITY_REQUEST_EVENT, Input=json.dumps(request)))
         record = self._entities.setdefault((name.lower(), key), _EntityRecord(name.lower(), key))
         record.queue.append({"name": request["op"], "input": input_json, "isSignal": True,
-                             "id": request["id"], "arrival": now, "parent": inst.instance_id})
+                             "id": request["id"], "parent": inst.instance_id, "seq": next(self._seq),
+                             "arrival": self._signal_arrival(inst.instance_id, record, now)})
         return None
+
+    def _signal_arrival(self, sender: Optional[str], record: _EntityRecord,
+                        sent_at: Optional[float] = None) -> float:
+        """When a signal reaches its entity: at once, or (realistic mode) after the control
+        queue's polling latency, in order per sender only."""
+        now = self.clock.now() if sent_at is None else sent_at
+        if self._signals is None:
+            return now
+        return self._signals.arrival(now, sender, (record.name, record.key))
 
     def _fail(self, inst: _Instance, message: str, now: float) -> None:
         inst.current.history.append(self._event(EXECUTION_COMPLETED, now,
@@ -1267,6 +1382,8 @@ class ReplayHost:
         ex.ghost_timers.clear()
         ex.activities.clear()
         inst.messages.clear()
+        if self._signals is not None:
+            self._signals.forget_sender(inst.instance_id)
         log.info("instance %s %s", inst.instance_id, status)
         events_log.info("%s (Orchestrator) instance %s %s. RuntimeStatus: %s.", inst.name,
                         inst.instance_id, status.lower(), status)

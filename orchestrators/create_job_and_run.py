@@ -492,6 +492,11 @@ def _notify(run: _Run, outputs: dict):
 @bp.orchestration_trigger(context_name="context", orchestration=ORCHESTRATOR_NAME)
 def create_job_and_run(context: df.DurableOrchestrationContext):
     if versions.runs_release_1(context.version):
+        problem = versions.release_1_input_problem(context.get_input())
+        if problem:
+            # An extension bundle without orchestration versions: fail now, naming the bundle,
+            # rather than run a later release's input on 1.0's code.
+            raise WorkflowFailed(problem, policy.PERMANENT)
         # Started by release 1.0: it finishes on that release's code (orchestrators/versions.py),
         # loaded only when such a workflow is still running.
         from orchestrators.v1.workflow import orchestrate as orchestrate_release_1

@@ -29,7 +29,8 @@ def test_readme_gives_exactly_the_two_setup_commands():
 
 def test_host_json_uses_the_v4_extension_bundle_and_bounded_dequeue():
     host = json.loads((ROOT / "host.json").read_text("utf-8"))
-    assert host["extensionBundle"]["version"] == "[4.*, 5.0.0)"
+    # 4.30.0 or later: orchestration versions (context.version, defaultVersion) need it.
+    assert host["extensionBundle"]["version"] == "[4.30.0, 5.0.0)"
     assert host["extensions"]["queues"]["maxDequeueCount"] >= 1
 
 

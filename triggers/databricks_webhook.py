@@ -10,18 +10,29 @@ Gate: HTTP Basic credentials from settings, compared in constant time. The route
 the Functions level: Databricks stores destination passwords write-only, while a `?code=` function
 key in the destination URL would be one more secret readable in the workspace configuration.
 
-Answers: 202 `{"status": "delivered"|"ignored"}`; 401 + WWW-Authenticate; 400/413 malformed;
-503 when the Durable store cannot be asked right now. Only `delivered` raises an event; nothing here
-ever starts a workflow. The run is mapped to its workflow through the registry of awaited runs
-(entities/awaited_runs.py): no Jobs API call per notification.
+Answers: 202 `{"status": "delivered"|"remembered"|"ignored"}`; 401 + WWW-Authenticate; 400/413
+malformed; 503 when the Durable store cannot be asked right now. Nothing here ever starts a workflow.
+
+The run is mapped to its workflow through the registry of awaited runs (entities/awaited_runs.py):
+no Jobs API call per notification. A workflow registers its run with an entity signal, which the
+extension delivers seconds (sometimes tens of seconds) after run-now; a short run may be notified
+first. Databricks documents no retry of a notification, so one for a run not (yet) in the registry
+is `remembered` there (workflow.early_ends) and the run watcher tells the workflow once the run
+registers. Release-1.0 workflows never register their run: their jobs carry the instance id in the
+`durable_instance_id` tag, read with one jobs/get per job (kept), so they are `delivered` at once.
+A Suspended workflow counts as waiting: the extension holds the event until it is resumed.
 """
 from __future__ import annotations
 
+import asyncio
 import base64
 import binascii
 import hmac
 import logging
-from typing import Any, Mapping, Optional
+import threading
+from collections import OrderedDict
+from datetime import datetime, timezone
+from typing import Any, Callable, Mapping, Optional
 
 import azure.durable_functions as df
 import azure.functions as func
@@ -32,7 +43,7 @@ from orchestrators.create_job_and_run import RUN_FINISHED_EVENT
 from messaging import settings as caller_settings
 from triggers.http_responses import json_response
 from triggers.starter import RUNNING_STATUSES
-from workflow import watch
+from workflow import early_ends, watch
 from workflow.inputs import InputError, parse_json_body
 
 log = logging.getLogger(__name__)
@@ -44,6 +55,13 @@ REALM = "databricks-notifications"
 MAX_BODY_BYTES = 16 * 1024  # real payloads are a few hundred bytes
 # Notifications that mean the run has ended; others (on_start, duration warnings) need no poll.
 RUN_ENDED_EVENTS = frozenset({"jobs.on_success", "jobs.on_failure"})
+# A workflow waits while it is not finished; a Suspended one gets the event when it is resumed.
+WAITING_STATUSES = RUNNING_STATUSES | {df.OrchestrationRuntimeStatus.Suspended}
+# Release 1.0 tagged each workflow's own job with its instance id (the tag's name then).
+RELEASE_1_INSTANCE_TAG = "durable_instance_id"
+
+# The seam through which the endpoint reads the time; tests point it at a virtual clock.
+utcnow: Callable[[], datetime] = lambda: datetime.now(timezone.utc)  # noqa: E731
 
 
 def _unauthorized() -> func.HttpResponse:
@@ -113,6 +131,63 @@ def parse_notification(body: bytes) -> dict:
     return {"eventType": event_type, "jobId": job_id, "runId": run_id}
 
 
+class _JobTags:
+    """(workspace, job id) -> the job's release-1.0 instance tag (or None). A job's tags are set
+    when it is created, so answers are kept, at most `size` of them (least recently used dropped)."""
+
+    def __init__(self, size: int = 1024):
+        self._size = size
+        self._items: "OrderedDict[tuple, Optional[str]]" = OrderedDict()
+        self._lock = threading.Lock()
+
+    def get(self, job_id: int, fetch: Callable[[int], Mapping[str, Any]], workspace: str = "") -> Optional[str]:
+        key = (workspace, job_id)
+        with self._lock:
+            if key in self._items:
+                self._items.move_to_end(key)
+                return self._items[key]
+        job = fetch(job_id) or {}
+        tags = (job.get("settings") or {}).get("tags") or {}
+        value = tags.get(RELEASE_1_INSTANCE_TAG)
+        value = value if isinstance(value, str) and value else None
+        with self._lock:
+            self._items[key] = value
+            while len(self._items) > self._size:
+                self._items.popitem(last=False)
+        return value
+
+    def clear(self) -> None:
+        with self._lock:
+            self._items.clear()
+
+
+release_1_tags = _JobTags()
+
+
+def _workspace() -> str:
+    from databricks_jobs.settings import get_settings  # lazy: settings are read at first use
+    try:
+        return get_settings().host
+    except Exception:  # noqa: BLE001 - misconfigured: the fetch reports it
+        return ""
+
+
+def _fetch_job(job_id: int) -> Mapping[str, Any]:
+    from databricks_jobs.client import get_jobs_client  # lazy: settings are read at first use
+    return get_jobs_client().get_job(job_id)
+
+
+async def _release_1_instance(note: dict) -> Optional[str]:
+    """The release-1.0 workflow whose job this is, or None (a 2.0 job, a job gone, Databricks not
+    answering: the notification is then remembered instead). Blocking HTTP runs in a thread."""
+    try:
+        return await asyncio.to_thread(release_1_tags.get, note["jobId"], _fetch_job, _workspace())
+    except Exception as exc:  # noqa: BLE001 - a lookup that fails must not lose the notification
+        log.info("Databricks notification: job %s could not be read (%s); not a release-1.0 lookup",
+                 note["jobId"], type(exc).__name__)
+        return None
+
+
 def _ignored(reason: str, **extra) -> func.HttpResponse:
     log.info("Databricks notification ignored: %s %s", reason, extra or "")
     return json_response(202, {"status": "ignored", "reason": reason, **extra})
@@ -139,22 +214,49 @@ async def handle_notification(req: func.HttpRequest, client: df.DurableOrchestra
                              {"Retry-After": "30"})
     entry = watch.merged([registry.entity_state if registry.entity_exists else None]).get(note["runId"])
     if entry is None:
-        return _ignored("no workflow waits for this run", runId=note["runId"])
+        instance_id = await _release_1_instance(note)
+        if instance_id is not None:
+            status = await client.get_status(instance_id)
+            custom = getattr(status, "custom_status", None)
+            custom = custom if isinstance(custom, dict) else {}
+            if getattr(status, "runtime_status", None) in WAITING_STATUSES \
+                    and str(custom.get("runId")) == str(note["runId"]):
+                return await _deliver(client, instance_id, note)
+        return await _remember(client, note)
     instance_id = entry["instanceId"]
     status = await client.get_status(instance_id)
     runtime = getattr(status, "runtime_status", None)
     if runtime is None:
         return _ignored("no waiting workflow for the run", runId=note["runId"])
-    if runtime not in RUNNING_STATUSES:
+    if runtime not in WAITING_STATUSES:
         return _ignored(f"workflow is {runtime.value}", runId=note["runId"])
+    return await _deliver(client, instance_id, note)
 
+
+async def _remember(client: df.DurableOrchestrationClient, note: dict) -> func.HttpResponse:
+    """Keep the notification in the registry until its run registers (workflow.early_ends)."""
+    try:
+        await client.signal_entity(df.EntityId(watch.REGISTRY_ENTITY, watch.shard_of(note["runId"])),
+                                   early_ends.NOTE_END, {"runId": note["runId"], "jobId": note["jobId"],
+                                                         "eventType": note["eventType"],
+                                                         "at": utcnow().timestamp()})
+    except Exception as exc:
+        log.warning("could not remember a notification for run %s: %s", note["runId"], exc)
+        return json_response(503, {"error": "the notification could not be kept; try again"},
+                             {"Retry-After": "30"})
+    log.info("Databricks %s for run %s remembered until a workflow registers the run", note["eventType"],
+             note["runId"])
+    return json_response(202, {"status": "remembered", "runId": note["runId"]})
+
+
+async def _deliver(client: df.DurableOrchestrationClient, instance_id: str, note: dict) -> func.HttpResponse:
     try:
         await client.raise_event(instance_id, RUN_FINISHED_EVENT,
                                  {"runId": note["runId"], "jobId": note["jobId"], "eventType": note["eventType"]})
     except Exception as exc:
         # The instance may have ended between the status read and the event (410/404).
         later = await client.get_status(instance_id)
-        if later.runtime_status is None or later.runtime_status not in RUNNING_STATUSES:
+        if later.runtime_status is None or later.runtime_status not in WAITING_STATUSES:
             return _ignored("workflow ended meanwhile", runId=note["runId"])
         log.warning("could not raise %s on %s: %s", RUN_FINISHED_EVENT, instance_id, exc)
         return json_response(503, {"error": "the workflow could not be signalled; try again"}, {"Retry-After": "30"})

@@ -26,7 +26,7 @@ import azure.functions as func
 
 from orchestrators.create_job_and_run import RUN_FINISHED_EVENT
 from telemetry.tracing import traced_trigger
-from workflow import policy, watch
+from workflow import early_ends, policy, watch
 from workflow.settings import WorkflowSettingError, watcher_interval
 
 log = logging.getLogger(__name__)
@@ -61,8 +61,32 @@ class _Memory:
     credit: float = 0.0
     last_tick: Optional[float] = None
 
+    def __init__(self) -> None:
+        self.reset()
+
     def reset(self) -> None:
         self.pages, self.credit, self.last_tick = None, 0.0, None
+        # What this process did at recent ticks, which the registry may not show yet (its signals
+        # arrive after the control queue's latency): run -> when it told the workflow / saw it active.
+        self.told: Dict[int, float] = {}
+        self.seen: Dict[int, float] = {}
+
+    def recall(self, awaited: Dict[int, dict]) -> None:
+        """Correct a registry read that is older than this process's own last signals, so a stale
+        read does not tell a workflow twice (or miss a run seen active again)."""
+        for book in (self.told, self.seen):
+            for run_id in [r for r in book if r not in awaited]:
+                del book[run_id]
+        for run_id, entry in awaited.items():
+            told, seen = self.told.get(run_id), self.seen.get(run_id)
+            signaled = entry.get("signaledAt")
+            if told is not None and (seen is None or seen < told):
+                if signaled is None or float(signaled) < told:
+                    entry["signaledAt"] = told
+                if entry.get("endedAt") is not None and float(entry["endedAt"]) <= told:
+                    entry.pop("endedAt"), entry.pop("endEvent", None)  # told since it was noted
+            elif seen is not None and signaled is not None and float(signaled) < seen:
+                entry["signaledAt"] = None
 
 
 memory = _Memory()
@@ -105,9 +129,30 @@ async def _signal_registry(client: df.DurableOrchestrationClient, operation: str
         await client.signal_entity(df.EntityId(watch.REGISTRY_ENTITY, shard), operation, {"runIds": ids, **extra})
 
 
+async def tell_noted(client: df.DurableOrchestrationClient, awaited: Dict[int, dict], now: float) -> List[int]:
+    """Tell the workflows of runs whose end Databricks notified before they were registered
+    (workflow.early_ends): no list needed. Marks them told in `awaited` for the rest of the tick."""
+    told = []
+    for run_id, instance_id in early_ends.noted(awaited):
+        try:
+            await client.raise_event(instance_id, RUN_FINISHED_EVENT, {"runId": run_id, "source": "webhook"})
+        except Exception:  # ended meanwhile: the list path forgets it when it is next due
+            log.info("run watcher: workflow %s of notified run %s could not be told", instance_id, run_id)
+        told.append(run_id)
+        memory.told[run_id] = now
+        awaited[run_id]["signaledAt"] = now
+        awaited[run_id].pop("endedAt", None), awaited[run_id].pop("endEvent", None)
+    if told:
+        await _signal_registry(client, early_ends.END_TOLD, told, at=now)
+    return told
+
+
 async def watch_once(client: df.DurableOrchestrationClient, now: float, tick: float) -> dict:
     """One tick; returns what it did (for logs and tests)."""
     awaited = await _read_registry(client)
+    memory.recall(awaited)
+    for run_id in await tell_noted(client, awaited, now):
+        del awaited[run_id]  # told this tick: nothing to list for
     # Time since the last tick earns credit, a missed or late tick included; no more than a minute's
     # worth after a long gap (the host was down: the runs' safety-net polls covered it).
     elapsed = tick if memory.last_tick is None else min(max(0.0, now - memory.last_tick), max(tick, 60.0))
@@ -135,11 +180,13 @@ async def watch_once(client: df.DurableOrchestrationClient, now: float, tick: fl
     else:
         memory.pages = max(calls, 1)
     decision = watch.decide(awaited, active, now, check_every=check_every)
+    memory.seen.update((run_id, now) for run_id in awaited if run_id in active)
     told, gone = [], []
     for run_id, instance_id in decision.signal:
         try:
             await client.raise_event(instance_id, RUN_FINISHED_EVENT, {"runId": run_id, "source": "watcher"})
             told.append(run_id)
+            memory.told[run_id] = now
         except Exception:
             # The workflow has ended (or been purged) without unregistering: forget the run.
             status = await client.get_status(instance_id)
@@ -169,6 +216,10 @@ _RUNNING = frozenset({df.OrchestrationRuntimeStatus.Pending, df.OrchestrationRun
 @traced_trigger("timer watch_runs")
 async def watch_runs(timer: func.TimerRequest, client: df.DurableOrchestrationClient) -> None:
     if not INTERVAL:
+        # No listing, but a notification kept for a run registered since is still told (a minute's
+        # tick at most; no Jobs API call).
+        awaited = await _read_registry(client)
+        await tell_noted(client, awaited, utcnow().timestamp())
         return
     from databricks_jobs.errors import DatabricksJobsError
     from telemetry.metrics import watcher_tick  # on first use: cold start

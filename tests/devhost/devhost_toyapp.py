@@ -263,6 +263,20 @@ def counter_entity(context: df.DurableEntityContext):
     context.set_result(value)
 
 
+@bp.entity_trigger(context_name="context", entity_name="Journal")
+def journal_entity(context: df.DurableEntityContext):
+    # Keeps every input in the order the operations ran (to observe delivery order).
+    context.set_state(context.get_state(list) + [context.get_input()])
+
+
+@bp.orchestration_trigger(context_name="context")
+def signals_journal(context: df.DurableOrchestrationContext):
+    for item in context.get_input():
+        context.signal_entity(df.EntityId("Journal", "one"), "append", item)
+    yield context.create_timer(context.current_utc_datetime + timedelta(seconds=1))
+    return "signalled"
+
+
 @bp.orchestration_trigger(context_name="context")
 def signals_counter(context: df.DurableOrchestrationContext):
     for amount in context.get_input():

@@ -124,3 +124,24 @@ def test_failed_instance_status_codes(server):
     assert requests.get(url, timeout=5).status_code == 200
     r = requests.get(url + "&returnInternalServerErrorOnFailure=true", timeout=5)
     assert r.status_code == 500 and "orchestrator bug" in r.json()["output"]
+
+
+def test_suspend_holds_events_and_timers_until_resume_with_the_real_client(server):
+    host = server.host
+    host.stop()  # driven in the foreground
+    client = df.DurableOrchestrationClient(server.management.binding_json(server.base_url))
+    iid = host.start_new("timer_or_event")
+    host.run_until_idle()
+    run_coroutine(client.suspend(iid, "hold"), timeout=10)
+    assert host.get_status(iid)["runtimeStatus"] == "Suspended"
+    run_coroutine(client.raise_event(iid, "approve", {"ok": True}), timeout=10)  # accepted, held
+    host.run_until_idle()
+    assert host.get_status(iid)["runtimeStatus"] == "Suspended"
+    run_coroutine(client.resume(iid, "go on"), timeout=10)
+    status = host.run_until_complete(iid)
+    assert status["output"]["winner"] == "event"  # the held event, not the 60 s timer
+    kinds = [e["EventType"] for e in host.history(iid)]
+    assert kinds.index(19) < kinds.index(20)  # ExecutionSuspended, then ExecutionResumed
+    from devhost import InstanceGoneError
+    with pytest.raises(InstanceGoneError):
+        host.suspend(iid, "too late")  # the management API answers 410

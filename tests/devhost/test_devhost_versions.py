@@ -26,18 +26,30 @@ def test_explicit_version_reaches_context_and_survives_continue_as_new(host):
     assert started(host, iid)["Version"] == "2.0"
 
 
-def test_default_version_comes_from_host_json_with_app_settings(app, clock, tmp_path,
-                                                                 monkeypatch):
-    monkeypatch.setenv("ORCHESTRATION_VERSION", "1.5")
+def test_default_version_comes_from_host_json(app, clock, tmp_path):
     host_json = tmp_path / "host.json"
     host_json.write_text(json.dumps({"version": "2.0", "extensions": {
-        "durableTask": {"defaultVersion": "%ORCHESTRATION_VERSION%"}}}))
+        "durableTask": {"defaultVersion": "1.5"}}}))
     host = ReplayHost(app, clock, host_json=host_json)
     assert host.default_version == "1.5"
     iid = host.start_new("versioned")
     assert host.run_until_complete(iid)["output"] == {"version": "1.5"}
     older = host.start_new("versioned", version="1.0")  # CurrentOrOlder: older runs
     assert host.run_until_complete(older)["output"] == {"version": "1.0"}
+
+
+def test_default_version_is_taken_literally_not_as_an_app_setting(app, clock, tmp_path,
+                                                                  monkeypatch):
+    # The extension does not resolve %SETTING% in defaultVersion (EXT issue #3279): every new
+    # instance would get the literal text as its version.
+    monkeypatch.setenv("ORCHESTRATION_VERSION", "1.5")
+    host_json = tmp_path / "host.json"
+    host_json.write_text(json.dumps({"version": "2.0", "extensions": {
+        "durableTask": {"defaultVersion": "%ORCHESTRATION_VERSION%"}}}))
+    host = ReplayHost(app, clock, host_json=host_json)
+    assert host.default_version == "%ORCHESTRATION_VERSION%"
+    iid = host.start_new("versioned")
+    assert host.run_until_complete(iid)["output"] == {"version": "%ORCHESTRATION_VERSION%"}
 
 
 def test_a_newer_instance_is_rejected_until_a_matching_worker_runs_it(app, clock):

@@ -124,7 +124,8 @@ def app_stack(monkeypatch):
     - webhooks: created jobs notify DESTINATION_ID, which the emulator POSTs to devhost's
       /api/databricks/notifications (a loopback endpoint serving the webhook function);
     - destination_password: what the emulator sends (a wrong one is refused with 401);
-    - foreground: stop devhost's worker so the test drives the clock itself.
+    - foreground: stop devhost's worker so the test drives the clock itself;
+    - realism: devhost's realistic mode (devhost.realism.Realism), e.g. a registration that arrives late.
     """
     import databricks_jobs
     from devhost import ReplayHost, VirtualClock
@@ -136,7 +137,7 @@ def app_stack(monkeypatch):
     started = []
 
     def build(*, webhooks: bool = True, destination_password: str = WEBHOOK_PASSWORD, foreground: bool = True,
-              scenario: Optional[dict] = None, watcher: bool = False):
+              scenario: Optional[dict] = None, watcher: bool = False, realism=None):
         from activities.jobs import known_jobs
         from triggers import run_watcher
 
@@ -145,10 +146,13 @@ def app_stack(monkeypatch):
         # The run watcher (a timer trigger) runs on the virtual clock when asked for; without it,
         # workflows rely on webhooks and their own polls.
         monkeypatch.setenv("WORKFLOW_RUN_WATCHER_INTERVAL_SECONDS", "15" if watcher else "0")
+        from triggers import databricks_webhook
         monkeypatch.setattr(run_watcher, "utcnow", lambda: datetime.fromtimestamp(clock.now(), tz=timezone.utc))
+        monkeypatch.setattr(databricks_webhook, "utcnow", lambda: datetime.fromtimestamp(clock.now(), tz=timezone.utc))
         run_watcher.memory.reset()
         known_jobs.clear()
-        server = DevServer(app, ReplayHost(app, clock, timer_triggers=["watch_runs"] if watcher else False))
+        server = DevServer(app, ReplayHost(app, clock, timer_triggers=["watch_runs"] if watcher else False,
+                                           realism=realism))
         base_url = server.start()
         if foreground:
             server.host.stop()

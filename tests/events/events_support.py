@@ -37,6 +37,7 @@ class FakeDurableClient:
         self.events: List[tuple] = []
         self.entities: Dict[tuple, Any] = {}  # (name, key) -> state
         self.entity_reads: List[tuple] = []
+        self.signals: List[tuple] = []  # (entity, operation, input)
 
     async def read_entity_state(self, entity_id, *args, **kwargs):
         key = (entity_id.name.lower(), entity_id.key)
@@ -47,9 +48,10 @@ class FakeDurableClient:
 
     async def signal_entity(self, entity_id, operation_name, operation_input=None, *args, **kwargs):
         """The registry of awaited runs, applied at once with its real state transitions."""
-        from workflow import watch
+        from workflow import early_ends
         key = (entity_id.name.lower(), entity_id.key)
-        self.entities[key] = watch.apply(self.entities.get(key), operation_name, operation_input)
+        self.signals.append((key, operation_name, operation_input))
+        self.entities[key] = early_ends.apply(self.entities.get(key), operation_name, operation_input)
 
     def register_run(self, run_id: int, instance_id: str, job_id: Optional[int] = None, since: float = 0.0):
         """What a workflow signals once its run exists."""
@@ -81,7 +83,8 @@ class FakeDurableClient:
         inst = self.instances.get(instance_id)
         if inst is None:
             raise Exception(f"No instance with ID '{instance_id}' found.")
-        if inst["status"] not in ("Pending", "Running"):
+        # A Suspended instance takes the event; the extension holds it until the instance resumes.
+        if inst["status"] not in ("Pending", "Running", "Suspended"):
             raise Exception(f"Instance with ID '{instance_id}' is gone: {inst['status']}")
         self.events.append((instance_id, event_name, event_data))
 

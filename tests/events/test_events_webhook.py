@@ -1,5 +1,6 @@
 """POST /api/databricks/notifications: Basic auth in constant time, run -> instance through the
-registry of awaited runs (no Jobs API call), runFinished."""
+registry of awaited runs (no Jobs API call), runFinished; a notification for a run not registered
+yet is remembered until it is; release-1.0 workflows found through their job's tag."""
 import asyncio
 import base64
 import hmac
@@ -152,9 +153,8 @@ def test_oversize_notification_is_413(client, jobs):
 
 @pytest.mark.parametrize("setup, note, reason", [
     (lambda c: c.set_running(INSTANCE, runId=RUN_ID), payload("jobs.on_start"), "does not end a run"),
-    (lambda c: c.set_running(INSTANCE, runId=RUN_ID), payload(run_id=RUN_ID + 1), "no workflow waits"),
     (lambda c: None, payload(), "no waiting workflow"),
-], ids=["on-start", "unregistered-run", "no-instance"])
+], ids=["on-start", "no-instance"])
 def test_notifications_that_match_no_waiting_run_are_acknowledged_and_ignored(setup, note, reason, client, jobs):
     setup(client)
     response, body = post(client, note)
@@ -170,6 +170,74 @@ def test_a_run_of_a_shared_job_reaches_the_workflow_waiting_for_that_run_only(cl
     response, body = post(client, payload(run_id=RUN_ID + 4))
     assert body == {"status": "delivered", "instanceId": other}
     assert [e[0] for e in client.events] == [other]
+
+
+def test_a_suspended_workflow_is_waiting_and_gets_the_event(client, jobs):
+    # The extension holds a raised event until the instance is resumed (issue 14, cause 7).
+    client.set_running(INSTANCE, runId=RUN_ID)
+    client.instances[INSTANCE]["status"] = "Suspended"
+    response, body = post(client, payload())
+    assert body == {"status": "delivered", "instanceId": INSTANCE}
+    assert [e[:2] for e in client.events] == [(INSTANCE, RUN_FINISHED_EVENT)]
+
+
+@pytest.fixture
+def no_release_1_jobs(monkeypatch):
+    """jobs/get answers for the release-1.0 lookup: a 2.0 shared job has no instance tag."""
+    fetched = []
+
+    def fetch(job_id):
+        fetched.append(job_id)
+        return {"job_id": job_id, "settings": {"name": "nightly", "tags": {"durable_job_definition": "f" * 16}}}
+
+    monkeypatch.setattr(databricks_webhook, "_fetch_job", fetch)
+    databricks_webhook.release_1_tags.clear()
+    yield fetched
+    databricks_webhook.release_1_tags.clear()
+
+
+def test_a_run_end_before_the_run_is_registered_is_remembered_and_told_when_it_registers(
+        client, no_release_1_jobs, monkeypatch):
+    from triggers import run_watcher
+    from workflow import early_ends, watch
+
+    early_run = RUN_ID + 8  # its workflow's "watch" signal is still on its way
+    client.set_running(INSTANCE, runId=early_run)
+    response, body = post(client, payload(run_id=early_run))
+    assert response.status_code == 202 and body == {"status": "remembered", "runId": early_run}
+    assert client.events == []
+    shard = (watch.REGISTRY_ENTITY.lower(), watch.shard_of(early_run))
+    assert str(early_run) in client.entities[shard][early_ends.PENDING_KEY]
+    # One jobs/get for the job (is it a release-1.0 workflow's?), kept for the next notification.
+    post(client, payload("jobs.on_failure", run_id=early_run))
+    assert no_release_1_jobs == [JOB_ID]
+
+    client.register_run(early_run, INSTANCE, JOB_ID, since=100.0)  # the registration arrives
+    awaited = watch.merged([client.entities[shard]])
+    assert early_ends.noted(awaited) == [(early_run, INSTANCE)]
+    run_watcher.memory.reset()
+    assert asyncio.run(run_watcher.tell_noted(client, awaited, 130.0)) == [early_run]
+    assert client.events == [(INSTANCE, RUN_FINISHED_EVENT, {"runId": early_run, "source": "webhook"})]
+    # Spent: the next tick tells nobody, and the watcher counts it as told.
+    entry = watch.merged([client.entities[shard]])[early_run]
+    assert entry["signaledAt"] == 130.0 and early_ends.noted({early_run: entry}) == []
+    assert early_ends.PENDING_KEY not in client.entities[shard]
+
+
+def test_a_release_1_workflow_is_found_through_its_jobs_instance_tag(client, monkeypatch):
+    # Release 1.0 never registers its run (issue 14, cause 6): its job carries the instance id.
+    monkeypatch.setattr(databricks_webhook, "_fetch_job", lambda job_id: {
+        "job_id": job_id, "settings": {"tags": {"durable_instance_id": INSTANCE}}})
+    databricks_webhook.release_1_tags.clear()
+    client.set_running(INSTANCE, step="pollRun", jobId=JOB_ID, runId=RUN_ID)
+    response, body = post(client, payload())
+    assert body == {"status": "delivered", "instanceId": INSTANCE}
+    assert client.events == [(INSTANCE, RUN_FINISHED_EVENT,
+                              {"runId": RUN_ID, "jobId": JOB_ID, "eventType": "jobs.on_success"})]
+    # Another run of that job (a manual one) is not the one the workflow waits for: remembered.
+    assert post(client, payload(run_id=RUN_ID + 1))[1]["status"] == "remembered"
+    assert len(client.events) == 1
+    databricks_webhook.release_1_tags.clear()
 
 
 def test_finished_instance_is_ignored(client, jobs):

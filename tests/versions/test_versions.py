@@ -66,6 +66,31 @@ def test_host_json_starts_new_workflows_on_the_codes_version_and_leaves_newer_on
     assert (durable["versionMatchStrategy"], durable["versionFailureStrategy"]) == ("CurrentOrOlder", "Reject")
 
 
+def test_host_json_pins_an_extension_bundle_with_orchestration_versions():
+    # Bundles before 4.30.0 carry an extension without context.version / defaultVersion: every new
+    # workflow would take release 1.0's path.
+    bundle = json.loads((ROOT / "host.json").read_text("utf-8"))["extensionBundle"]
+    assert bundle["id"] == "Microsoft.Azure.Functions.ExtensionBundle"
+    low, _, high = bundle["version"].strip("[)").partition(",")
+    assert bundle["version"].startswith("[") and bundle["version"].endswith(")")
+    assert tuple(map(int, low.strip().split("."))) >= (4, 30, 0)
+    assert tuple(map(int, high.strip().split("."))) == (5, 0, 0)
+    assert bundle["version"] == versions.EXTENSION_BUNDLE_RANGE
+
+
+def test_a_later_input_on_release_1s_path_fails_at_once_naming_the_bundle(stack):
+    # What an older bundle does: the instance has no version, so it replays on 1.0's code path.
+    import function_app
+
+    clock, emulator = stack
+    host = ReplayHost(function_app.app, clock)
+    iid = host.start_new(orchestrator.ORCHESTRATOR_NAME, None, _current_input(), version="")
+    status = host.run_until_complete(iid)
+    assert status["runtimeStatus"] == "Failed"
+    assert "extension bundle 4.30.0" in status["output"] and "[4.30.0, 5.0.0)" in status["output"]
+    assert emulator.request_log == []  # nothing was created or started
+
+
 @pytest.fixture
 def stack(monkeypatch):
     clock = VirtualClock(datetime(2026, 3, 1, tzinfo=timezone.utc))

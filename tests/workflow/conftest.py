@@ -7,11 +7,11 @@ from datetime import datetime, timezone
 
 import pytest
 
-from devhost import ReplayHost
+from devhost import Realism, ReplayHost
 from orchestrators.create_job_and_run import ORCHESTRATOR_NAME
 from workflow.inputs import orchestration_input, validate_request
 from workflow.settings import WorkflowSettings
-from workflow_support import REQUEST, SECRET_TOKEN, T0
+from workflow_support import REALISM_SEED, REQUEST, SECRET_TOKEN, T0
 
 
 
@@ -36,13 +36,18 @@ def host_mode(request):
 @pytest.fixture
 def host(clock, databricks_env, host_mode, monkeypatch):
     from function_app import app
-    from triggers import run_watcher
+    from triggers import databricks_webhook, run_watcher
 
-    # The workspace run watcher is a timer trigger: it runs on the virtual clock like everything else.
+    # The workspace run watcher is a timer trigger: it runs on the virtual clock like everything else,
+    # and so does the webhook endpoint's clock (when it keeps a notification for a run).
     monkeypatch.setattr(run_watcher, "utcnow", lambda: datetime.fromtimestamp(clock.now(), tz=timezone.utc))
+    monkeypatch.setattr(databricks_webhook, "utcnow", lambda: datetime.fromtimestamp(clock.now(), tz=timezone.utc))
     run_watcher.memory.reset()
     twice = host_mode == "at-least-once"
-    h = ReplayHost(app, clock, timer_triggers=["watch_runs"], activities_twice=twice, batch_events=twice)
+    # The extension's timing (devhost.realism): entity signals arrive late, in order per sender
+    # only, and reads of the registry may miss them; seeded, so a failure reproduces.
+    h = ReplayHost(app, clock, timer_triggers=["watch_runs"], activities_twice=twice, batch_events=twice,
+                   realism=Realism(seed=REALISM_SEED))
     yield h
     h.stop()
 

@@ -166,6 +166,7 @@ def test_thirty_concurrent_runs_cost_a_fraction_of_their_own_polls_and_are_notic
     for status in statuses:
         run = emulator.run(status["output"]["runId"])
         assert 0 <= _ended(host, status["instanceId"]) - run["end_time"] / 1000 <= _tick()
+    host.settle_signals()  # the last unwatch signals are still on their way (devhost realism)
     assert _registry(host) == {}  # every workflow unregistered its run
 
 
@@ -235,6 +236,7 @@ def test_a_workflow_that_ended_without_unregistering_is_forgotten(host, clock, e
     iid = _start(host)
     host.run_until_idle()
     run_id = host.get_status(iid)["customStatus"]["runId"]
+    host.settle_signals()  # the watch signal arrives after the control queue's latency
     assert run_id in _registry(host)
     host.terminate(iid, "an operator stopped it")  # terminated: its code never runs again
     host.run_until_idle()
