@@ -11,7 +11,7 @@ import pytest
 import databricks_jobs
 from activities.jobs import known_jobs
 from callers import identity
-from devhost import ReplayHost, VirtualClock
+from devhost import Realism, ReplayHost, VirtualClock
 from devhost.entra import DevEntra, issue_token, load_or_create_key
 from devhost.serve import DevServer
 from jobs_emulator import JobsEmulator
@@ -55,7 +55,8 @@ def teams(monkeypatch, dev_key):
     from triggers import http_api
 
     monkeypatch.setattr(http_api, "utcnow", lambda: datetime.fromtimestamp(clock.now(), tz=timezone.utc))
-    host = ReplayHost(function_app.app, clock)
+    # The extension's timing (devhost.realism): entity signals arrive late, reads may be stale.
+    host = ReplayHost(function_app.app, clock, realism=Realism(seed=15))
     server = DevServer(function_app.app, host, queues=False)
     base_url = server.start()
     host.stop()  # the test drives the workflows in virtual time itself

@@ -241,6 +241,8 @@ def test_a_new_job_definition_past_bs_saved_jobs_limit_gets_403_and_a_known_one_
     for name in ("one", "two"):
         assert start(teams, B, seed("b", jobName=f"team-b-{name}")).status_code == 202
         teams.host.run_until_idle()
+        # Starts seconds apart: the entity has its signal (first starts that cross may both pass; design.md).
+        teams.host.settle_signals()
     third = start(teams, B, seed("b", jobName="team-b-three"))
     assert third.status_code == 403 and third.json()["rule"] == f"callers.{B}.limits.savedJobs"
     assert "savedJobs" in third.json()["error"]
