@@ -327,8 +327,11 @@ class _Run:
             return {}
         self.show("fetchOutput")
         try:
+            # instanceId names the kept copies of outputs too large to carry inline; taskCount sets
+            # each task's inline share (workflow/results.py).
             fetched = yield from self.call_after_end("getJobRunOutput", {
-                "tasks": [{"taskKey": t["taskKey"], "runId": t["runId"]} for t in tasks]})
+                "tasks": [{"taskKey": t["taskKey"], "runId": t["runId"]} for t in tasks],
+                "instanceId": self.context.instance_id, "taskCount": len(tasks)})
         except WorkflowFailed as failure:
             return {"outputError": str(failure)}
         return {t["taskKey"]: t for t in fetched["tasks"]}
