@@ -27,5 +27,4 @@ def bounded_output(summary: Mapping[str, Any], share: int, instance_id: Optional
     except result_blobs.ResultStoreConfigurationError as error:
         raise ConfigurationError("WORKFLOW_RESULTS_CONNECTION", str(error)) from None
     inline["resultPath"] = results.result_path(instance_id, str(summary["taskKey"]))
-    inline["resultBytes"] = len(data)
     return inline

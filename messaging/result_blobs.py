@@ -19,6 +19,7 @@ if TYPE_CHECKING:  # the SDK is imported on first use: cold start pays for every
 # Reads are served in pieces of this size (the SDK's own chunking), never the whole blob at once
 # where the caller can take it piece by piece.
 READ_CHUNK_BYTES = 1024 * 1024
+_CHUNKS = {"max_single_get_size": READ_CHUNK_BYTES, "max_chunk_get_size": READ_CHUNK_BYTES}
 
 _clients: dict[tuple[str, str, str], "ContainerClient"] = {}
 _lock = threading.Lock()
@@ -61,9 +62,9 @@ def container_client(env: Optional[Mapping[str, str]] = None) -> "ContainerClien
     from azure.storage.blob import ContainerClient
 
     if conn_str:
-        client = ContainerClient.from_connection_string(conn_str, container)
+        client = ContainerClient.from_connection_string(conn_str, container, **_CHUNKS)
     elif service_uri:
-        client = ContainerClient(service_uri, container, credential=_identity_credential(env, connection))
+        client = ContainerClient(service_uri, container, credential=_identity_credential(env, connection), **_CHUNKS)
     else:
         raise ResultStoreConfigurationError(
             f"storage connection '{connection}' is not configured: set {connection} or {connection}__blobServiceUri")
@@ -120,8 +121,7 @@ def read_chunks(name: str, offset: int = 0, length: Optional[int] = None,
     """The blob's bytes from `offset` (`length` of them, or to the end) in pieces of at most
     READ_CHUNK_BYTES."""
     blob = container_client(env).get_blob_client(name)
-    downloader = _guarded(blob.download_blob, offset=offset, length=length,
-                          max_chunk_get_size=READ_CHUNK_BYTES, max_single_get_size=READ_CHUNK_BYTES)
+    downloader = _guarded(blob.download_blob, offset=offset, length=length)
     yield from downloader.chunks()
 
 

@@ -293,8 +293,7 @@ def should_repair(run: Mapping[str, Any], repairs_done: int, max_attempts: int) 
 
 
 # Set by getJobRunOutput when a task's output was cut to its inline share (activities/results_store.py).
-_KEPT_ASIDE_FIELDS = ("notebookResultTruncatedAtSource", "errorTruncated", "errorTraceTruncated", "resultPath",
-                      "resultBytes")
+_KEPT_ASIDE_FIELDS = ("notebookResultTruncatedAtSource", "errorTruncated", "errorTraceTruncated", "resultPath")
 
 
 def _task_entry(task: Mapping[str, Any], output: Mapping[str, Any]) -> dict:
