@@ -32,6 +32,7 @@ MAX_MEMORY_RATIO = 8.0
 MAX_HISTORY_RATIO = 0.01
 MAX_THOUSAND_TASK_OUTPUT_BYTES = 1_000_000
 TOKEN = "dapi-bench-large-results-not-a-secret"
+BLOB_SERVICE = None  # a running devhost.azurite.BlobService to use instead of starting one (tests)
 CLUSTER = "0101-000000-bench"
 
 
@@ -62,7 +63,7 @@ def measure(tasks: int = None, result_bytes: int = None) -> dict:
     scenario.write_text(json.dumps({"rules": [
         {"match": "*/warmup/*", "phases": [["RUNNING", 0.05]], "notebook_result": "w" * 100_000},
         {"match": "*", "phases": [["RUNNING", 0.05]], "notebook_result": "r" * result_bytes}]}))
-    blob = start_blob_service()
+    blob = start_blob_service() if BLOB_SERVICE is None else BLOB_SERVICE
     emulator, base_url = _start_emulator(scenario)
     saved = {k: os.environ.get(k) for k in _settings_env("", "")}
     os.environ.update(_settings_env(base_url, blob.connection_string))
@@ -76,7 +77,8 @@ def measure(tasks: int = None, result_bytes: int = None) -> dict:
                 os.environ[key] = value
         emulator.terminate()
         emulator.wait(10)
-        blob.stop()
+        if blob is not BLOB_SERVICE:
+            blob.stop()
         scenario.unlink()
         workdir.rmdir()
 
