@@ -77,6 +77,8 @@ def task_share(task_count: int, env: Optional[Mapping[str, str]] = None) -> int:
 def utf8_prefix(text: str, limit: int) -> Tuple[str, int]:
     """The longest prefix of `text` of at most `limit` UTF-8 bytes that does not split a character,
     and the size of the whole text in bytes."""
+    if text.isascii():  # the common case, without a second copy of a 5 MB text
+        return text[:max(0, limit)], len(text)
     raw = text.encode("utf-8")
     if len(raw) <= limit:
         return text, len(raw)
