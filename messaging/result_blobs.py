@@ -122,7 +122,12 @@ def read_chunks(name: str, offset: int = 0, length: Optional[int] = None,
     READ_CHUNK_BYTES."""
     blob = container_client(env).get_blob_client(name)
     downloader = _guarded(blob.download_blob, offset=offset, length=length)
-    yield from downloader.chunks()
+    pieces = downloader.chunks()
+    while True:
+        piece = _guarded(next, pieces, None)  # later pieces are fetched as they are taken
+        if piece is None:
+            return
+        yield piece
 
 
 def reset_cache() -> None:

@@ -8,6 +8,7 @@ of an exit value). The owner only: another caller's workflow answers 404 as an u
 from storage alone, so a caller can take a 5 MB result in pieces."""
 from __future__ import annotations
 
+import asyncio
 import json
 import logging
 import re
@@ -63,7 +64,9 @@ async def get_task_result(req: func.HttpRequest, client: df.DurableOrchestration
     if not entry.get("resultPath"):
         # Nothing was cut: the outputs hold all of it.
         return _answer(req, json.dumps(results.document_from_entry(entry), ensure_ascii=False).encode("utf-8"))
-    return _stored(req, results.blob_name(instance_id, task_key, int(entry["runId"])), task_key)
+    # Blob I/O blocks: off the event loop, like token validation.
+    return await asyncio.to_thread(_stored, req, results.blob_name(instance_id, task_key, int(entry["runId"])),
+                                   task_key)
 
 
 def _answer(req: func.HttpRequest, body: bytes) -> func.HttpResponse:
