@@ -147,3 +147,27 @@ def test_an_inline_share_never_splits_a_character():
 def test_a_bad_results_setting_is_named(name, value):
     with pytest.raises(results.ResultSettingError, match=f"^{name} "):
         results.task_share(3, {name: value})
+
+
+@pytest.mark.parametrize("status,kind", [(503, "transient"), (429, "transient"), (0, "transient"),
+                                         (403, "permanent"), (None, "permanent")])
+def test_blob_storage_errors_are_classified_by_kind_and_never_quote_the_request(status, kind):
+    from azure.core.exceptions import ClientAuthenticationError, HttpResponseError, ServiceRequestError
+
+    from messaging import result_blobs
+
+    secret = "sig=SECRET-SAS-SIGNATURE"
+    if status is None:
+        error = ClientAuthenticationError(message=f"refused {secret}")
+    elif status == 0:
+        error = ServiceRequestError(f"connection refused to https://a.blob.core.windows.net/?{secret}")
+    else:
+        error = HttpResponseError(message=f"failed {secret}")
+        error.status_code = status
+
+    def failing():
+        raise error
+
+    with pytest.raises(result_blobs.ResultStoreError) as raised:
+        result_blobs._guarded(failing)
+    assert policy.failure_kind(str(raised.value)) == kind and secret not in str(raised.value)
