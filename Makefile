@@ -28,8 +28,8 @@ bench: $(STAMP)
 # Regenerates requirements.txt from requirements.in, keeping the locked versions that still fit;
 # `make lock UPGRADE=--upgrade` takes the newest versions instead.
 lock: $(STAMP)
-	$(BIN)/pip-compile --quiet --generate-hashes --allow-unsafe --strip-extras --no-emit-index-url \
-		--no-emit-find-links --custom-compile-command "make lock" $(UPGRADE) \
+	CUSTOM_COMPILE_COMMAND="make lock" $(BIN)/pip-compile --quiet --generate-hashes --allow-unsafe --strip-extras \
+		--no-emit-index-url --no-emit-find-links $(UPGRADE) \
 		--output-file requirements.txt requirements.in
 
 clean:

@@ -25,6 +25,7 @@ from triggers.http_api import bp as http_api_bp
 from triggers.maintenance import bp as maintenance_bp
 from triggers.openapi import bp as openapi_bp
 from triggers.queue_trigger import bp as queue_trigger_bp
+from triggers.results_api import bp as results_api_bp
 from triggers.run_watcher import bp as run_watcher_bp
 
 import os
@@ -36,5 +37,5 @@ ENTRA_ID = bool((os.environ.get("WORKFLOW_AUTH_TENANT_ID") or "").strip())
 app = df.DFApp(http_auth_level=func.AuthLevel.ANONYMOUS if ENTRA_ID else func.AuthLevel.FUNCTION)
 for blueprint in (orchestrator_bp, activities_bp, notifications_bp, awaited_runs_bp, caller_definitions_bp,
                   http_api_bp, event_grid_bp, queue_trigger_bp, databricks_webhook_bp, run_watcher_bp, openapi_bp,
-                  maintenance_bp):
+                  maintenance_bp, results_api_bp):
     app.register_functions(blueprint)

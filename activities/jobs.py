@@ -362,18 +362,35 @@ def getJobRunOutput(request: Any) -> Dict[str, Any]:
     if "tasks" not in request:
         task_run_id = int(_required(request, "runId", "getJobRunOutput"))
         return output_summary(task_run_id, client.get_run_output(task_run_id))
+    from activities.results_store import bounded_output
+
+    share = _result_share(request)
     outputs = []
     for task in request["tasks"]:
         run_id = int(task["runId"])
         try:
-            outputs.append({"taskKey": task["taskKey"], **output_summary(run_id, client.get_run_output(run_id))})
+            summary = {"taskKey": task["taskKey"], **output_summary(run_id, client.get_run_output(run_id))}
         except DatabricksApiError as error:
             text = str(error)
             log.warning("getJobRunOutput: output of task %s (run %s) could not be fetched: %s",
                         task["taskKey"], run_id, text)
             outputs.append({"taskKey": task["taskKey"], "runId": run_id, "outputError": error_message(text),
                             "outputErrorKind": failure_kind(text)})
+            continue
+        # Cut to the task's inline share here, the whole kept in blob storage: nothing large is
+        # returned, so nothing large enters the history (activities/results_store.py).
+        outputs.append(bounded_output(summary, share, request.get("instanceId")))
     return {"tasks": outputs}
+
+
+def _result_share(request: Mapping[str, Any]) -> int:
+    from databricks_jobs.errors import ConfigurationError
+    from workflow.results import ResultSettingError, task_share
+
+    try:
+        return task_share(int(request.get("taskCount") or len(request["tasks"])))
+    except ResultSettingError as error:
+        raise ConfigurationError(error.setting, str(error)[len(error.setting) + 1:]) from None
 
 
 @bp.activity_trigger(input_name="request", activity="repairRun")

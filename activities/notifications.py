@@ -17,6 +17,7 @@ import json
 import logging
 from datetime import datetime, timezone
 from typing import Any, Callable, Mapping, Optional
+from urllib.parse import quote
 
 import azure.durable_functions as df
 
@@ -26,6 +27,7 @@ from databricks_jobs.process_wide import ProcessWide
 from databricks_jobs.secret_values import scrub
 from messaging import event_grid_targets, settings as caller_settings, storage_queues
 from telemetry.tracing import traced_activity
+from workflow.results import result_path
 
 log = logging.getLogger(__name__)
 
@@ -36,8 +38,13 @@ COMPLETED_EVENT_TYPE = "Databricks.JobRun.Completed"
 EVENTGRID_SCOPE = "https://eventgrid.azure.net/.default"
 # Event Grid accepts events up to 1 MB; queue messages are far smaller (storage_queues).
 MAX_TOPIC_EVENT_BYTES = 1_000_000
-# Outputs that can be large; dropped (and flagged) when the event would not fit.
-_LARGE_FIELDS = ("notebookResult", "errorTrace", "error", "stateMessage")
+# Outputs that can be large; dropped (and flagged) when the event would not fit: each task's first.
+_TASK_BULK = ("notebookResult", "error", "errorTrace", "stateMessage")
+_LARGE_FIELDS = ("notebookResult", "errorTrace", "error", "stateMessage", "outputError", "notificationError")
+_CORE_FIELDS = ("jobId", "runId", "resultState", "lifeCycleState", "databricksResultState", "runPageUrl",
+                "workflowFailed", "cancelRequested", "deadlineExceeded", "jobDeleted", "taskCount",
+                "notebookResultBytes", "notebookResultTruncated", "notificationTruncated", "outputsPath",
+                "resultsPath", "resultPath")
 HTTP_TIMEOUT_SECONDS = 30
 
 _credential = None
@@ -66,14 +73,50 @@ def completion_event(instance_id: str, outputs: Mapping[str, Any], source: str,
     }
 
 
+def _size(event: Mapping[str, Any]) -> int:
+    return len(json.dumps(event).encode("utf-8"))
+
+
 def fit(event: dict, max_bytes: int) -> dict:
-    """The event, with its large output fields dropped if it is over `max_bytes` as JSON; the full
-    outputs stay available from GET /api/workflows/{id}."""
-    if len(json.dumps(event).encode("utf-8")) <= max_bytes:
+    """The event, made to fit `max_bytes` as JSON, so a completion is never lost for its size.
+    Per-task bulk goes first (each task's notebookResult, error and errorTrace: one of 60 KB alone
+    would overflow a queue message), then the large top-level fields, then the task list itself,
+    then all but the core fields. A cut event says `notificationTruncated` and where the whole is:
+    `outputsPath` (the status route) and `resultsPath` (one task's whole output)."""
+    if _size(event) <= max_bytes:
         return event
-    data = {k: v for k, v in event["data"].items() if k not in _LARGE_FIELDS}
+    data = dict(event["data"])
+    instance_id = str(event.get("subject", "")).partition("workflows/")[2]
     data["notificationTruncated"] = True
+    if instance_id:
+        data["outputsPath"] = "/api/workflows/" + quote(instance_id, safe="")
+        data["resultsPath"] = result_path(instance_id, "TASKKEY").replace("TASKKEY", "{taskKey}")
+    if isinstance(data.get("tasks"), list):
+        data["tasks"] = [{k: v for k, v in t.items() if k not in _TASK_BULK} if isinstance(t, dict) else t
+                         for t in data["tasks"]]
+    for step in (_drop_top_level_bulk, _drop_tasks, _core_only):
+        candidate = {**event, "data": data}
+        if _size(candidate) <= max_bytes:
+            return candidate
+        data = step(data)
     return {**event, "data": data}
+
+
+def _drop_top_level_bulk(data: dict) -> dict:
+    return {k: v for k, v in data.items() if k not in _LARGE_FIELDS}
+
+
+def _drop_tasks(data: dict) -> dict:
+    out = {k: v for k, v in data.items() if k not in ("tasks", "repairs")}
+    if isinstance(data.get("tasks"), list):
+        out["taskCount"] = len(data["tasks"])
+    return out
+
+
+def _core_only(data: dict) -> dict:
+    """What is always small: the ids, the states and the paths, each string at most 1,000 chars."""
+    return {k: (v[:1000] if isinstance(v, str) else v) for k, v in data.items()
+            if k in _CORE_FIELDS and (v is None or isinstance(v, (str, int, float, bool)))}
 
 
 def _bearer_token() -> str:

@@ -378,6 +378,12 @@ var appSettings = {
   WORKFLOW_RUN_WATCHER_INTERVAL_SECONDS: workflowRunWatcherIntervalSeconds
   WORKFLOW_HISTORY_RETENTION_DAYS: workflowHistoryRetentionDays
   WORKFLOW_PURGE_SCHEDULE: workflowPurgeSchedule
+  WORKFLOW_RESULT_INLINE_BYTES: '65536'
+  WORKFLOW_RESULTS_INLINE_TOTAL_BYTES: '262144'
+  // Whole task outputs too large to carry inline: the host storage account, whose Blob Data Owner
+  // role the app's identity already has (roles.bicep).
+  WORKFLOW_RESULTS_CONNECTION: 'AzureWebJobsStorage'
+  WORKFLOW_RESULTS_CONTAINER: 'workflow-results'
   // The template's queues live in the host storage account, reached through the connection above.
   WORKFLOW_QUEUE_CONNECTION: 'AzureWebJobsStorage'
   WORKFLOW_REQUEST_QUEUE: workflowRequestQueue

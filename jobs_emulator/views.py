@@ -160,6 +160,10 @@ def task_run_as_run_json(store, run: Run, attempt: Attempt, now: float, version:
     return out
 
 
+# runs/get-output: "Databricks restricts this API to returning the first 5 MB of the output".
+MAX_NOTEBOOK_RESULT_BYTES = 5 * 1024 * 1024
+
+
 def output_json(store, run: Run, attempt: Attempt, now: float, version: str) -> dict:
     """runs/get-output of a task run, by task type, as Databricks returns it (SDK RunOutput)."""
     out: dict = {"metadata": task_run_as_run_json(store, run, attempt, now, version)}
@@ -176,6 +180,11 @@ def output_json(store, run: Run, attempt: Attempt, now: float, version: str) -> 
     if isinstance(task.get("notebook_task"), dict):
         notebook_output: dict = {"truncated": bool(outcome.truncated)}
         if result is not None:
+            # Databricks returns the first 5 MB of an exit value and says it cut it.
+            raw = result.encode("utf-8") if isinstance(result, str) else None
+            if raw is not None and len(raw) > MAX_NOTEBOOK_RESULT_BYTES:
+                result = raw[:MAX_NOTEBOOK_RESULT_BYTES].decode("utf-8", errors="ignore")
+                notebook_output["truncated"] = True
             notebook_output["result"] = result
         out["notebook_output"] = notebook_output
     elif any(isinstance(task.get(t), dict) for t in ("spark_python_task", "python_wheel_task", "spark_jar_task")):

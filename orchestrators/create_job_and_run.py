@@ -334,7 +334,10 @@ class _Run:
         attempt = 1
         while pending:
             try:
-                fetched = yield from self.call_after_end("getJobRunOutput", {"tasks": pending})
+                # instanceId names the kept copies of outputs too large to carry inline; taskCount sets
+                # each task's inline share (workflow/results.py).
+                fetched = yield from self.call_after_end("getJobRunOutput", {
+                    "tasks": pending, "instanceId": self.context.instance_id, "taskCount": len(tasks)})
             except WorkflowFailed as failure:  # what affects every task (credentials, configuration)
                 for task in pending:
                     results[task["taskKey"]] = {**task, "outputError": str(failure)}

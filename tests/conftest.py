@@ -61,3 +61,44 @@ def databricks_env(monkeypatch, emulator, secret_token):
     yield
     databricks_jobs.reset_all()
     known_jobs.clear()
+
+
+# -- Azurite's blob service: the kept copies of large task outputs (messaging/result_blobs.py) ----
+
+@pytest.fixture(scope="session")
+def azurite_blob():
+    """A real blob service (azurite-blob from npm, .tools/azurite), in memory, on loopback. Required,
+    never skipped: without npm the tests fail."""
+    from devhost.azurite import AzuriteUnavailable, start_blob_service
+
+    try:
+        service = start_blob_service()
+    except AzuriteUnavailable as error:
+        pytest.fail(str(error), pytrace=False)
+    yield service
+    service.stop()
+
+
+@pytest.fixture
+def results_storage(azurite_blob, monkeypatch):
+    """WORKFLOW_RESULTS_CONNECTION pointing at Azurite, a container of this test's own, and a reader."""
+    import uuid
+
+    from messaging import result_blobs
+
+    monkeypatch.setenv("WORKFLOW_RESULTS_TEST_STORAGE", azurite_blob.connection_string)
+    monkeypatch.setenv("WORKFLOW_RESULTS_CONNECTION", "WORKFLOW_RESULTS_TEST_STORAGE")
+    container = f"results-{uuid.uuid4().hex[:12]}"
+    monkeypatch.setenv("WORKFLOW_RESULTS_CONTAINER", container)
+    result_blobs.reset_cache()
+
+    def names():
+        return sorted(b.name for b in result_blobs.container_client().list_blobs())
+
+    def read(name):
+        return b"".join(result_blobs.read_chunks(name))
+
+    yield type("ResultsStorage", (), {"container": container, "names": staticmethod(names),
+                                      "read": staticmethod(read),
+                                      "connection_string": azurite_blob.connection_string})
+    result_blobs.reset_cache()

@@ -198,3 +198,18 @@ def test_input_patterns_bench_runs_every_case_through_the_real_paths(monkeypatch
         assert not isinstance(ordinary, InputError) or path.endswith("a parameter name"), (name, ordinary)
         if path.endswith("a parameter value"):
             assert not isinstance(outcome, InputError), (name, outcome)
+
+
+def test_large_results_bench_runs_and_keeps_the_history_small(monkeypatch, capsys, azurite_blob):
+    from bench import large_results
+
+    monkeypatch.setattr(large_results, "BLOB_SERVICE", azurite_blob)
+    monkeypatch.setattr(large_results, "TASKS", 3)
+    monkeypatch.setattr(large_results, "RESULT_BYTES", 300_000)
+    thousand = large_results.thousand_task_outputs
+    monkeypatch.setattr(large_results, "thousand_task_outputs", lambda: thousand(1000))  # 1 KB results
+    large_results.run()
+    out = capsys.readouterr().out
+    assert "3 tasks cut inline, 3 kept copies" in out and "memory ratio: " in out and "status answer: " in out
+    assert "1,000 tasks x 5 MB: outputs " in out
+    assert float(out.split("history ratio: ")[1].split()[0]) < 1  # 3 x 64 KB inline of 3 x 300 KB

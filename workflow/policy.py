@@ -191,11 +191,13 @@ _RETRYABLE_ERROR_CODES = frozenset({"COULD_NOT_ACQUIRE_LOCK", "TEMPORARILY_UNAVA
 _TRANSIENT_KINDS = (
     "Credential temporarily unavailable:",      # token endpoint or Key Vault throttled / down
     "Notification target temporarily unavailable:",
+    "Result store temporarily unavailable:",      # the blob storage that keeps large task outputs
     # The Functions host's own FunctionTimeoutException ("Timeout value of 00:05:00 was exceeded by
     # function: Functions.getJobRun"): the activity ran too long this time.
     "Timeout value of ",
 )
-_PERMANENT_KINDS = ("Configuration error:", "Credential error:", "Notification refused:", "Invalid activity input:")
+_PERMANENT_KINDS = ("Configuration error:", "Credential error:", "Notification refused:", "Result store refused:",
+                    "Invalid activity input:")
 _KIND_PREFIXES = ("Databricks API error ",) + _TRANSIENT_KINDS + _PERMANENT_KINDS
 MAX_ERROR_CHARS = 2000
 
@@ -290,6 +292,10 @@ def should_repair(run: Mapping[str, Any], repairs_done: int, max_attempts: int) 
     return repairs_done < max_attempts and result_state(run) == FAILED and bool(failed_task_keys(run))
 
 
+# Set by getJobRunOutput when a task's output was cut to its inline share (activities/results_store.py).
+_KEPT_ASIDE_FIELDS = ("notebookResultTruncatedAtSource", "errorTruncated", "errorTraceTruncated", "resultPath")
+
+
 def _task_entry(task: Mapping[str, Any], output: Mapping[str, Any]) -> dict:
     entry = {
         "taskKey": task.get("taskKey"),
@@ -300,9 +306,14 @@ def _task_entry(task: Mapping[str, Any], output: Mapping[str, Any]) -> dict:
         "notebookResult": output.get("notebookResult"),
         "runPageUrl": task.get("runPageUrl"),
     }
-    if output.get("truncated"):
-        entry["notebookResultTruncated"] = True
+    # Every task says how big its result is and whether the inline copy is all of it
+    # (workflow/results.py); the whole is at `resultPath` when it is not.
+    entry["notebookResultBytes"] = int(output.get("notebookResultBytes") or 0)
+    entry["notebookResultTruncated"] = bool(output.get("truncated") or output.get("notebookResultTruncated"))
     for key in ("error", "errorTrace"):
+        if output.get(key):
+            entry[key] = output[key]
+    for key in _KEPT_ASIDE_FIELDS:
         if output.get(key):
             entry[key] = output[key]
     if output.get("outputError"):
@@ -344,13 +355,15 @@ def outputs(
         "stateMessage": run.get("stateMessage"),
         "runPageUrl": run.get("runPageUrl"),
     }
-    if main.get("truncated"):
+    if main.get("truncated") or main.get("notebookResultTruncated"):
         out["notebookResultTruncated"] = True
+    if main.get("resultPath"):
+        out["resultPath"] = main["resultPath"]  # the whole of the main task's output
     if not is_success(result):
         source = main if main.get("error") else next(
             (task_outputs[t["taskKey"]] for t in tasks
              if task_result_state(t) in (FAILED, TIMEDOUT) and task_outputs.get(t["taskKey"], {}).get("error")), {})
-        for field in ("error", "errorTrace"):
+        for field in ("error", "errorTrace", "errorTruncated", "errorTraceTruncated"):
             if source.get(field):
                 out[field] = source[field]
     if tasks:

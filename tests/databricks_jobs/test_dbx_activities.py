@@ -173,9 +173,11 @@ def test_get_job_run_output_of_several_tasks_in_one_call_says_which_have_no_note
                match=[matchers.query_param_matcher({"run_id": "3"})])
     mocked.get(API + "/runs/get-output", json={"logs": "hello from a python script"},
                match=[matchers.query_param_matcher({"run_id": "4"})])
+    # Each task also says how big its result is and whether the copy is all of it (workflow/results.py).
     assert getJobRunOutput({"tasks": [{"taskKey": "nb", "runId": 3}, {"taskKey": "py", "runId": 4}]}) == {"tasks": [
-        {"taskKey": "nb", "runId": 3, "notebookResult": "7", "truncated": False},
-        {"taskKey": "py", "runId": 4, "truncated": False, "noNotebookOutput": True}]}
+        {"taskKey": "nb", "runId": 3, "notebookResult": "7", "notebookResultBytes": 1, "notebookResultTruncated": False},
+        {"taskKey": "py", "runId": 4, "noNotebookOutput": True, "notebookResultBytes": 0,
+         "notebookResultTruncated": False}]}
 
 
 def test_get_job_run_output_of_a_failed_task(mocked):
@@ -253,3 +255,32 @@ def test_a_run_as_naming_the_creator_is_what_the_service_fills_in(mocked, run_as
     mocked.get(LIST, json=listed((9, "nightly", None, settings)))
     mocked.post(API + "/create", json={"job_id": 42})
     assert createJob(CREATE_INPUT)["jobId"] == (9 if reused else 42)
+
+
+def test_an_output_over_its_share_with_no_results_storage_names_the_setting(mocked, monkeypatch):
+    """A cut output must be kept somewhere: with the results connection unset, getJobRunOutput
+    fails permanently, naming the setting, before anything large is returned."""
+    from databricks_jobs.errors import ConfigurationError
+    from messaging import result_blobs
+    from workflow.policy import failure_kind
+
+    monkeypatch.setenv("WORKFLOW_RESULTS_CONNECTION", "RESULTS_STORAGE_UNSET")
+    monkeypatch.delenv("RESULTS_STORAGE_UNSET", raising=False)
+    result_blobs.reset_cache()
+    mocked.get(API + "/runs/get-output", json={"notebook_output": {"result": "x" * 70_000}})
+    with pytest.raises(ConfigurationError) as raised:
+        getJobRunOutput({"tasks": [{"taskKey": "nb", "runId": 3}], "instanceId": "i-1", "taskCount": 1})
+    assert str(raised.value).startswith("Configuration error: WORKFLOW_RESULTS_CONNECTION:")
+    assert failure_kind(str(raised.value)) == "permanent"
+    # Within its share nothing is written, so no storage is needed at all.
+    mocked.get(API + "/runs/get-output", json={"notebook_output": {"result": "x" * 60_000}})
+    [task] = getJobRunOutput({"tasks": [{"taskKey": "nb", "runId": 3}], "instanceId": "i-1", "taskCount": 1})["tasks"]
+    assert task["notebookResultBytes"] == 60_000 and task["notebookResultTruncated"] is False
+
+
+def test_the_inline_share_shrinks_with_the_task_count_the_orchestrator_names(mocked):
+    mocked.get(API + "/runs/get-output", json={"notebook_output": {"result": "x" * 3000}})
+    # One task of a 100-task run (as a fetch of one task at a time would ask): 262144 / 100 bytes.
+    [task] = getJobRunOutput({"tasks": [{"taskKey": "nb", "runId": 3}], "taskCount": 100})["tasks"]
+    assert len(task["notebookResult"]) == 2621 and task["notebookResultTruncated"] is True
+    assert task["notebookResultBytes"] == 3000

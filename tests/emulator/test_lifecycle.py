@@ -170,3 +170,35 @@ def test_scenario_validation_and_round_trip():
     assert again.behavior_for("/a/b") == original.behavior_for("/a/b")
     assert again.behavior_for("/a/b").duration == 10
     assert builtin_behavior("/x/Fail_Report").result_state == "FAILED"  # prefix match ignores case
+
+
+def test_get_output_returns_the_first_5_mb_of_a_larger_exit_value_and_large_errors_whole(make_emulator, clock):
+    """Databricks returns the first 5 MB of an exit value, flagged `truncated`; an error and its
+    trace have no stated cap, so the emulator returns them whole however large."""
+    from jobs_emulator.views import MAX_NOTEBOOK_RESULT_BYTES
+
+    assert MAX_NOTEBOOK_RESULT_BYTES == 5 * 1024 * 1024
+    # A 2-byte character across the 5 MB mark: the cut must not split it.
+    big = "x" * (MAX_NOTEBOOK_RESULT_BYTES - 1) + "é" + "x" * 1024 * 1024
+    scenario = Scenario(rules=[
+        ("*/big", Behavior(phases=[("RUNNING", 1)], notebook_result=big)),
+        ("*/exact", Behavior(phases=[("RUNNING", 1)], notebook_result="y" * MAX_NOTEBOOK_RESULT_BYTES)),
+        ("*/broken", Behavior(phases=[("RUNNING", 1)], result_state="FAILED", notebook_result="partial",
+                              error="E" * 300_000, error_trace="T" * 2_000_000)),
+    ])
+    _, api = make_emulator(scenario=scenario)
+    runs = {name: api.run_now(api.create_job(NB + name)) for name in ("big", "exact", "broken")}
+    clock.advance(5)
+
+    def output(name):
+        task_run = api.run(runs[name])["tasks"][0]["run_id"]
+        return api.ok(api.get("runs/get-output", run_id=task_run))
+
+    cut = output("big")["notebook_output"]
+    assert cut["truncated"] is True and len(cut["result"].encode("utf-8")) == MAX_NOTEBOOK_RESULT_BYTES - 1
+    assert big.startswith(cut["result"])
+    whole = output("exact")["notebook_output"]
+    assert whole["truncated"] is False and len(whole["result"]) == MAX_NOTEBOOK_RESULT_BYTES
+    failed = output("broken")
+    assert (len(failed["error"]), len(failed["error_trace"])) == (300_000, 2_000_000)
+    assert failed["notebook_output"] == {"truncated": False, "result": "partial"}

@@ -218,3 +218,77 @@ def test_no_module_of_the_app_calls_requests_without_a_session():
     assert {path.parent.name for path in sessions} == {"activities", "databricks_jobs"}
     for path in sessions:
         assert "trust_env = False" in path.read_text("utf-8"), path
+
+
+# -- large outputs: the event fits its transport, dropping per-task bulk first (issue 17) ---------
+
+def _task(i: int, result_bytes: int, *, failed: bool = False) -> dict:
+    entry = {"taskKey": f"t{i:04d}", "runId": 1000 + i, "lifeCycleState": "TERMINATED",
+             "resultState": "FAILED" if failed else "SUCCESS", "databricksResultState": None,
+             "notebookResult": "r" * result_bytes, "notebookResultBytes": result_bytes,
+             "notebookResultTruncated": False, "runPageUrl": f"https://adb.example/#job/11/run/{1000 + i}"}
+    if failed:
+        entry.update(error="E" * 200, errorTrace="T" * 2000)
+    return entry
+
+
+def _outputs(tasks: list) -> dict:
+    return dict(OUTPUTS, notebookResult=tasks[0]["notebookResult"], tasks=tasks)
+
+
+ONE_60_KB_TASK = _outputs([_task(0, 60 * 1024)])
+THOUSAND_TASKS = _outputs([_task(i, 1200, failed=i % 10 == 0) for i in range(1000)])
+
+
+def _check_fitted(data: dict, sent_bytes: int, limit: int, instance_id: str, tasks_kept: bool) -> None:
+    assert sent_bytes <= limit
+    assert data["notificationTruncated"] is True
+    assert data["outputsPath"] == f"/api/workflows/{instance_id}"
+    assert data["resultsPath"] == f"/api/workflows/{instance_id}/results/{{taskKey}}"
+    assert data["resultState"] == "SUCCESS" and data["runId"] == 22 and data["jobId"] == 11
+    if tasks_kept:  # the bulk went first: every task is still listed, with its state and size
+        assert all(set(t) >= {"taskKey", "runId", "resultState", "notebookResultBytes"} for t in data["tasks"])
+        assert not any({"notebookResult", "error", "errorTrace"} & set(t) for t in data["tasks"])
+    else:
+        assert "tasks" not in data and data["taskCount"] == 1000
+
+
+@pytest.mark.parametrize("outputs,tasks_kept", [(ONE_60_KB_TASK, True), (THOUSAND_TASKS, False)],
+                         ids=["one-60KB-task", "1000-tasks"])
+def test_a_large_completion_still_reaches_the_queue_cut_to_fit(storage, monkeypatch, outputs, tasks_kept):
+    from messaging.storage_queues import MAX_MESSAGE_TEXT_BYTES
+
+    queue = storage.queue_name("completions")
+    monkeypatch.setenv("WORKFLOW_COMPLETION_QUEUE", queue)
+    assert len(json.dumps(outputs)) > MAX_MESSAGE_TEXT_BYTES  # one task of 60 KB alone overflows a message
+    result = call({"instanceId": "i-large", "outputs": outputs})
+    assert result["queueMessageId"]
+    [text] = storage.drain(queue)
+    _check_fitted(json.loads(text)["data"], len(text.encode("utf-8")), MAX_MESSAGE_TEXT_BYTES, "i-large", tasks_kept)
+
+
+@responses.activate
+@pytest.mark.parametrize("outputs,limit,tasks_kept", [
+    (ONE_60_KB_TASK, 50_000, True),  # a topic with a smaller limit than Event Grid's: the same cut
+    (THOUSAND_TASKS, notifications.MAX_TOPIC_EVENT_BYTES, True),
+], ids=["one-60KB-task", "1000-tasks"])
+def test_a_large_completion_still_reaches_the_topic_cut_to_fit(monkeypatch, outputs, limit, tasks_kept):
+    monkeypatch.setenv("WORKFLOW_COMPLETION_TOPIC_ENDPOINT", TOPIC)
+    monkeypatch.setenv("WORKFLOW_COMPLETION_TOPIC_KEY", TOPIC_KEY)
+    monkeypatch.setattr(notifications, "MAX_TOPIC_EVENT_BYTES", limit)
+    assert len(json.dumps(outputs)) > limit
+    responses.post(TOPIC, status=200)
+    assert call({"instanceId": "i-large", "outputs": outputs})["topic"] is True
+    [sent] = responses.calls
+    [event] = json.loads(sent.request.body)
+    _check_fitted(event["data"], len(json.dumps(event).encode("utf-8")), limit, "i-large", tasks_kept)
+
+
+def test_fit_never_fails_for_size_however_large_the_outputs():
+    event = notifications.completion_event("i", dict(THOUSAND_TASKS, stateMessage="s" * 10 ** 6,
+                                                     repairs=[{"x": "y" * 1000}] * 100), "/src")
+    fitted = notifications.fit(event, 4096)
+    assert len(json.dumps(fitted).encode("utf-8")) <= 4096
+    assert fitted["data"]["resultState"] == "SUCCESS" and fitted["data"]["notificationTruncated"] is True
+    small = notifications.completion_event("i", OUTPUTS, "/src")
+    assert notifications.fit(small, 4096) is small  # what fits is sent as it is

@@ -241,6 +241,33 @@ def test_notification_statuses(client, monkeypatch):
     check(path, "post", call(databricks_notification, http("POST", path[1:], note(9), auth), client))
 
 
+def test_results_statuses(client, monkeypatch):
+    from triggers.results_api import get_task_result
+
+    path = "/workflows/{instanceId}/results/{taskKey}"
+    whole = {"taskKey": "main", "runId": 3, "notebookResult": "ok", "notebookResultBytes": 2,
+             "notebookResultTruncated": False}
+    cut = {"taskKey": "big", "runId": 4, "notebookResult": "x", "notebookResultBytes": 9, "notebookResultTruncated": True,
+           "resultPath": "/api/workflows/ok/results/big"}
+    client.set_status("ok", "Completed", output={**OUTPUTS, "tasks": [whole, cut]})
+    client.set_status("running", "Running")
+    # The kept copy's storage is not configured: 503 naming the setting.
+    monkeypatch.setenv("WORKFLOW_RESULTS_CONNECTION", "RESULTS_STORAGE_NOT_SET")
+    monkeypatch.delenv("RESULTS_STORAGE_NOT_SET", raising=False)
+    from messaging import result_blobs
+    result_blobs.reset_cache()
+    for instance, task, headers in (("ok", "main", None), ("ok", "main", {"Range": "bytes=0-3"}),
+                                    ("ok", "main", {"Range": "bytes=999-"}), ("ok", "nope", None),
+                                    ("ok", "bad key!", None), ("running", "main", None), ("unknown", "main", None),
+                                    ("ok", "big", None)):
+        req = http("GET", f"workflows/{instance}/results/{task}", headers=headers,
+                   route_params={"instanceId": instance, "taskKey": task})
+        response = call(get_task_result, req, client)
+        check(path, "get", response)
+        if response.status_code == 503:
+            assert json.loads(response.get_body())["setting"] == "WORKFLOW_RESULTS_CONNECTION"
+
+
 def test_openapi_statuses():
     fn = openapi_document.build().get_user_function()
     check("/openapi.json", "get", fn(http("GET", "openapi.json", params={})))
