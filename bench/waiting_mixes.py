@@ -1,0 +1,206 @@
+"""The run watcher under mixed workloads (issue 14 §1): `python -m bench.waiting --mixes [MIX ...]`.
+
+The same measurement as bench/waiting.py's watcher rows (the real app on devhost in virtual time,
+the emulator counting every Jobs API call, Airflow's 30 s poll and the databricks-sdk waiter
+simulated on the same end times), for N = 100 and 1,000 runs started together lasting about T =
+10 min and 1 h, in these workloads (bench/appsim.py `MIXES`):
+
+- shared: one shared definition (today's figures, for comparison);
+- oneTime: the same, with every tenth workflow a one-time run (runs/submit: no saved job);
+- ownDefinition: every workflow its own definition, so a saved job each;
+- ownDeadline: one definition, each request its own timeoutSeconds;
+- busy: one definition, in a workspace where other teams keep 500 runs active throughout;
+- busyOwn: a definition each, in that busy workspace (the watcher's hardest case).
+
+Targets (issue 14 §1): calls per run at most 25 % of Airflow's and mean lag at most Airflow's;
+in a busy workspace at most Airflow's calls at at most its lag. Writes docs/benchmarks.md's
+"waiting-mixes" section, docs/waiting-mixes.png and the README's "waiting-mixes" block.
+"""
+from __future__ import annotations
+
+import sys
+import time
+from pathlib import Path
+from typing import Iterable, List, Sequence
+
+from bench import report, waiting
+
+MIXES = ("shared", "oneTime", "ownDefinition", "ownDeadline", "busy", "busyOwn")
+LABELS = {
+    "shared": "(a) one shared definition",
+    "oneTime": "(b) 10 % one-time runs",
+    "ownDefinition": "(c) every workflow its own definition",
+    "ownDeadline": "(d) per-request deadlines",
+    "busy": "(e) busy workspace (500 other active runs), one definition",
+    "busyOwn": "(e') busy workspace, every workflow its own definition",
+}
+N_VALUES = (100, 1000)
+T_VALUES = (600, 3600)
+SHARE_OF_AIRFLOW = 0.25
+
+
+def busy(mix: str) -> bool:
+    return mix.startswith("busy")
+
+
+def specs(mixes: Sequence[str] = MIXES, n_values: Sequence[int] = None, t_values: Sequence[float] = None,
+          tick: int = None) -> List[dict]:
+    """One watcher simulation per (mix, N, T): N runs started together, their ends spread over the
+    window of bench/waiting.py `end_times`. Longest first."""
+    n_values = N_VALUES if n_values is None else n_values
+    t_values = T_VALUES if t_values is None else t_values
+    tick = waiting.TICK if tick is None else tick
+    out = [{"mode": "watcher", "mix": mix, "n": n, "t": t, "rounds": [waiting.end_times(t, n)], "tick": tick}
+           for mix in mixes for n in n_values for t in t_values]
+    # A busy workspace or a job per workflow costs the emulator more per list: start those first.
+    return sorted(out, key=lambda s: waiting.cost(s) * (1.5 if busy(s["mix"]) or "Own" in s["mix"] else 1),
+                  reverse=True)
+
+
+def verdicts(rows: Sequence[dict]) -> List[tuple]:
+    out = []
+    for r in sorted(rows, key=lambda r: (MIXES.index(r["mix"]), r["n"], r["t"])):
+        air = r["airflow"]
+        share = r["calls_per_run"] / air["calls_per_run"]
+        if busy(r["mix"]):
+            name = f"{r['mix']} N={r['n']} T={waiting.label_t(r['t'])}: calls <= Airflow's and mean lag <= Airflow's"
+            ok = r["calls_per_run"] <= air["calls_per_run"] and r["mean_lag"] <= air["mean_lag"]
+        else:
+            name = (f"{r['mix']} N={r['n']} T={waiting.label_t(r['t'])}: calls <= 25 % of Airflow's and mean lag "
+                    "<= Airflow's")
+            ok = r["calls_per_run"] <= SHARE_OF_AIRFLOW * air["calls_per_run"] and r["mean_lag"] <= air["mean_lag"]
+        out.append((name, ok, f"calls {r['calls_per_run']:.2f} = {share:.1%} of {air['calls_per_run']:.1f}; "
+                              f"mean lag {r['mean_lag']:.1f} s vs {air['mean_lag']:.1f} s"))
+    return out
+
+
+ENDPOINTS = ("GET list", "POST create", "POST runs/submit", "POST run-now", "GET runs/get", "GET runs/list",
+             "GET runs/get-output")
+
+
+def table(rows: Sequence[dict]) -> str:
+    lines = ["| mix | N | T | calls/run | % of Airflow | mean lag s | max lag s | Airflow calls/run | Airflow mean "
+             "lag s | SDK calls/run | SDK mean lag s | of which runs/list | of which jobs/list + create |",
+             "|---|---|---|---|---|---|---|---|---|---|---|---|---|"]
+    for r in sorted(rows, key=lambda r: (MIXES.index(r["mix"]), r["n"], r["t"])):
+        a, s = r["airflow"], r["sdk"]
+        per_run = {e: r["calls"].get(e, 0) / r["runs"] for e in ENDPOINTS}
+        lines.append(
+            f"| {LABELS[r['mix']]} | {r['n']} | {waiting.label_t(r['t'])} | {r['calls_per_run']:.2f} | "
+            f"{r['calls_per_run'] / a['calls_per_run']:.0%} | {waiting.seconds(r['mean_lag'])} | "
+            f"{waiting.seconds(r['max_lag'])} | {a['calls_per_run']:.2f} | {waiting.seconds(a['mean_lag'])} | "
+            f"{s['calls_per_run']:.2f} | {waiting.seconds(s['mean_lag'])} | {per_run['GET runs/list']:.2f} | "
+            f"{per_run['GET list'] + per_run['POST create']:.2f} |")
+    return "\n".join(lines)
+
+
+def chart(rows: Sequence[dict], path: Path) -> None:
+    """Calls per run and mean lag per mix, as a share of Airflow's on the same end times."""
+    import matplotlib
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    ordered = sorted(rows, key=lambda r: (MIXES.index(r["mix"]), r["n"], r["t"]))
+    mixes = [m for m in MIXES if any(r["mix"] == m for r in rows)]
+    cases = sorted({(r["n"], r["t"]) for r in rows})
+    fig, (calls_ax, lag_ax) = plt.subplots(1, 2, figsize=(13, 5.2))
+    width = 0.8 / max(1, len(cases))
+    palette = ("tab:cyan", "tab:blue", "tab:purple", "tab:red")
+    for j, (n, t) in enumerate(cases):
+        xs, calls, lags = [], [], []
+        for i, mix in enumerate(mixes):
+            r = next((r for r in ordered if r["mix"] == mix and r["n"] == n and r["t"] == t), None)
+            if r is None:
+                continue
+            xs.append(i + (j - (len(cases) - 1) / 2) * width)
+            calls.append(r["calls_per_run"] / r["airflow"]["calls_per_run"])
+            lags.append(r["mean_lag"] / r["airflow"]["mean_lag"])
+        label = f"app, watcher, N={n}, T={waiting.label_t(t)}"
+        calls_ax.bar(xs, calls, width, label=label, color=palette[j % len(palette)])
+        lag_ax.bar(xs, lags, width, label=label, color=palette[j % len(palette)])
+    sdk_calls = [r["sdk"]["calls_per_run"] / r["airflow"]["calls_per_run"] for r in ordered]
+    sdk_lag = [r["sdk"]["mean_lag"] / r["airflow"]["mean_lag"] for r in ordered]
+    for ax, sdk, title in ((calls_ax, sdk_calls, "Jobs API calls per run, / Airflow's"),
+                           (lag_ax, sdk_lag, "Mean detection lag, / Airflow's")):
+        ax.axhline(1.0, color="black", linestyle="--", linewidth=1, label="(d) Airflow, 30 s poll = 1")
+        ax.axhline(sum(sdk) / len(sdk), color="grey", linestyle=":", linewidth=1.2,
+                   label="(e) databricks-sdk waiter (mean)")
+        ax.set_xticks(range(len(mixes)))
+        ax.set_xticklabels([LABELS[m].split(" ", 1)[0] + "\n" + m for m in mixes], fontsize=8)
+        ax.set_title(title)
+        ax.grid(True, axis="y", alpha=0.3)
+    calls_ax.axhline(SHARE_OF_AIRFLOW, color="red", linewidth=0.8, alpha=0.6, label="target: 25 % of Airflow's")
+    handles, labels = calls_ax.get_legend_handles_labels()
+    fig.legend(handles, labels, loc="lower center", ncol=4, fontsize=8, frameon=False)
+    fig.tight_layout(rect=(0, 0.12, 1, 1))
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+
+
+NOTE = """Why the busy workspace with a definition per workflow stays above 25 %: the watcher must learn
+which of N runs of N different jobs ended. Per-job lists cost N calls a round; the workspace-wide
+list costs (N + 500) / 25 pages a round, of which 20 pages are the other teams' runs. At N = 100
+that is 24 pages for 100 runs, a round costing about half what the runs' own 30 s polls would, so
+the watcher lists about every tick within its credit and stays at most at Airflow's calls and lag;
+at N = 1,000 the other teams' 20 pages are shared by ten times the runs and it is back near the
+one-definition figures. Per-request definitions and deadlines also pay for their saved jobs
+(jobs/list + jobs/create per definition, the last column), which no list can share."""
+
+
+def document(rows: Sequence[dict], checks: Sequence[tuple], wall: float, command: str) -> str:
+    return "\n".join([
+        "## Waiting for runs in mixed workloads (`bench/waiting_mixes.py`, issue 14)", "",
+        "![calls per run and mean lag per mix, as a share of Airflow's](waiting-mixes.png)", "",
+        f"`{command}`: the real app on devhost in virtual time with the run watcher on (tick "
+        f"{waiting.TICK} s), N runs started together, ends spread over [T - w/2, T + w/2] as in the section "
+        "above; Airflow's 30 s poll and the databricks-sdk waiter simulated on the same end times. Every "
+        "Jobs API call the app made is counted (the other teams' calls are not). The watcher chooses each "
+        "round between per-job lists and one workspace-wide list (docs/design.md, 'The run watcher').", "",
+        table(rows), "",
+        "### Targets", "",
+        *report.target_lines(checks), "",
+        NOTE, "",
+        f"Measured in {wall:.0f} s wall ({waiting.WORKERS} processes).",
+    ])
+
+
+def readme_section(rows: Sequence[dict], checks: Sequence[tuple], command: str) -> str:
+    return "\n".join([
+        f"Mixed workloads (`{command}`; issue 14), the watcher on, beside Airflow and the SDK on the same "
+        "end times:", "",
+        "![calls per run and mean lag per mix, as a share of Airflow's](docs/waiting-mixes.png)", "",
+        table(rows), "",
+        *report.target_lines(checks),
+    ])
+
+
+def run(mixes: Iterable[str] = ()) -> bool:
+    mixes = list(mixes) or list(MIXES)
+    unknown = [m for m in mixes if m not in MIXES]
+    if unknown:
+        raise SystemExit(f"unknown mix {unknown[0]!r}: choose from {', '.join(MIXES)}")
+    command = "python -m bench.waiting --mixes" + ("" if mixes == list(MIXES) else " " + " ".join(mixes))
+    started = time.perf_counter()
+    results = waiting.run_all(specs(mixes))
+    rows = [waiting.row(r) for r in results]
+    wall = time.perf_counter() - started
+    checks = verdicts(rows)
+    print(table(rows))
+    print()
+    for name, ok, figures in checks:
+        print(f"{'PASS' if ok else 'MISS'}  {name}: {figures}")
+    print(f"wall time: {wall:.0f} s")
+    if waiting.WRITE_DOCS:
+        docs = waiting.DOCS_DIR or report.DOCS_DIR
+        chart(rows, Path(docs) / "waiting-mixes.png")
+        path = report.write_section("waiting-mixes", document(rows, checks, wall, command), docs)
+        readme = report.write_readme_section("waiting-mixes", readme_section(rows, checks, command), waiting.README)
+        print(f"wrote {path}, {readme} and {Path(docs) / 'waiting-mixes.png'}")
+    met = all(ok for _, ok, _ in checks)
+    print("target met" if met else "TARGET MISSED")
+    return met
+
+
+if __name__ == "__main__":
+    sys.exit(0 if run(sys.argv[1:]) else 1)
