@@ -118,7 +118,7 @@ class _Completions(logging.Handler):
 def simulate(mode: str, rounds: Sequence[Sequence[float]], *, tick: int = 15,
              policy_overrides: Optional[dict] = None, watch_overrides: Optional[dict] = None,
              settings_overrides: Optional[dict] = None, retry_pause: Optional[float] = None,
-             mix: str = "shared") -> Simulation:
+             mix: str = "shared", busy_runs: Optional[int] = None) -> Simulation:
     """Wait for runs in one workspace: each round starts one workflow per entry (the run's length in
     seconds) together, and the next round starts when the last workflow of the round completed.
 
@@ -129,8 +129,9 @@ def simulate(mode: str, rounds: Sequence[Sequence[float]], *, tick: int = 15,
     `retry_pause`: every run fails once and is retried (max_retries 1, min_retry_interval_millis
     = retry_pause s); each entry of a round is then (first attempt's seconds, retry's seconds).
 
-    `mix`: what the workflows are (`MIXES`); the other teams' runs of a busy workspace are started
-    before the first round, and their calls are not counted."""
+    `mix`: what the workflows are (`MIXES`); the other teams' runs of a busy workspace
+    (`busy_runs`, default BUSY_RUNS) are started before the first round, and their calls are not
+    counted."""
     if mode not in MODES:
         raise ValueError(f"mode must be one of {MODES}")
     if mix not in MIXES:
@@ -138,7 +139,8 @@ def simulate(mode: str, rounds: Sequence[Sequence[float]], *, tick: int = 15,
     from bench import speedups
 
     with speedups.applied():
-        return _simulate(mode, rounds, tick, policy_overrides, watch_overrides, settings_overrides, retry_pause, mix)
+        return _simulate(mode, rounds, tick, policy_overrides, watch_overrides, settings_overrides, retry_pause, mix,
+                         BUSY_RUNS if busy_runs is None else busy_runs)
 
 
 def _other_teams_runs(base_url: str, count: int) -> None:
@@ -168,7 +170,7 @@ def _run_end(entry, retry_pause: Optional[float]) -> float:
 
 
 def _simulate(mode, rounds, tick, policy_overrides, watch_overrides, settings_overrides,
-              retry_pause, mix="shared") -> Simulation:
+              retry_pause, mix="shared", busy_runs=BUSY_RUNS) -> Simulation:
     # Read when triggers.run_watcher is imported: set before the app is.
     os.environ["WORKFLOW_RUN_WATCHER_INTERVAL_SECONDS"] = str(tick if mode == "watcher" else 0)
     for name in ("DATABRICKS_NOTIFICATION_DESTINATION_ID", "DATABRICKS_JOBS_API_VERSION"):
@@ -221,7 +223,7 @@ def _simulate(mode, rounds, tick, policy_overrides, watch_overrides, settings_ov
         os.environ.update(DATABRICKS_HOST=emulator.start(port=0), DATABRICKS_AUTH="pat", DATABRICKS_TOKEN=TOKEN)
         clock.on_advance(emulator.tick)
         if mix.startswith("busy"):
-            _other_teams_runs(emulator.base_url, BUSY_RUNS)
+            _other_teams_runs(emulator.base_url, busy_runs)
             emulator.reset_call_counts()  # only the app's calls are counted
         databricks_jobs.reset_all()
         known_jobs.clear()

@@ -122,7 +122,7 @@ def simulate_spec(spec: dict) -> dict:
     sim = appsim.simulate(spec["mode"], spec["rounds"], tick=spec["tick"],
                           policy_overrides=spec.get("policy"), watch_overrides=spec.get("watch"),
                           settings_overrides=spec.get("settings"), retry_pause=spec.get("retry_pause"),
-                          mix=spec.get("mix", "shared"))
+                          mix=spec.get("mix", "shared"), busy_runs=spec.get("busy_runs"))
     return {"spec": spec, "runs": sim.runs, "calls": sim.calls, "total_calls": sim.total_calls,
             "peak_per_second": sim.peak_per_second, "peak_after_start": sim.peak_after_start,
             "max_history": sim.max_history, "executions": sim.executions, "watcher_ticks": sim.watcher_ticks,

@@ -40,6 +40,7 @@ T_VALUES = (600, 3600)
 # the simulation most (a job per workflow, 60-page lists), and the issue's targets do not ask for it.
 ONLY_AT_N = {"busyOwn": (100,)}
 SHARE_OF_AIRFLOW = 0.25
+BUSY_RUNS = 500  # the other teams' active runs in a busy workspace
 
 
 def busy(mix: str) -> bool:
@@ -53,7 +54,8 @@ def specs(mixes: Sequence[str] = MIXES, n_values: Sequence[int] = None, t_values
     n_values = N_VALUES if n_values is None else n_values
     t_values = T_VALUES if t_values is None else t_values
     tick = waiting.TICK if tick is None else tick
-    out = [{"mode": "watcher", "mix": mix, "n": n, "t": t, "rounds": [waiting.end_times(t, n)], "tick": tick}
+    out = [{"mode": "watcher", "mix": mix, "n": n, "t": t, "rounds": [waiting.end_times(t, n)], "tick": tick,
+            "busy_runs": BUSY_RUNS}
            for mix in mixes for n in n_values for t in t_values if n in ONLY_AT_N.get(mix, (n,))]
     # A busy workspace or a job per workflow costs the emulator more per list: start those first.
     return sorted(out, key=lambda s: waiting.cost(s) * (1.5 if busy(s["mix"]) or "Own" in s["mix"] else 1),
