@@ -12,6 +12,9 @@ simulated on the same end times), for N = 100 and 1,000 runs started together la
 - busy: one definition, in a workspace where other teams keep 500 runs active throughout;
 - busyOwn: a definition each, in that busy workspace (the watcher's hardest case; N = 100 only).
 
+`python -m bench.waiting --mixes [MIX ...] [--n=100,1000] [--t=600,3600]` measures a part (the
+rows of earlier runs are kept in docs/waiting-mixes.json, so the tables hold every figure).
+
 Targets (issue 14 §1): calls per run at most 25 % of Airflow's and mean lag at most Airflow's;
 in a busy workspace at most Airflow's calls at at most its lag. Writes docs/benchmarks.md's
 "waiting-mixes" section, docs/waiting-mixes.png and the README's "waiting-mixes" block.
@@ -21,7 +24,7 @@ from __future__ import annotations
 import sys
 import time
 from pathlib import Path
-from typing import Iterable, List, Sequence
+from typing import Iterable, List, Optional, Sequence, Tuple
 
 from bench import report, waiting
 
@@ -172,7 +175,9 @@ def document(rows: Sequence[dict], checks: Sequence[tuple], wall: float, command
         "### Targets", "",
         *report.target_lines(checks), "",
         NOTE, "",
-        f"Measured in {wall:.0f} s wall ({waiting.WORKERS} processes).",
+        f"The simulations took {wall:.0f} s of wall time in all (each in a process of its own, "
+        f"{waiting.WORKERS} at a time, on a machine shared with other work); `--n=` and `--t=` "
+        f"measure a part, kept with the rest in docs/{RESULTS}.",
     ])
 
 
@@ -186,16 +191,49 @@ def readme_section(rows: Sequence[dict], checks: Sequence[tuple], command: str) 
     ])
 
 
-def run(mixes: Iterable[str] = ()) -> bool:
-    mixes = list(mixes) or list(MIXES)
+RESULTS = "waiting-mixes.json"  # beside docs/benchmarks.md: every row measured, so a partial run adds to them
+
+
+def _merged_rows(rows: Sequence[dict], docs: Path) -> List[dict]:
+    """`rows` with the rows of earlier runs (docs/waiting-mixes.json) they do not replace: a run of
+    some mixes, N or T keeps the other figures. Saved back."""
+    import json
+
+    path = Path(docs) / RESULTS
+    key = lambda r: (r["mix"], r["n"], r["t"])  # noqa: E731
+    kept = {}
+    if path.exists():
+        kept = {key(r): r for r in json.loads(path.read_text("utf-8")) if r.get("mix") in MIXES}
+    kept.update({key(r): r for r in rows})
+    merged = sorted(kept.values(), key=lambda r: (MIXES.index(r["mix"]), r["n"], r["t"]))
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps(merged, indent=1, default=float) + "\n", "utf-8")
+    return merged
+
+
+def _numbers(argv: Sequence[str], flag: str) -> Optional[Tuple[int, ...]]:
+    for arg in argv:
+        if arg.startswith(flag + "="):
+            return tuple(int(v) for v in arg.split("=", 1)[1].split(","))
+    return None
+
+
+def run(argv: Iterable[str] = ()) -> bool:
+    """`argv`: mixes to measure (none: all), `--n=100,1000`, `--t=600,3600` (seconds)."""
+    argv = list(argv)
+    mixes = [a for a in argv if not a.startswith("--")] or list(MIXES)
     unknown = [m for m in mixes if m not in MIXES]
     if unknown:
         raise SystemExit(f"unknown mix {unknown[0]!r}: choose from {', '.join(MIXES)}")
-    command = "python -m bench.waiting --mixes" + ("" if mixes == list(MIXES) else " " + " ".join(mixes))
+    command = "python -m bench.waiting --mixes"
     started = time.perf_counter()
-    results = waiting.run_all(specs(mixes))
-    rows = [waiting.row(r) for r in results]
+    results = waiting.run_all(specs(mixes, _numbers(argv, "--n"), _numbers(argv, "--t")))
+    rows = [{k: v for k, v in waiting.row(r).items() if k != "wall_seconds"} | {"wall_seconds": r["wall_seconds"]}
+            for r in results]
     wall = time.perf_counter() - started
+    docs = waiting.DOCS_DIR or report.DOCS_DIR
+    if waiting.WRITE_DOCS:
+        rows = _merged_rows(rows, docs)
     checks = verdicts(rows)
     print(table(rows))
     print()
@@ -203,9 +241,9 @@ def run(mixes: Iterable[str] = ()) -> bool:
         print(f"{'PASS' if ok else 'MISS'}  {name}: {figures}")
     print(f"wall time: {wall:.0f} s")
     if waiting.WRITE_DOCS:
-        docs = waiting.DOCS_DIR or report.DOCS_DIR
         chart(rows, Path(docs) / "waiting-mixes.png")
-        path = report.write_section("waiting-mixes", document(rows, checks, wall, command), docs)
+        total = sum(r["wall_seconds"] for r in rows)
+        path = report.write_section("waiting-mixes", document(rows, checks, total, command), docs)
         readme = report.write_readme_section("waiting-mixes", readme_section(rows, checks, command), waiting.README)
         print(f"wrote {path}, {readme} and {Path(docs) / 'waiting-mixes.png'}")
     met = all(ok for _, ok, _ in checks)
