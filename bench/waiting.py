@@ -388,7 +388,7 @@ def run(argv: Iterable[str] = ()) -> bool:
         return waiting_tuning.explore(groups or waiting_tuning.GROUPS)
     if "--mixes" in argv:
         from bench import waiting_mixes
-        return waiting_mixes.run([a for a in argv if not a.startswith("--")])
+        return waiting_mixes.run([a for a in argv if a != "--mixes"])
     started = time.perf_counter()
     results = run_all(specs())
     rows = [row(r) for r in results]

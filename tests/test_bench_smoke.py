@@ -137,11 +137,9 @@ def test_waiting_mixes_cover_every_workload_and_each_runs_the_real_app(monkeypat
     readme = tmp_path / "README.md"
     readme.write_text("# app\n\n<!-- waiting-mixes:start -->\nold\n<!-- waiting-mixes:end -->\n", "utf-8")
     monkeypatch.setattr(waiting, "README", readme)
-    monkeypatch.setattr(waiting_mixes, "N_VALUES", (3,))
-    monkeypatch.setattr(waiting_mixes, "T_VALUES", (60,))
     monkeypatch.setattr(waiting_mixes, "ONLY_AT_N", {})
     monkeypatch.setattr(waiting_mixes, "BUSY_RUNS", 30)
-    waiting_mixes.run(["ownDefinition", "busyOwn"])
+    waiting.run(["--mixes", "ownDefinition", "busyOwn", "--n=3", "--t=60"])
     out = capsys.readouterr().out
     rows = [line for line in out.splitlines() if line.startswith("| (")]
     assert len(rows) == 2 and all("| 3 | 1 min |" in line for line in rows)
@@ -155,6 +153,7 @@ def test_waiting_mixes_cover_every_workload_and_each_runs_the_real_app(monkeypat
     assert "<!-- waiting-mixes:start -->" in text and "busy workspace" in text
     assert (tmp_path / "waiting-mixes.png").read_bytes()[:4] == b"\x89PNG"
     assert "old" not in readme.read_text("utf-8") and "(docs/waiting-mixes.png)" in readme.read_text("utf-8")
+    assert len(__import__("json").loads((tmp_path / "waiting-mixes.json").read_text("utf-8"))) == 2
 
 
 # -- the other benchmarks ------------------------------------------------------------------------
