@@ -35,6 +35,14 @@ from datetime import datetime, timezone
 from typing import Dict, List, Optional, Sequence
 
 MODES = ("watcher", "poll", "webhook")
+# What the workflows of a simulation are (issue 14): one shared definition (the default); every
+# tenth a one-time run; each its own definition (a saved job each); one definition with each
+# request's own timeoutSeconds; and any of those in a workspace where other teams keep
+# BUSY_RUNS runs of their own jobs active throughout ("busy" with one definition, "busyOwn" with
+# a definition each).
+MIXES = ("shared", "oneTime", "ownDefinition", "ownDeadline", "busy", "busyOwn")
+BUSY_RUNS = 500
+OTHER_TEAM_SECONDS = 10 ** 8  # the other teams' runs outlast any simulation
 T0 = datetime(2026, 1, 1, tzinfo=timezone.utc)
 ORIGIN = T0.timestamp()
 RUN_SECONDS_PARAM = "bench_run_seconds"
@@ -113,7 +121,8 @@ class _Completions(logging.Handler):
 
 def simulate(mode: str, rounds: Sequence[Sequence[float]], *, tick: int = 15,
              policy_overrides: Optional[dict] = None, watch_overrides: Optional[dict] = None,
-             settings_overrides: Optional[dict] = None, retry_pause: Optional[float] = None) -> Simulation:
+             settings_overrides: Optional[dict] = None, retry_pause: Optional[float] = None,
+             mix: str = "shared", busy_runs: Optional[int] = None) -> Simulation:
     """Wait for runs in one workspace: each round starts one workflow per entry (the run's length in
     seconds) together, and the next round starts when the last workflow of the round completed.
 
@@ -122,13 +131,38 @@ def simulate(mode: str, rounds: Sequence[Sequence[float]], *, tick: int = 15,
     (e.g. {"SAFETY_SCHEDULE": PollSchedule(...)}); `settings_overrides`: WorkflowSettings fields.
 
     `retry_pause`: every run fails once and is retried (max_retries 1, min_retry_interval_millis
-    = retry_pause s); each entry of a round is then (first attempt's seconds, retry's seconds)."""
+    = retry_pause s); each entry of a round is then (first attempt's seconds, retry's seconds).
+
+    `mix`: what the workflows are (`MIXES`); the other teams' runs of a busy workspace
+    (`busy_runs`, default BUSY_RUNS) are started before the first round, and their calls are not
+    counted."""
     if mode not in MODES:
         raise ValueError(f"mode must be one of {MODES}")
+    if mix not in MIXES:
+        raise ValueError(f"mix must be one of {MIXES}")
     from bench import speedups
 
     with speedups.applied():
-        return _simulate(mode, rounds, tick, policy_overrides, watch_overrides, settings_overrides, retry_pause)
+        return _simulate(mode, rounds, tick, policy_overrides, watch_overrides, settings_overrides, retry_pause, mix,
+                         BUSY_RUNS if busy_runs is None else busy_runs)
+
+
+def _other_teams_runs(base_url: str, count: int) -> None:
+    """`count` runs of another team's job, active throughout (started over the API, as they would be)."""
+    import requests
+
+    api = requests.Session()
+    api.headers["Authorization"] = f"Bearer {TOKEN}"
+    created = api.post(f"{base_url}/api/2.1/jobs/create", timeout=30, json={
+        "name": "other-team-stream", "max_concurrent_runs": 1000, "tasks": [{
+            "task_key": "stream", "existing_cluster_id": REQUEST["existingClusterId"],
+            "notebook_task": {"notebook_path": "/Workspace/other-team/stream",
+                              "base_parameters": {RUN_SECONDS_PARAM: repr(float(OTHER_TEAM_SECONDS))}}}]})
+    created.raise_for_status()
+    for _ in range(count):
+        api.post(f"{base_url}/api/2.1/jobs/run-now", json={"job_id": created.json()["job_id"]},
+                 timeout=30).raise_for_status()
+    api.close()
 
 
 def _run_end(entry, retry_pause: Optional[float]) -> float:
@@ -140,7 +174,7 @@ def _run_end(entry, retry_pause: Optional[float]) -> float:
 
 
 def _simulate(mode, rounds, tick, policy_overrides, watch_overrides, settings_overrides,
-              retry_pause) -> Simulation:
+              retry_pause, mix="shared", busy_runs=BUSY_RUNS) -> Simulation:
     # Read when triggers.run_watcher is imported: set before the app is.
     os.environ["WORKFLOW_RUN_WATCHER_INTERVAL_SECONDS"] = str(tick if mode == "watcher" else 0)
     for name in ("DATABRICKS_NOTIFICATION_DESTINATION_ID", "DATABRICKS_JOBS_API_VERSION"):
@@ -196,6 +230,9 @@ def _simulate(mode, rounds, tick, policy_overrides, watch_overrides, settings_ov
                               realism=Realism(seed=REALISM_SEED))
         os.environ.update(DATABRICKS_HOST=emulator.start(port=0), DATABRICKS_AUTH="pat", DATABRICKS_TOKEN=TOKEN)
         clock.on_advance(emulator.tick)
+        if mix.startswith("busy"):
+            _other_teams_runs(emulator.base_url, busy_runs)
+            emulator.reset_call_counts()  # only the app's calls are counted
         databricks_jobs.reset_all()
         known_jobs.clear()
         run_watcher.utcnow = lambda: datetime.fromtimestamp(clock.now(), tz=timezone.utc)
@@ -213,7 +250,7 @@ def _simulate(mode, rounds, tick, policy_overrides, watch_overrides, settings_ov
             started_at = clock.now()
             round_starts.append(int(started_at - ORIGIN))
             ids = _start_round(host, settings, lengths, number, timeout, retry_pause, validate_request,
-                               orchestration_input, ORCHESTRATOR_NAME)
+                               orchestration_input, ORCHESTRATOR_NAME, mix)
             ends = [started_at + _run_end(e, retry_pause) for e in lengths]
             _drive(host, clock, emulator, completions, ids, ends, per_second, limit=timeout)
             deliveries = emulator.deliveries if mode == "webhook" else []
@@ -260,11 +297,23 @@ def _simulate(mode, rounds, tick, policy_overrides, watch_overrides, settings_ov
         known_jobs.clear()
 
 
+def _request(mix: str, number: int, index: int, timeout: int) -> dict:
+    """The request of the `index`th workflow of round `number` in this mix."""
+    body = {**REQUEST, "timeoutSeconds": timeout}
+    if mix == "oneTime" and index % 10 == 9:
+        body["jobSource"] = "oneTime"
+    elif mix in ("ownDefinition", "busyOwn"):
+        body["jobName"] = f"{REQUEST['jobName']}-{number:03d}-{index:05d}"
+    elif mix == "ownDeadline":
+        body["timeoutSeconds"] = timeout + 60 * (number * 10_000 + index)  # "finish by 06:00", computed per request
+    return body
+
+
 def _start_round(host, settings, lengths, number, timeout, retry_pause, validate_request, orchestration_input,
-                 name) -> List[str]:
+                 name, mix="shared") -> List[str]:
     ids = []
     for index, entry in enumerate(lengths):
-        body = {**REQUEST, "timeoutSeconds": timeout}
+        body = _request(mix, number, index, timeout)
         if retry_pause is None:
             body["notebookParams"] = {RUN_SECONDS_PARAM: repr(float(entry))}
         else:

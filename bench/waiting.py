@@ -29,7 +29,9 @@ runs of a simulation), run-now, runs/get, runs/list (the watcher), runs/get-outp
 
 Run alone: `python -m bench.waiting` (writes docs/benchmarks.md's section, the README's table and
 docs/waiting-benchmark.png); `python -m bench.waiting --explore [tick|own|safety|horizon|retried ...]`
-measures the tuning knobs instead (bench/waiting_tuning.py).
+measures the tuning knobs instead (bench/waiting_tuning.py); `python -m bench.waiting --mixes
+[shared|oneTime|ownDefinition|ownDeadline|busy|busyOwn ...]` the watcher under mixed workloads
+(bench/waiting_mixes.py, issue 14).
 """
 from __future__ import annotations
 
@@ -119,7 +121,8 @@ def simulate_spec(spec: dict) -> dict:
 
     sim = appsim.simulate(spec["mode"], spec["rounds"], tick=spec["tick"],
                           policy_overrides=spec.get("policy"), watch_overrides=spec.get("watch"),
-                          settings_overrides=spec.get("settings"), retry_pause=spec.get("retry_pause"))
+                          settings_overrides=spec.get("settings"), retry_pause=spec.get("retry_pause"),
+                          mix=spec.get("mix", "shared"), busy_runs=spec.get("busy_runs"))
     return {"spec": spec, "runs": sim.runs, "calls": sim.calls, "total_calls": sim.total_calls,
             "peak_per_second": sim.peak_per_second, "peak_after_start": sim.peak_after_start,
             "max_history": sim.max_history, "executions": sim.executions, "watcher_ticks": sim.watcher_ticks,
@@ -134,7 +137,7 @@ def run_all(all_specs: Sequence[dict], workers: int = None) -> List[dict]:
     with context.Pool(workers, maxtasksperchild=1) as pool:
         for result in pool.imap_unordered(simulate_spec, all_specs):
             s = result["spec"]
-            print(f"  measured {s['mode']:7s} N={s['n'] or '-':>4} T={label_t(s['t']):>7}: "
+            print(f"  measured {s['mode']:7s} {s.get('mix', ''):13s} N={s['n'] or '-':>4} T={label_t(s['t']):>7}: "
                   f"{len(result['runs'])} runs, {result['wall_seconds']:.1f} s wall", flush=True)
             results.append(result)
     return results
@@ -149,6 +152,7 @@ def row(result: dict) -> dict:
     sdk = baselines.summary(baselines.wait_all("sdk", ends, seed=int(result["spec"]["t"])))
     out = {
         "mode": result["spec"]["mode"], "n": result["spec"]["n"], "t": result["spec"]["t"], "runs": len(runs),
+        "mix": result["spec"].get("mix", "shared"),
         "calls_per_run": result["total_calls"] / len(runs), "mean_lag": statistics.fmean(lags), "max_lag": max(lags),
         "max_history": result["max_history"], "wall_seconds": result["wall_seconds"],
         "peak_per_second": result["peak_per_second"], "peak_after_start": result["peak_after_start"],
@@ -382,6 +386,9 @@ def run(argv: Iterable[str] = ()) -> bool:
         from bench import waiting_tuning
         groups = [a for a in argv if not a.startswith("--")]
         return waiting_tuning.explore(groups or waiting_tuning.GROUPS)
+    if "--mixes" in argv:
+        from bench import waiting_mixes
+        return waiting_mixes.run([a for a in argv if a != "--mixes"])
     started = time.perf_counter()
     results = run_all(specs())
     rows = [row(r) for r in results]

@@ -54,6 +54,9 @@ LIST_API_VERSION = "2.2"
 SCIM_ME_PATH = "/api/2.0/preview/scim/v2/Me"
 # jobs/runs/list: "Number of runs to return. Maximum is 25." (the Jobs OpenAPI description in spec/).
 RUNS_PAGE_SIZE = 25
+# jobs/runs/list `run_type`: SUBMIT_RUN is a one-time run (runs/submit), WORKFLOW_RUN a notebook's
+# dbutils.notebook.run.
+RUN_TYPES = ("JOB_RUN", "WORKFLOW_RUN", "SUBMIT_RUN")
 # Messages are carried into orchestration history; an HTML error page must not flood it.
 MAX_ERROR_MESSAGE_CHARS = 2000
 REQUEST_ID_HEADER = "x-request-id"
@@ -480,33 +483,38 @@ class JobsClient:
         return self._call("GET", "jobs/runs/get-output", params={"run_id": int(run_id)})
 
     def list_runs(self, *, active_only: bool = False, completed_only: bool = False, job_id: Optional[int] = None,
-                  expand_tasks: bool = False, start_time_from_ms: Optional[int] = None,
+                  run_type: Optional[str] = None, expand_tasks: bool = False,
+                  start_time_from_ms: Optional[int] = None,
                   limit: Optional[int] = None) -> Iterator[Dict[str, Any]]:
         """Runs from GET jobs/runs/list, newest first, across all pages (page_token), 2.1 and 2.2.
 
         `active_only`: QUEUED, PENDING, RUNNING, TERMINATING runs only (not BLOCKED or
         WAITING_FOR_RETRY); `completed_only`: ended runs only (both: ValueError); `job_id`: one job's
-        runs; `expand_tasks`: include tasks (the first 100 per run); `start_time_from_ms`: runs
+        runs; `run_type`: JOB_RUN, WORKFLOW_RUN or SUBMIT_RUN (one-time runs) only; `expand_tasks`: include tasks (the first 100 per run); `start_time_from_ms`: runs
         started at or after this epoch-milliseconds time; `limit`: stop after this many runs in
         total (None: all). Pages are fetched lazily, 25 runs each."""
         for page in self.list_runs_pages(active_only=active_only, completed_only=completed_only, job_id=job_id,
-                                         expand_tasks=expand_tasks, start_time_from_ms=start_time_from_ms,
+                                         run_type=run_type, expand_tasks=expand_tasks, start_time_from_ms=start_time_from_ms,
                                          limit=limit):
             yield from page
 
     def list_runs_pages(self, *, active_only: bool = False, completed_only: bool = False,
-                        job_id: Optional[int] = None, expand_tasks: bool = False,
+                        job_id: Optional[int] = None, run_type: Optional[str] = None, expand_tasks: bool = False,
                         start_time_from_ms: Optional[int] = None,
                         limit: Optional[int] = None) -> Iterator[List[Dict[str, Any]]]:
-        """`list_runs` one page (one HTTP call) at a time: each item is that page's runs."""
+        """`list_runs` one page (one HTTP call) at a time: each item is that page's runs. Without
+        `job_id`, the runs of every job the caller may see and one-time runs, workspace-wide."""
         if active_only and completed_only:
             raise ValueError("active_only and completed_only cannot both be true")
+        if run_type is not None and run_type not in RUN_TYPES:
+            raise ValueError(f"run_type must be one of {', '.join(RUN_TYPES)} (None: every type)")
         if limit is not None and limit < 1:
             raise ValueError("limit must be at least 1 (None: all runs)")
         params: Dict[str, Any] = {
             "limit": min(RUNS_PAGE_SIZE, limit) if limit else RUNS_PAGE_SIZE,
             "active_only": active_only or None, "completed_only": completed_only or None,
-            "job_id": int(job_id) if job_id is not None else None, "expand_tasks": expand_tasks or None,
+            "job_id": int(job_id) if job_id is not None else None, "run_type": run_type,
+            "expand_tasks": expand_tasks or None,
             "start_time_from": int(start_time_from_ms) if start_time_from_ms is not None else None,
         }
         remaining = limit
@@ -518,6 +526,20 @@ class JobsClient:
             yield runs
             if remaining == 0:
                 return
+
+    def list_runs_page(self, *, active_only: bool = False, job_id: Optional[int] = None,
+                       run_type: Optional[str] = None,
+                       page_token: Optional[str] = None) -> Tuple[List[Dict[str, Any]], Optional[str]]:
+        """One page of GET jobs/runs/list (one call): (its runs, the next page's token; None on the
+        last page). For a caller that decides page by page whether the next is worth its call."""
+        if run_type is not None and run_type not in RUN_TYPES:
+            raise ValueError(f"run_type must be one of {', '.join(RUN_TYPES)} (None: every type)")
+        params = _query({"limit": RUNS_PAGE_SIZE, "active_only": active_only or None,
+                         "job_id": int(job_id) if job_id is not None else None, "run_type": run_type,
+                         "page_token": page_token})
+        page = self._call("GET", "jobs/runs/list", params=params)
+        token = page.get("next_page_token") or None
+        return list(page.get("runs") or ()), (token if token != page_token else None)
 
     def cancel_run(self, run_id: int) -> None:
         """POST jobs/runs/cancel; Databricks cancels asynchronously. Idempotent (retried)."""

@@ -14,8 +14,10 @@ from dataclasses import dataclass, field
 
 # 429 and 503 carry Retry-After; "drop" closes the connection before answering; "drop_after"
 # processes the request and then closes without answering (the reply is lost: what idempotency
-# tokens are for); "slow" answers normally after `slow_seconds`.
-FAULT_KINDS = ("429", "500", "503", "drop", "drop_after", "slow")
+# tokens are for); "slow" answers normally after `slow_seconds`. "400", "403" and "404" are final
+# refusals (a deleted resource, a permission withdrawn), for scripted tests of how a client tells
+# them apart from what heals.
+FAULT_KINDS = ("429", "500", "503", "drop", "drop_after", "slow", "400", "403", "404")
 DEFAULT_KINDS = ("429", "500", "503", "drop", "slow")
 
 

@@ -746,6 +746,10 @@ class Store:
             offset = _as_int(query["offset"], "offset")
         with self.lock:
             now = self.clock()
+            if job_id is not None and job_id not in self.jobs and not (
+                    self.keep_runs_of_deleted_jobs and self.runs_by_job.get(job_id)):
+                # As jobs/get answers: listing the runs of a job that does not exist (or was deleted) is refused.
+                raise invalid(f"Job {job_id} does not exist.")
 
             def wanted(run: Run) -> bool:
                 if not self.visible(run, now):

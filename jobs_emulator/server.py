@@ -51,6 +51,9 @@ _FAULT_ERRORS = {
     "500": (500, "INTERNAL_ERROR", "Internal error while processing the request. (emulated)"),
     "503": (503, "TEMPORARILY_UNAVAILABLE",
             "The service is temporarily unavailable. Please try again later. (emulated)"),
+    "400": (400, "INVALID_PARAMETER_VALUE", "The request was refused. (emulated)"),
+    "403": (403, "PERMISSION_DENIED", "The caller may not do this. (emulated)"),
+    "404": (404, "RESOURCE_DOES_NOT_EXIST", "The resource does not exist. (emulated)"),
 }
 
 

@@ -160,7 +160,7 @@ def watcher_tick(outcome: Optional[Mapping[str, Any]], *, failed: bool = False) 
     elif not outcome.get("listed"):
         result = "not_due"
     else:
-        result = "refused" if outcome.get("refused") else "listed"
+        result = "refused" if outcome.get("refused") else "interrupted" if outcome.get("interrupted") else "listed"
     record("workflow.watcher.ticks", 1, {"result": result})
     record("workflow.watcher.awaited_runs", int(outcome.get("awaited") or 0))
     if not outcome.get("listed"):

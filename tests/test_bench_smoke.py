@@ -3,7 +3,7 @@ from `make bench`, never from tests)."""
 import pytest
 
 from bench import (activity_overhead, baselines, cold_start, jobs_per_definition, poll_cost, report, speedups, waiting,
-                   waiting_tuning)
+                   waiting_mixes, waiting_tuning)
 
 
 @pytest.fixture(autouse=True)
@@ -126,6 +126,34 @@ def test_tuning_explorer_covers_every_knob_and_measures_variants(monkeypatch, tm
     assert "| default | watcher | 2 | 10 min |" in out  # retried runs complete
     text = (tmp_path / "benchmarks.md").read_text("utf-8")
     assert "<!-- waiting-tuning-horizon:start -->" in text and "<!-- waiting-tuning-retried:start -->" in text
+
+
+def test_waiting_mixes_cover_every_workload_and_each_runs_the_real_app(monkeypatch, tmp_path, capsys):
+    every = waiting_mixes.specs()
+    assert {s["mix"] for s in every} == set(waiting_mixes.MIXES)
+    assert {(s["n"], s["t"]) for s in every if s["mix"] == "shared"} == {(100, 600), (100, 3600), (1000, 600),
+                                                                         (1000, 3600)}
+    monkeypatch.setattr(waiting, "DOCS_DIR", tmp_path)
+    readme = tmp_path / "README.md"
+    readme.write_text("# app\n\n<!-- waiting-mixes:start -->\nold\n<!-- waiting-mixes:end -->\n", "utf-8")
+    monkeypatch.setattr(waiting, "README", readme)
+    monkeypatch.setattr(waiting_mixes, "ONLY_AT_N", {})
+    monkeypatch.setattr(waiting_mixes, "BUSY_RUNS", 30)
+    waiting.run(["--mixes", "ownDefinition", "busyOwn", "--n=3", "--t=60"])
+    out = capsys.readouterr().out
+    rows = [line for line in out.splitlines() if line.startswith("| (")]
+    assert len(rows) == 2 and all("| 3 | 1 min |" in line for line in rows)
+    by_mix = {line.split(" | ")[0]: line.split(" | ") for line in rows}
+    # A saved job per definition (jobs/list + jobs/create) ...
+    assert float(by_mix["| (c) every workflow its own definition"][-1].rstrip(" |")) >= 2
+    # ... and in the busy workspace (30 other runs here) the lists cost no more than 30 s polls would.
+    busy_row = by_mix["| (e') busy workspace, every workflow its own definition"]
+    assert 0 < float(busy_row[11]) <= float(busy_row[7]) - 3  # runs/list per run <= Airflow's runs/get
+    text = (tmp_path / "benchmarks.md").read_text("utf-8")
+    assert "<!-- waiting-mixes:start -->" in text and "busy workspace" in text
+    assert (tmp_path / "waiting-mixes.png").read_bytes()[:4] == b"\x89PNG"
+    assert "old" not in readme.read_text("utf-8") and "(docs/waiting-mixes.png)" in readme.read_text("utf-8")
+    assert len(__import__("json").loads((tmp_path / "waiting-mixes.json").read_text("utf-8"))) == 2
 
 
 # -- the other benchmarks ------------------------------------------------------------------------

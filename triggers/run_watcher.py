@@ -1,10 +1,14 @@
 """The workspace run watcher: one timer for the whole app notices when awaited runs end.
 
 Every `WORKFLOW_RUN_WATCHER_INTERVAL_SECONDS` the timer reads the registry of awaited runs
-(entities/awaited_runs.py), and when the awaited runs have earned a list (workflow.watch.list_credit:
-what they would have spent polling on their own) lists the active runs of the jobs those runs belong
-to, page by page. A workflow whose run has left the active list gets the same
+(entities/awaited_runs.py) and, when the awaited runs have earned it (workflow.watch.earn_credit:
+what they would have spent polling on their own), lists the active runs, the cheaper of two ways
+(workflow.watch.choose_lists): one list per awaited job plus one of the workspace's one-time runs,
+or one workspace-wide list. A workflow whose run has left the active list gets the same
 `runFinished` event the webhook endpoint raises; it confirms with runs/get and fetches the output.
+Each list's failure is its own (`_scope`): a transient one waits for the next tick, a refused job
+list concerns that job's workflows only, and only a refusal of the watcher itself (401, or 403 on
+a workspace-wide list) is told to every workflow, with the error.
 
 Exactly one watcher runs per app: timer triggers are singletons across a scaled-out app (the host
 holds a blob lease per timer function). If it stops, workflows still finish through their own sparse
@@ -16,8 +20,8 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import math
 import os
+from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from typing import Callable, Dict, Iterable, List, Optional, Set, Tuple
 
@@ -52,12 +56,12 @@ utcnow: Callable[[], datetime] = lambda: datetime.now(timezone.utc)  # noqa: E73
 
 
 class _Memory:
-    """Per process (the timer runs on one instance at a time): what the last list cost, so the next
-    accounts for other teams' runs on the same jobs; the list credit; when the last tick ran. A new
-    process starts from the awaited runs' count and no credit, so it lists no more often than the
+    """Per process (the timer runs on one instance at a time): what each list last showed beside
+    the awaited runs (workflow.watch.Sighting, by list), the list credit, when the last tick ran.
+    A new process starts knowing nothing and with no credit, so it lists no more often than the
     runs' own polls would."""
 
-    pages: Optional[int] = None
+    sightings: Dict[str, watch.Sighting]
     credit: float = 0.0
     last_tick: Optional[float] = None
 
@@ -65,7 +69,7 @@ class _Memory:
         self.reset()
 
     def reset(self) -> None:
-        self.pages, self.credit, self.last_tick = None, 0.0, None
+        self.sightings, self.credit, self.last_tick = {}, 0.0, None
         # What this process did at recent ticks, which the registry may not show yet (its signals
         # arrive after the control queue's latency): run -> when it told the workflow / saw it active.
         self.told: Dict[int, float] = {}
@@ -91,27 +95,96 @@ class _Memory:
 
 memory = _Memory()
 
+# A workspace list refused for itself (not for the caller: a 400 or 404) is not tried again while
+# this sighting is trusted: the per-job lists serve meanwhile.
+_UNUSABLE = 10 ** 9
+
 
 def check_every(age_seconds: float) -> float:
     """How often one awaited run would be polled on its own at this age."""
     return policy.own_check_interval(age_seconds)
 
 
-def _list_active(plan: watch.ListPlan) -> Tuple[Set[int], int]:
-    """(active run ids, list calls made): one job at a time, then one-time runs workspace-wide."""
+@dataclass
+class ListRound:
+    """What one round of lists learnt (workflow.watch.ListChoice says which lists)."""
+
+    calls: int = 0  # list calls made, a failed one included
+    active: Set[int] = field(default_factory=set)  # run ids seen active, in any list
+    decided: Set[int] = field(default_factory=set)  # awaited runs whose list was complete
+    failed: Dict[int, str] = field(default_factory=dict)  # awaited run -> why its list was refused
+    refused: Optional[str] = None  # Databricks refused the watcher itself (401, workspace 403)
+    interrupted: Optional[str] = None  # a list failed transiently: the rest wait for the next tick
+    unfinished: List[str] = field(default_factory=list)  # lists stopped before their end
+
+
+def _scope(error: Exception, source: watch.ListSource) -> str:
+    """Whom a failed list concerns: "transient" (try at a later tick), "workspace" (the watcher
+    itself is refused: a 401, a 403 on a workspace-wide list, a credential or setting that must
+    change) or "list" (this list only: a 400/404/403 for one job, e.g. a deleted job)."""
+    from databricks_jobs.errors import DatabricksApiError, is_transient
+
+    if is_transient(error):
+        return "transient"
+    if isinstance(error, DatabricksApiError):
+        if error.status == 401 or (error.status == 403 and source.job_id is None):
+            return "workspace"
+        return "list"
+    return "workspace"  # ConfigurationError, CredentialError: nothing can be listed
+
+
+def _list_round(choice: watch.ListChoice, awaited: Dict[int, dict], budget: int, now: float) -> ListRound:
+    """Make the chosen lists, page by page, never more than `budget` calls (the credit); a
+    workspace list stops once it has cost what the per-job lists would have. Each list's outcome
+    is its own: see `_scope`. Only the client's typed errors are caught: anything else is a bug,
+    and the tick fails with it."""
     from databricks_jobs.client import get_jobs_client  # lazy: keeps requests out of the cold start
+    from databricks_jobs.errors import DatabricksJobsError
 
     client = get_jobs_client()
-    active: Set[int] = set()
-    calls = 0
-    sources: List[dict] = [{"job_id": job_id} for job_id in plan.job_ids]
-    if plan.one_time_runs:
-        sources.append({"run_type": "SUBMIT_RUN"})
-    for source in sources:
-        for page in client.list_runs_pages(active_only=True, **source):
-            calls += 1
-            active.update(int(r["run_id"]) for r in page)
-    return active, calls
+    out = ListRound()
+    for source in choice.sources:
+        cap = min(budget, choice.alternative) if source.is_workspace else budget
+        covered = {run_id for run_id, entry in awaited.items() if source.covers(entry)}
+        listed: List[dict] = []
+        token: Optional[str] = None
+        seen_tokens: Set[str] = set()
+        complete = False
+        try:
+            while out.calls < cap:
+                out.calls += 1  # counted before the call: a failed call was made too
+                runs, token = client.list_runs_page(active_only=True, page_token=token, **source.params())
+                listed.extend(runs)
+                if token is None or token in seen_tokens:
+                    complete = True
+                    break
+                seen_tokens.add(token)
+        except DatabricksJobsError as error:
+            scope = _scope(error, source)
+            if scope == "transient":
+                out.interrupted = str(error)
+                log.warning("run watcher: listing %s failed for now (%s); the next tick lists again", source.key, error)
+                break
+            if scope == "workspace":
+                out.refused = str(error)
+                break
+            if source.is_workspace:
+                memory.sightings[source.key] = watch.Sighting(_UNUSABLE, now)
+                log.warning("run watcher: the workspace-wide list was refused (%s); listing per job", error)
+                break
+            # A deleted job (400), a job this app may no longer see (403): its workflows find out
+            # on their own runs/get; the other jobs' lists go on.
+            log.warning("run watcher: listing %s was refused (%s); telling its %d workflow(s)",
+                        source.key, error, len(covered))
+            out.failed.update((run_id, str(error)) for run_id in covered)
+            continue
+        out.active.update(int(r["run_id"]) for r in listed)
+        watch.learn(memory.sightings, source, listed, awaited, complete=complete, now=now)
+        if not complete:
+            out.unfinished.append(source.key)
+            break  # the credit is spent (or the workspace list costs more than per-job lists)
+        out.decided |= covered
+    return out
 
 
 async def _read_registry(client: df.DurableOrchestrationClient) -> Dict[int, dict]:
@@ -157,34 +230,39 @@ async def watch_once(client: df.DurableOrchestrationClient, now: float, tick: fl
     # worth after a long gap (the host was down: the runs' safety-net polls covered it).
     elapsed = tick if memory.last_tick is None else min(max(0.0, now - memory.last_tick), max(tick, 60.0))
     memory.last_tick = now
-    plan = watch.list_plan(awaited)
-    pages = memory.pages or max(plan.calls_at_least, math.ceil(len(awaited) / watch.RUNS_PER_PAGE))
-    listing, memory.credit = watch.list_credit(memory.credit, awaited, now, elapsed=elapsed, tick=tick,
-                                               pages=pages, check_every=check_every)
+    watch.forget_stale(memory.sightings, now)
     if not awaited:
+        memory.credit = 0.0
         return {"awaited": 0, "listed": False}
-    if not listing:
-        return {"awaited": len(awaited), "listed": False, "credit": memory.credit}
-    refused = False
-    try:
-        active, calls = await asyncio.to_thread(_list_active, plan)
-    except Exception as error:
-        from databricks_jobs.errors import is_transient
-        if is_transient(error):
-            raise
+    choice = watch.choose_lists(awaited, memory.sightings, now)
+    memory.credit = watch.earn_credit(memory.credit, awaited, now, elapsed=elapsed, tick=tick, pages=choice.pages,
+                                      check_every=check_every)
+    if memory.credit < choice.pages:
+        return {"awaited": len(awaited), "listed": False, "credit": memory.credit, "pages": choice.pages}
+    lists = await asyncio.to_thread(_list_round, choice, awaited, int(memory.credit), now)
+    # Paid after the fact, for the calls made: a list that failed before its end costs only what it made.
+    memory.credit = max(0.0, memory.credit - lists.calls)
+    errors: Dict[int, str] = dict(lists.failed)
+    if lists.refused is not None:
         # Databricks refuses the watcher for good (a revoked credential, a permission change): tell
         # every workflow now, so each sees the refusal on its own runs/get and fails at once with it,
         # instead of at its next sparse safety-net poll.
-        log.warning("run watcher: Databricks refused to list runs (%s); telling every awaited workflow", error)
-        active, calls, refused = set(), 0, True
+        log.warning("run watcher: Databricks refused to list runs (%s); telling every awaited workflow",
+                    lists.refused)
+        subject, active = awaited, set()
+        errors = {run_id: lists.refused for run_id in awaited}
     else:
-        memory.pages = max(calls, 1)
-    decision = watch.decide(awaited, active, now, check_every=check_every)
-    memory.seen.update((run_id, now) for run_id in awaited if run_id in active)
+        known = lists.decided | set(lists.failed) | (lists.active & awaited.keys())
+        subject, active = {r: awaited[r] for r in known}, lists.active
+    decision = watch.decide(subject, active, now, check_every=check_every)
+    memory.seen.update((run_id, now) for run_id in subject if run_id in active)
     told, gone = [], []
     for run_id, instance_id in decision.signal:
+        event = {"runId": run_id, "source": "watcher"}
+        if run_id in errors:
+            event["listError"] = errors[run_id]  # what the watcher met; the workflow's runs/get decides
         try:
-            await client.raise_event(instance_id, RUN_FINISHED_EVENT, {"runId": run_id, "source": "watcher"})
+            await client.raise_event(instance_id, RUN_FINISHED_EVENT, event)
             told.append(run_id)
             memory.told[run_id] = now
         except Exception:
@@ -201,10 +279,13 @@ async def watch_once(client: df.DurableOrchestrationClient, now: float, tick: fl
     if gone:
         await _signal_registry(client, "unwatch", gone)
     if told or gone:
-        log.info("run watcher: %d awaited, %d active, told %d workflow(s), forgot %d (%d list call(s))",
-                 len(awaited), len(active), len(told), len(gone), calls)
-    return {"awaited": len(awaited), "listed": True, "calls": calls, "told": told, "forgotten": gone,
-            "credit": memory.credit, "refused": refused, "signaled": len(decision.signal)}
+        log.info("run watcher: %d awaited, %d active, told %d workflow(s), forgot %d (%d list call(s), %s)",
+                 len(awaited), len(active), len(told), len(gone), lists.calls,
+                 "workspace-wide" if choice.workspace else f"{len(choice.sources)} list(s)")
+    return {"awaited": len(awaited), "listed": True, "calls": lists.calls, "told": told, "forgotten": gone,
+            "credit": memory.credit, "refused": lists.refused, "interrupted": lists.interrupted,
+            "workspace": choice.workspace, "pages": choice.pages, "unfinished": lists.unfinished,
+            "failedLists": sorted({e for e in lists.failed.values()}), "signaled": len(decision.signal)}
 
 
 _RUNNING = frozenset({df.OrchestrationRuntimeStatus.Pending, df.OrchestrationRuntimeStatus.Running,
@@ -221,15 +302,12 @@ async def watch_runs(timer: func.TimerRequest, client: df.DurableOrchestrationCl
         awaited = await _read_registry(client)
         await tell_noted(client, awaited, utcnow().timestamp())
         return
-    from databricks_jobs.errors import DatabricksJobsError
     from telemetry.metrics import watcher_tick  # on first use: cold start
 
     try:
         watcher_tick(await watch_once(client, utcnow().timestamp(), INTERVAL))
-    except DatabricksJobsError as error:
-        # The next tick tries again; meanwhile workflows keep their own safety-net polls.
-        watcher_tick(None, failed=True)
-        log.warning("run watcher: this tick could not list runs: %s", error)
     except Exception:
+        # List failures are handled per list inside the tick; anything here is unexpected (the
+        # Durable client, a bug). Nobody is told anything: workflows keep their safety-net polls.
         watcher_tick(None, failed=True)
         log.exception("run watcher tick failed")

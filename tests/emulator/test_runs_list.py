@@ -40,7 +40,8 @@ def test_lists_newest_first_with_filters(api, clock):
     start = 1_700_000_000_000
     assert ids(api.ok(api.get("runs/list", start_time_from=start + 1000))) == [third, second]
     assert ids(api.ok(api.get("runs/list", start_time_from=start + 1000, start_time_to=start + 1000))) == [second]
-    assert "runs" not in api.ok(api.get("runs/list", job_id=1))
+    missing = api.get("runs/list", job_id=1)  # no such job: refused, as jobs/get refuses it
+    assert missing.status_code == 400 and missing.json()["error_code"] == "INVALID_PARAMETER_VALUE"
 
 
 def test_active_only_means_queued_pending_running_terminating(make_emulator, clock):
