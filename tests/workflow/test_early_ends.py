@@ -82,13 +82,21 @@ class _StaleClient:
         return SimpleNamespace(runtime_status=df.OrchestrationRuntimeStatus.Running)
 
 
+def _lists_show(monkeypatch, active):
+    """Every tick lists (a busy watcher with credit to spare), in one call that sees `active()`."""
+    from triggers import run_watcher
+
+    monkeypatch.setattr(run_watcher, "_list_round", lambda choice, awaited, budget, now: run_watcher.ListRound(
+        calls=1, active=set(active()), decided=set(awaited)))
+    monkeypatch.setattr(run_watcher.watch, "earn_credit", lambda credit, *a, **k: 100.0)
+
+
 def test_a_stale_registry_read_does_not_make_the_watcher_tell_a_workflow_twice(monkeypatch):
     from triggers import run_watcher
 
     registry = early_ends.apply(None, "watch", watch_op(since=1.0))
     client = _StaleClient(registry)
-    monkeypatch.setattr(run_watcher, "_list_active", lambda plan: (set(), 1))
-    monkeypatch.setattr(run_watcher.watch, "list_credit", lambda credit, *a, **k: (True, 0.0))  # a busy watcher
+    _lists_show(monkeypatch, lambda: set())
     run_watcher.memory.reset()
     told = []
     for tick in range(1, 5):  # four ticks 15 s apart; the run left the active list (BLOCKED)
@@ -106,8 +114,7 @@ def test_a_stale_read_does_not_hide_a_run_seen_active_again(monkeypatch):
     registry = early_ends.apply(None, "watch", watch_op(since=1.0))
     client = _StaleClient(registry)
     active = {"now": set()}
-    monkeypatch.setattr(run_watcher, "_list_active", lambda plan: (set(active["now"]), 1))
-    monkeypatch.setattr(run_watcher.watch, "list_credit", lambda credit, *a, **k: (True, 0.0))
+    _lists_show(monkeypatch, lambda: active["now"])
     run_watcher.memory.reset()
     asyncio.run(run_watcher.watch_once(client, 615.0, 15))       # out of the list: told
     active["now"] = {RUN}
