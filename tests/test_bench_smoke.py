@@ -148,8 +148,10 @@ def test_cold_start_bench_compares_with_the_functions_libraries(monkeypatch, cap
     monkeypatch.setattr(cold_start, "DOCS_DIR", tmp_path)
     cold_start.run()
     out = capsys.readouterr().out
-    assert "ratio: " in out and "(all)" in out
-    assert "| (all) |" in (tmp_path / "benchmarks.md").read_text("utf-8")
+    assert "ratio, telemetry off: " in out and "ratio, telemetry on: " in out and "(all)" in out
+    assert "exporter ready in the background" in out
+    page = (tmp_path / "benchmarks.md").read_text("utf-8")
+    assert "| (all) |" in page and "| telemetry on (`APPLICATIONINSIGHTS_CONNECTION_STRING` set) |" in page
 
 
 def test_speedups_keep_the_timestamps_the_engine_sees_and_are_undone():
