@@ -16,23 +16,39 @@ in a store every worker sees, so the workers together keep to the rate.
 - A call the orchestrator marks `urgent` (the follow-up run-now after a cancel, which must find a
   run an earlier attempt may have started) skips the budget.
 
-Stores (`DATABRICKS_START_BUDGET_STORE`): `worker` keeps the timeline in this process (right for one
-worker, and what devhost and the tests use); `off` disables the budget. The store is a small
-interface (`reserve(key, now, interval) -> slot`) so a shared one (a Durable entity, or a blob with
-conditional writes in the app's storage account) can be put behind it; docs/design.md says why the
-benchmark's shared timeline stands for one and what each would cost. A slot is only a plan: the
-client still retries a 429 (Retry-After) if Databricks refuses a call anyway."""
+Stores (`DATABRICKS_START_BUDGET_STORE`):
+- `storage`: one blob per workspace and endpoint in the app's own storage account (the
+  `AzureWebJobsStorage` connection, the one the Durable extension uses), changed only by conditional
+  writes (If-Match its ETag): every worker sees one timeline. A worker takes `BLOCK` slots per write
+  and hands them out to its own activities, so a burst costs a write per BLOCK starts, not per start;
+  a slot of the block already in the past is dropped, never sent late.
+- `worker`: the timeline in this process: right for one worker, and what devhost and the tests use.
+- `auto` (default): `storage` when that connection is configured, else `worker`.
+- `off`: no budget.
+If the storage cannot be reached, the worker falls back to its own timeline (one warning): starts go
+on, at worst with the 429s a per-worker timeline meets. docs/design.md says why a blob and not a
+Durable entity, with the benchmark's figures. A slot is only a plan: the client still retries a 429
+(Retry-After) if Databricks refuses a call anyway."""
 from __future__ import annotations
 
+import json
+import logging
 import os
+import random
 import threading
 import time
-from typing import Callable, Dict, Mapping, Optional, Protocol
+from collections import deque
+from typing import Any, Callable, Deque, Dict, Mapping, Optional, Protocol
+
+log = logging.getLogger(__name__)
 
 RATE_SETTING = "DATABRICKS_RUN_NOW_RATE"
 STORE_SETTING = "DATABRICKS_START_BUDGET_STORE"
 DEFAULT_RATE = 20.0  # Databricks' published run-now limit per workspace
-STORES = ("worker", "off")
+STORES = ("auto", "storage", "worker", "off")
+STORAGE_CONNECTION = "AzureWebJobsStorage"
+CONTAINER = "databricks-start-budget"
+BLOCK = 5  # slots a worker takes per conditional write to the shared blob
 INLINE_WAIT_SECONDS = 1.0  # a slot this close is waited for in the activity; later ones by a durable timer
 RUN_NOW = "jobs/run-now"
 
@@ -41,8 +57,10 @@ SETTINGS: tuple[tuple[str, str, str], ...] = (
     (RATE_SETTING, "20",
      "run-now requests per second the app allows itself in the workspace (Databricks allows 20); starts "
      "beyond it wait for their slot on a durable timer. `0` turns the start budget off."),
-    (STORE_SETTING, "worker",
-     "Where the start budget's timeline lives: `worker` (this worker's process) or `off`."),
+    (STORE_SETTING, "auto",
+     "Where the start budget's timeline lives: `storage` (a blob in the `AzureWebJobsStorage` account, shared by "
+     "every worker), `worker` (this worker's process), `auto` (`storage` when that connection is set, else "
+     "`worker`) or `off`."),
 )
 
 # Overridable by tests and the benchmark (virtual time); epoch seconds, since slots are compared
@@ -80,6 +98,133 @@ class WorkerSlots:
             return slot
 
 
+class BlobSlots:
+    """The timeline in blobs of the app's storage account, one per key, shared by every worker.
+
+    `container` is an azure.storage.blob ContainerClient (or anything with its `get_blob_client`,
+    `create_container`). Each write is conditional on the blob's ETag, so two workers never take the
+    same slot; a lost race reads again (a few times, with jitter). Slots are taken `block` at a time."""
+
+    ATTEMPTS = 8
+
+    def __init__(self, container: Any, block: int = BLOCK, fallback: Optional[WorkerSlots] = None):
+        self._container = container
+        self._block = max(int(block), 1)
+        self._lock = threading.Lock()
+        self._mine: Dict[str, Deque[float]] = {}
+        self._held: Dict[tuple, float] = {}
+        self._fallback = fallback or WorkerSlots()
+        self._created = False
+        self._warned = False
+        self._fallback_until = float("-inf")
+
+    def reserve(self, key: str, now: float, interval: float, holder: Optional[str] = None) -> float:
+        with self._lock:
+            if holder is not None and (key, holder) in self._held:
+                return self._held[(key, holder)]
+            mine = self._mine.setdefault(key, deque())
+            while mine and mine[0] < now:
+                mine.popleft()  # a slot already past: sending now would crowd someone else's
+            if not mine and time.monotonic() < self._fallback_until:
+                return self._fallback.reserve(key, now, interval, holder)
+            if not mine:
+                try:
+                    mine.extend(self._take_block(key, now, interval))
+                except Exception as exc:  # storage down or refusing: starts go on, on this worker's own timeline
+                    self._fallback_until = time.monotonic() + FALLBACK_SECONDS
+                    if not self._warned:
+                        self._warned = True
+                        log.warning("start budget: the shared timeline could not be read or written (%s); this worker "
+                                    "keeps its own", type(exc).__name__)
+                    return self._fallback.reserve(key, now, interval, holder)
+            slot = mine.popleft()
+            if holder is not None:
+                if len(self._held) >= WorkerSlots.KEEP_HOLDERS:
+                    del self._held[next(iter(self._held))]
+                self._held[(key, holder)] = slot
+            return slot
+
+    def _take_block(self, key: str, now: float, interval: float) -> list:
+        from azure.core import MatchConditions
+        from azure.core.exceptions import ResourceExistsError, ResourceModifiedError, ResourceNotFoundError
+
+        blob = self._container.get_blob_client(_blob_name(key))
+        for attempt in range(self.ATTEMPTS):
+            try:
+                downloaded = blob.download_blob()
+                state, etag = json.loads(downloaded.readall() or b"{}"), downloaded.properties.etag
+            except ResourceNotFoundError:
+                state, etag = {}, None
+            start = max(now, float(state.get("next", now)))
+            block = [start + i * interval for i in range(self._block)]
+            data = json.dumps({"next": start + self._block * interval}).encode()
+            try:
+                if etag is None:
+                    self._ensure_container()
+                    blob.upload_blob(data, overwrite=False)
+                else:
+                    blob.upload_blob(data, overwrite=True, etag=etag, match_condition=MatchConditions.IfNotModified)
+                return block
+            except (ResourceModifiedError, ResourceExistsError):
+                time.sleep(random.uniform(0, 0.01 * (attempt + 1)))  # another worker took slots meanwhile
+        raise TimeoutError("the shared start budget stayed contended")
+
+    def _ensure_container(self) -> None:
+        if self._created:
+            return
+        from azure.core.exceptions import ResourceExistsError
+
+        try:
+            self._container.create_container()
+        except ResourceExistsError:
+            pass
+        self._created = True
+
+
+def _blob_name(key: str) -> str:
+    """workspace|endpoint as a blob name: path characters kept readable, the rest escaped."""
+    from urllib.parse import quote
+
+    return quote(key.replace("https://", "").replace("|", "/"), safe="/-._") + ".json"
+
+
+# A slot is worth little if it takes long to get: few quick retries, short timeouts, then the
+# fallback (the storage SDK's default policy waits 15 s, 45 s, ... between attempts).
+_QUICK = {"connection_timeout": 3, "read_timeout": 5}
+
+
+def _quick_retry() -> Any:
+    from azure.storage.blob import ExponentialRetry
+
+    return ExponentialRetry(initial_backoff=0.2, increment_base=2, retry_total=2, random_jitter_range=0.1)
+FALLBACK_SECONDS = 60.0  # after a storage failure, this worker's own timeline for this long
+
+
+def storage_configured(env: Mapping[str, str]) -> bool:
+    return bool((env.get(STORAGE_CONNECTION) or "").strip() or env.get(f"{STORAGE_CONNECTION}__blobServiceUri")
+                or env.get(f"{STORAGE_CONNECTION}__accountName"))
+
+
+def _container(env: Mapping[str, str]) -> Any:
+    """The budget's container in the AzureWebJobsStorage account (connection string or identity)."""
+    from azure.storage.blob import ContainerClient
+
+    conn_str = (env.get(STORAGE_CONNECTION) or "").strip()
+    if conn_str:
+        return ContainerClient.from_connection_string(conn_str, CONTAINER, retry_policy=_quick_retry(), **_QUICK)
+    uri = env.get(f"{STORAGE_CONNECTION}__blobServiceUri") or \
+        f"https://{env[f'{STORAGE_CONNECTION}__accountName']}.blob.core.windows.net"
+    from azure.identity import DefaultAzureCredential, ManagedIdentityCredential
+
+    # The Functions convention for identity-based connections, as messaging/storage_queues.py reads it.
+    client_id = env.get(f"{STORAGE_CONNECTION}__clientId")
+    if client_id or (env.get(f"{STORAGE_CONNECTION}__credential") or "").lower() == "managedidentity":
+        credential = ManagedIdentityCredential(client_id=client_id) if client_id else ManagedIdentityCredential()
+    else:
+        credential = DefaultAzureCredential()
+    return ContainerClient(uri, CONTAINER, credential=credential, retry_policy=_quick_retry(), **_QUICK)
+
+
 class StartBudget:
     def __init__(self, rate: float, store: SlotStore, workspace: str = ""):
         if rate <= 0:
@@ -104,11 +249,17 @@ def from_env(environ: Optional[Mapping[str, str]] = None, workspace: str = "") -
         raise ValueError(f"{RATE_SETTING} must be a number of requests per second, got {text!r}") from None
     if rate < 0 or rate != rate or rate == float("inf"):
         raise ValueError(f"{RATE_SETTING} must be >= 0")
-    store = (env.get(STORE_SETTING) or "").strip().lower() or "worker"
+    store = (env.get(STORE_SETTING) or "").strip().lower() or "auto"
     if store not in STORES:
         raise ValueError(f"{STORE_SETTING} must be one of {', '.join(STORES)}, got {store!r}")
     if rate == 0 or store == "off":
         return None
+    if store == "auto":
+        store = "storage" if storage_configured(env) else "worker"
+    if store == "storage":
+        if not storage_configured(env):
+            raise ValueError(f"{STORE_SETTING}=storage needs the {STORAGE_CONNECTION} connection")
+        return StartBudget(rate, BlobSlots(_container(env), fallback=_worker_slots), workspace)
     return StartBudget(rate, _worker_slots, workspace)
 
 
@@ -120,7 +271,7 @@ _budget: Optional[tuple] = None  # (environment it was built from, budget)
 def get(workspace: str = "") -> Optional[StartBudget]:
     """The process-wide budget for `workspace` (built once per settings)."""
     global _budget
-    key = (os.environ.get(RATE_SETTING), os.environ.get(STORE_SETTING), workspace)
+    key = (os.environ.get(RATE_SETTING), os.environ.get(STORE_SETTING), storage_configured(os.environ), workspace)
     with _budget_lock:
         if _budget is None or _budget[0] != key:
             _budget = (key, from_env(workspace=workspace))

@@ -2,8 +2,8 @@
 from `make bench`, never from tests)."""
 import pytest
 
-from bench import (activity_overhead, baselines, cold_start, jobs_per_definition, poll_cost, report, speedups, waiting,
-                   waiting_tuning)
+from bench import (activity_overhead, baselines, burst, cold_start, jobs_per_definition, poll_cost, report, speedups,
+                   waiting, waiting_tuning)
 
 
 @pytest.fixture(autouse=True)
@@ -171,3 +171,20 @@ def test_report_sections_are_replaced_in_place_and_kept_in_order(tmp_path):
     text = (tmp_path / "benchmarks.md").read_text("utf-8")
     assert "cold v1" not in text and text.count("cold v2") == 1
     assert text.index("waiting v1") < text.index("cold v2")
+
+
+def test_burst_bench_starts_every_workflow_once_on_concurrent_workers(monkeypatch, capsys, tmp_path):
+    monkeypatch.setattr(burst, "DOCS_DIR", tmp_path)
+    burst.main(["--n", "24", "--definitions", "1", "3", "--workers", "2", "--processes", "2",
+                "--json", str(tmp_path / "burst.json")])
+    out = capsys.readouterr().out
+    import json
+    results = json.loads((tmp_path / "burst.json").read_text("utf-8"))
+    assert len(results) == 4 and {(r["definitions"], r["limits"]) for r in results} == \
+        {(1, True), (1, False), (3, True), (3, False)}
+    for r in results:
+        assert r["success"] == r["runs_started"] == 24 and r["failed_workflows"] == 0
+        assert r["calls_by_endpoint"]["run-now"] >= 24 and r["workers"] == 2
+    assert "PASS  N=24 definitions=1: exactly N runs" in out
+    page = (tmp_path / "benchmarks.md").read_text("utf-8")
+    assert "<!-- burst:start -->" in page and "| 24 | 3 | on |" in page
