@@ -174,7 +174,7 @@ def runJobNow(request: Any) -> Dict[str, Any]:
     queue = request.get("queue")
     # The start budget shared by the workers (databricks_jobs/start_budget.py): a slot more than a
     # moment away goes back to the orchestrator, which waits for it on a durable timer. A caller
-    # that does not say it can (release 1.0's orchestrator) has its slot waited for here.
+    # that does not say it can (release 1.0's orchestrator) is not budgeted.
     from databricks_jobs import start_budget
     held = request.get("slot")
     not_before = start_budget.take_slot(start_budget.get(_settings().host), None if held is None else float(held),

@@ -49,6 +49,9 @@ STORES = ("auto", "storage", "worker", "off")
 STORAGE_CONNECTION = "AzureWebJobsStorage"
 CONTAINER = "databricks-start-budget"
 BLOCK = 5  # slots a worker takes per conditional write to the shared blob
+# A timeline further ahead than this is not a backlog (72,000 starts at 20/s would be) but another
+# clock's (tests on virtual clocks) or a clock that jumped: it starts again from now.
+MAX_AHEAD_SECONDS = 3600.0
 INLINE_WAIT_SECONDS = 1.0  # a slot this close is waited for in the activity; later ones by a durable timer
 RUN_NOW = "jobs/run-now"
 
@@ -89,7 +92,7 @@ class WorkerSlots:
         with self._lock:
             if holder is not None and (key, holder) in self._held:
                 return self._held[(key, holder)]
-            slot = max(now, self._next.get(key, now))
+            slot = _start(now, self._next.get(key, now))
             self._next[key] = slot + interval
             if holder is not None:
                 if len(self._held) >= self.KEEP_HOLDERS:
@@ -155,7 +158,7 @@ class BlobSlots:
                 state, etag = json.loads(downloaded.readall() or b"{}"), downloaded.properties.etag
             except ResourceNotFoundError:
                 state, etag = {}, None
-            start = max(now, float(state.get("next", now)))
+            start = _start(now, float(state.get("next", now)))
             block = [start + i * interval for i in range(self._block)]
             data = json.dumps({"next": start + self._block * interval}).encode()
             try:
@@ -223,6 +226,10 @@ def _container(env: Mapping[str, str]) -> Any:
     else:
         credential = DefaultAzureCredential()
     return ContainerClient(uri, CONTAINER, credential=credential, retry_policy=_quick_retry(), **_QUICK)
+
+
+def _start(now: float, next_free: float) -> float:
+    return now if next_free - now > MAX_AHEAD_SECONDS else max(now, next_free)
 
 
 class StartBudget:
@@ -294,13 +301,14 @@ def take_slot(budget: Optional[StartBudget], held: Optional[float], urgent: bool
     `held`: a slot an earlier call of this workflow was given; `holder`: who asks (the run key), so
     a repeated delivery of the same call gets the same slot. `at`: the orchestrator's time when it
     asked (epoch seconds): slots are laid out on the clock its timers run on. `hand_back=False` (a
-    caller that cannot wait on a timer): the slot is waited for here, however far."""
-    if budget is None or urgent:
+    caller that cannot wait on a timer: release 1.0's orchestrator, whose last workflows drain after
+    an upgrade): no budget, since waiting here would hold an activity slot for as long as the queue."""
+    if budget is None or urgent or not hand_back:
         return None
     now = clock()
     base = now if at is None else float(at)
     slot = held if held is not None else budget.reserve(RUN_NOW, base, holder)
-    if hand_back and slot - base > INLINE_WAIT_SECONDS:
+    if slot - base > INLINE_WAIT_SECONDS:
         return slot
     wait = slot - max(base, now)
     if wait > 0:

@@ -88,6 +88,6 @@ def test_take_slot_waits_briefly_in_the_activity_and_hands_far_slots_back(monkey
     assert slept == [0.5, 1.0]  # slots at 100.5 and 101.0: within a second, waited for here
     assert start_budget.take_slot(budget, None) == 101.5  # further: to the orchestrator's timer
     assert start_budget.take_slot(budget, None, urgent=True) is None  # a cancel's follow-up: no budget
-    assert start_budget.take_slot(budget, None, hand_back=False) is None and slept[-1] == 2.0  # release 1.0
+    assert start_budget.take_slot(budget, None, hand_back=False) is None and len(slept) == 2  # release 1.0: none
     now[0] = 101.5
     assert start_budget.take_slot(budget, 101.5) is None  # the held slot has come: sent at once
