@@ -204,8 +204,18 @@ FALLBACK_SECONDS = 60.0  # after a storage failure, this worker's own timeline f
 
 
 def storage_configured(env: Mapping[str, str]) -> bool:
-    return bool((env.get(STORAGE_CONNECTION) or "").strip() or env.get(f"{STORAGE_CONNECTION}__blobServiceUri")
-                or env.get(f"{STORAGE_CONNECTION}__accountName"))
+    """Whether the AzureWebJobsStorage connection names a blob service: an identity-based connection,
+    or a connection string that is not for other services only (one with a QueueEndpoint and no
+    BlobEndpoint, as some local set-ups use, has none)."""
+    if env.get(f"{STORAGE_CONNECTION}__blobServiceUri") or env.get(f"{STORAGE_CONNECTION}__accountName"):
+        return True
+    text = (env.get(STORAGE_CONNECTION) or "").strip()
+    if not text:
+        return False
+    parts = {k.strip().lower() for k, _, _ in (item.partition("=") for item in text.split(";")) if k.strip()}
+    if "blobendpoint" in parts or "usedevelopmentstorage" in parts:
+        return True
+    return "accountname" in parts and not parts & {"queueendpoint", "tableendpoint", "fileendpoint"}
 
 
 def _container(env: Mapping[str, str]) -> Any:

@@ -105,5 +105,12 @@ def test_auto_picks_storage_when_the_app_has_it():
     budget = start_budget.from_env({start_budget.STORAGE_CONNECTION: "UseDevelopmentStorage=true"})
     assert isinstance(budget.store, start_budget.BlobSlots)
     assert isinstance(start_budget.from_env({}).store, start_budget.WorkerSlots)
+    queues_only = "DefaultEndpointsProtocol=http;AccountName=a;AccountKey=k;QueueEndpoint=http://127.0.0.1:1/a;"
+    assert isinstance(start_budget.from_env({start_budget.STORAGE_CONNECTION: queues_only}).store,
+                      start_budget.WorkerSlots)  # no blob service named: this worker's own timeline
+    assert start_budget.storage_configured({"AzureWebJobsStorage__accountName": "acct"})
+    assert start_budget.storage_configured(
+        {start_budget.STORAGE_CONNECTION: "DefaultEndpointsProtocol=https;AccountName=a;AccountKey=k;"
+                                          "EndpointSuffix=core.windows.net"})
     with pytest.raises(ValueError, match="AzureWebJobsStorage"):
         start_budget.from_env({start_budget.STORE_SETTING: "storage"})
