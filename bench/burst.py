@@ -453,7 +453,7 @@ def _write_docs(results: Sequence[dict], workers: int) -> None:
     lines = []
     for r in results:
         if r["limits"]:
-            lines.append(f"N = {r['n']:,}, {r['definitions']} definition{'s' if r['definitions'] > 1 else ''}:")
+            lines.append(f"\nN = {r['n']:,}, {r['definitions']} definition{'s' if r['definitions'] > 1 else ''}:\n")
             lines.extend(report.target_lines(checks(r)))
     report.write_section("burst", (
         "## A thousand starts at once (`bench/burst.py`, issue #18)\n\n"
