@@ -10,10 +10,6 @@ import azure.functions as func
 
 import telemetry
 
-# First, before any function runs: spans and metrics go to Application Insights when
-# APPLICATIONINSIGHTS_CONNECTION_STRING is set; otherwise nothing is loaded (telemetry/setup.py).
-telemetry.configure()
-
 from activities.jobs import bp as activities_bp
 from activities.notifications import bp as notifications_bp
 from entities.awaited_runs import bp as awaited_runs_bp
@@ -39,3 +35,9 @@ for blueprint in (orchestrator_bp, activities_bp, notifications_bp, awaited_runs
                   http_api_bp, event_grid_bp, queue_trigger_bp, databricks_webhook_bp, run_watcher_bp, openapi_bp,
                   maintenance_bp, results_api_bp):
     app.register_functions(blueprint)
+
+# Last, once everything is imported, so its background thread does not compete with the imports
+# that index the functions: spans and metrics go to Application Insights when
+# APPLICATIONINSIGHTS_CONNECTION_STRING is set (the exporter is set up off this path, and what is
+# recorded before it is ready is kept for it); otherwise nothing is loaded (telemetry/setup.py).
+telemetry.configure()

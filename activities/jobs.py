@@ -259,6 +259,17 @@ def runJobNow(request: Any) -> Dict[str, Any]:
     token = run_idempotency_token(_required(request, "runKey", "runJobNow"))
     job_id = int(_required(request, "jobId", "runJobNow"))
     queue = request.get("queue")
+    # The start budget shared by the workers (databricks_jobs/start_budget.py): a slot more than a
+    # moment away goes back to the orchestrator, which waits for it on a durable timer. A caller
+    # that does not say it can (release 1.0's orchestrator) is not budgeted.
+    from databricks_jobs import start_budget
+    held = request.get("slot")
+    not_before = start_budget.take_slot(start_budget.get(_settings().host), None if held is None else float(held),
+                                        urgent=bool(request.get("urgent")),
+                                        hand_back=bool(request.get("waitsForSlot")), at=request.get("at"),
+                                        holder=token)
+    if not_before is not None:
+        return {"notBefore": not_before}
     run_id = _client().run_now(
         job_id, token, request.get("notebookParams") or None, job_parameters=request.get("jobParameters") or None,
         queue=None if queue is None else bool(queue.get("enabled", True)))

@@ -11,7 +11,8 @@ __all__ = ["ConfigurationError", "CredentialError", "DatabricksApiError", "Datab
 
 
 def reset_all() -> None:
-    """Forget the process-wide settings, token provider and client (tests, re-configuration)."""
+    """Forget the process-wide settings, token provider, client and start budget (tests, re-configuration)."""
+    from . import start_budget
     from .client import reset_jobs_client
     from .credentials import reset_token_provider
     from .settings import reset_settings
@@ -19,3 +20,4 @@ def reset_all() -> None:
     reset_jobs_client()
     reset_token_provider()
     reset_settings()
+    start_budget.reset()

@@ -35,6 +35,7 @@ from urllib3.exceptions import HTTPError as Urllib3HTTPError
 from urllib3.exceptions import InvalidHeader, MaxRetryError, ProtocolError, ResponseError
 from urllib3.util.retry import Retry
 
+from . import start_budget
 from .credentials import TokenProvider, get_token_provider
 from .errors import TRANSPORT_ERROR_CODE, TRANSPORT_ERROR_STATUS, ConfigurationError, CredentialError, DatabricksApiError
 from .process_wide import ProcessWide
@@ -617,6 +618,7 @@ class JobsClient:
         attempt = 0
         while True:
             attempt += 1
+            start_budget.pace(self.host, path)  # the workers' shared budget for jobs/list, jobs/create
             headers, secrets = self._auth_headers()
             response: Optional[requests.Response] = None
             cause: Optional[Exception] = None

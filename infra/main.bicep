@@ -117,6 +117,8 @@ param databricksAzureWorkspaceResourceId string = ''
 param databricksNotificationDestinationId string = ''
 param databricksHttpTimeoutSeconds string = '30'
 param databricksRetryMaxSeconds string = '120'
+param databricksRunNowRate string = '20'
+param databricksStartBudgetStore string = 'auto'
 
 param workflowDefaultTimeoutSeconds string = '86400'
 param workflowPollIntervalSeconds string = '300'
@@ -367,6 +369,8 @@ var appSettings = {
   DATABRICKS_NOTIFICATION_DESTINATION_ID: databricksNotificationDestinationId
   DATABRICKS_HTTP_TIMEOUT_SECONDS: databricksHttpTimeoutSeconds
   DATABRICKS_RETRY_MAX_SECONDS: databricksRetryMaxSeconds
+  DATABRICKS_RUN_NOW_RATE: databricksRunNowRate
+  DATABRICKS_START_BUDGET_STORE: databricksStartBudgetStore
   // ARM's name for the cloud this deployment runs in (AzureCloud, AzureUSGovernment, AzureChinaCloud).
   AZURE_CLOUD: environment().name
   WORKFLOW_DEFAULT_TIMEOUT_SECONDS: workflowDefaultTimeoutSeconds

@@ -9,6 +9,7 @@ import threading
 from urllib.parse import urlsplit, urlunsplit
 
 from .faults import DEFAULT_KINDS, FAULT_KINDS, Faults
+from .rate_limits import RateLimits
 from .scenario import Scenario
 from .server import JobsEmulator
 
@@ -53,7 +54,21 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--job-creation-rate-window", type=float, default=3600.0, help="the rate window in seconds")
     p.add_argument("--keep-runs-of-deleted-jobs", action="store_true",
                    help="keep a deleted job's runs readable and running (default: hidden and cancelled)")
+    p.add_argument("--rate-limits", type=_rate_limits, default=None, metavar="databricks|ENDPOINT=RATE,...",
+                   help="enforce per-endpoint request rates: 'databricks' (the published ones: 20/s for jobs "
+                        "create, get, list, reset, run-now; 10/s update, delete; 100/s runs/get) or e.g. "
+                        "'run-now=5,runs/get=50'; beyond them 429 REQUEST_LIMIT_EXCEEDED with Retry-After")
+    p.add_argument("--max-concurrent-task-runs", type=int, default=2000,
+                   help="the workspace's concurrent task-run limit (runs beyond it queue, or get 429 "
+                        "without queueing); 0: no limit")
     return p
+
+
+def _rate_limits(text: str) -> RateLimits:
+    try:
+        return RateLimits.parse(text)
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -80,7 +95,9 @@ def main(argv: list[str] | None = None) -> int:
                                 notification_destinations=dict(args.destination), workspace_id=args.workspace_id,
                                 max_jobs=args.max_jobs, job_creation_rate_limit=args.job_creation_rate_limit,
                                 job_creation_rate_window=args.job_creation_rate_window,
-                                keep_runs_of_deleted_jobs=args.keep_runs_of_deleted_jobs)
+                                keep_runs_of_deleted_jobs=args.keep_runs_of_deleted_jobs,
+                                rate_limits=args.rate_limits,
+                                max_concurrent_task_runs=args.max_concurrent_task_runs or None)
     except ValueError as exc:
         print(f"jobs_emulator: {exc}", file=sys.stderr)
         return 2

@@ -82,8 +82,10 @@ class Store:
     def __init__(self, clock: Callable[[], float], scenario: Scenario, *, base_url: Callable[[], str],
                  workspace_id: int, user_name: str, cancel_seconds: float, max_jobs: int = 10_000,
                  job_creation_rate_limit: int = 10_000, job_creation_rate_window: float = 3600.0,
-                 keep_runs_of_deleted_jobs: bool = False, job_ids: str = "ascending"):
+                 keep_runs_of_deleted_jobs: bool = False, job_ids: str = "ascending",
+                 max_concurrent_task_runs: int | None = 2000):
         self.clock = clock
+        self.max_concurrent_task_runs = max_concurrent_task_runs
         self.scenario = scenario
         self._base_url = base_url
         self.workspace_id = workspace_id
@@ -515,6 +517,7 @@ class Store:
             run = self._new_run(job.job_id, job.settings, now, version, values=values, notebook_params=notebook_params,
                                 extra=extra, overriding=overriding or None, only=only, token=token)
             self._admit(run, job, body, now)
+            self._admit_in_workspace(run, job, body, now)
             self._register(run)
         return {"run_id": run.run_id, "number_in_job": run.run_id}
 
@@ -576,6 +579,41 @@ class Store:
                 "SKIPPED", "MAXIMUM_CONCURRENT_RUNS_REACHED",
                 f"Skipping this run because the limit of {limit} maximum concurrent runs has been reached.",
                 False, "MAX_CONCURRENT_RUNS_EXCEEDED", "CLIENT_ERROR")
+
+    def _admit_in_workspace(self, run: Run, job: Job, body: dict, now: float) -> None:
+        """The workspace's concurrent task-run limit (2,000 on Azure Databricks): a run whose tasks
+        do not fit is queued until enough active runs end where queueing is on, and refused with 429
+        otherwise ("a run that cannot start at once gets 429, or is queued"). Stricter than the
+        service where it cannot know better: every task of an active or queued run counts from
+        run-now to the run's end, not only the task runs that are running."""
+        limit = self.max_concurrent_task_runs
+        if limit is None or run.skipped_outcome is not None:
+            return
+        need = max(len(run.task_order), 1)
+        active = []
+        for other in list(self._maybe_active.values()):
+            if other.is_terminal(now):
+                continue
+            if other.hidden or other.abandoned or other.skipped_outcome is not None:
+                continue
+            active.append(other)
+        used = sum(max(len(r.task_order), 1) for r in active)
+        if used + need <= limit:
+            return
+        queue = body.get("queue") if isinstance(body.get("queue"), dict) else job.settings.get("queue") or {}
+        if not queue.get("enabled"):
+            raise ApiError(429, "REQUEST_LIMIT_EXCEEDED",
+                           f"The run cannot start: the workspace is at its limit of {limit} concurrent task runs. "
+                           "Enable queueing on the job to queue runs instead.")
+        free, start = limit - used, now
+        for other in sorted(active, key=lambda r: r.end_time):
+            free += max(len(other.task_order), 1)
+            start = other.end_time
+            if free >= need:
+                break
+        if start > run.queue_until:
+            run.queue_until = start
+            run.invalidate()
 
     def _replan_queue(self, job_id: int, now: float) -> None:
         """After a cancel, queued runs of the job may start earlier (FIFO)."""

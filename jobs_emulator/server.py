@@ -18,6 +18,7 @@ from urllib.parse import parse_qs
 from . import views, webhooks
 from .faults import Faults
 from .model import ApiError, Store
+from .rate_limits import RateLimits
 from .scenario import Scenario
 
 _API_PATH = re.compile(r"^/api/(2\.[12])/jobs/([a-z/-]+)$")
@@ -139,6 +140,11 @@ class JobsEmulator:
         runs/submit calls per window of seconds (400 INVALID_STATE beyond it), 10,000 per hour.
     keep_runs_of_deleted_jobs: False (as documented) hides a deleted job's runs and cancels its
         active ones; True keeps them readable and running.
+    rate_limits: None (off), "databricks" (the published per-endpoint rates), or a mapping
+        endpoint -> requests per second ("run-now": 20, ...); beyond a rate, 429
+        REQUEST_LIMIT_EXCEEDED with Retry-After, counted per second of ``clock`` (rate_limits.py).
+    max_concurrent_task_runs: the workspace's concurrent task-run limit (2,000); a run that does not
+        fit is queued where the job queues, refused with 429 otherwise. None: no limit.
     """
 
     def __init__(self, clock: Callable[[], float] = time.time, scenario: Any = None, faults: Any = None, *,
@@ -149,7 +155,8 @@ class JobsEmulator:
                  request_log_limit: int = 100_000, max_jobs: int = 10_000,
                  job_creation_rate_limit: int = 10_000, job_creation_rate_window: float = 3600.0,
                  keep_runs_of_deleted_jobs: bool = False, job_ids: str = "ascending",
-                 service_principals: dict | None = None):
+                 service_principals: dict | None = None, rate_limits: Any = None,
+                 max_concurrent_task_runs: int | None = 2000):
         if not callable(clock) and callable(getattr(clock, "now", None)):
             clock = clock.now  # accept a VirtualClock itself, not only its bound `now`
         self.clock = clock
@@ -176,11 +183,15 @@ class JobsEmulator:
         self._base_url: str | None = None
         if max_jobs < 0 or job_creation_rate_limit < 0 or job_creation_rate_window <= 0:
             raise ValueError("limits must be >= 0 and the rate window > 0")
+        if max_concurrent_task_runs is not None and max_concurrent_task_runs < 1:
+            raise ValueError("max_concurrent_task_runs must be >= 1 (or None: no limit)")
+        self.rate_limits = RateLimits.coerce(rate_limits)
         self.store = Store(clock, scenario or Scenario(), base_url=lambda: self._base_url or "http://127.0.0.1",
                            workspace_id=workspace_id, user_name=user_name, cancel_seconds=cancel_seconds,
                            max_jobs=max_jobs, job_creation_rate_limit=job_creation_rate_limit,
                            job_creation_rate_window=job_creation_rate_window,
-                           keep_runs_of_deleted_jobs=keep_runs_of_deleted_jobs, job_ids=job_ids)
+                           keep_runs_of_deleted_jobs=keep_runs_of_deleted_jobs, job_ids=job_ids,
+                           max_concurrent_task_runs=max_concurrent_task_runs)
         # {application id: whether this identity has "Service principal: User" on it}, for run_as.
         self.store.service_principals.update({str(k): bool(v) for k, v in (service_principals or {}).items()})
         self._calls: collections.Counter = collections.Counter()
@@ -255,7 +266,8 @@ class JobsEmulator:
     @property
     def request_log(self) -> list[dict]:
         """Snapshot of requests: method, path, query, status, error_code, time, fault, body
-        (redacted JSON of a POST), client_port."""
+        (redacted JSON of a POST), client_port; `rate_limited: True` on a request refused by
+        `rate_limits` (status 429, error_code REQUEST_LIMIT_EXCEEDED)."""
         return list(self._log)
 
     def clear_request_log(self) -> None:
@@ -387,6 +399,12 @@ class JobsEmulator:
             return self._send(h, 200, json.dumps(_scim_me(caller)).encode())
         if operation is None:
             return self._error(h, entry, ApiError(404, "ENDPOINT_NOT_FOUND", f"No API found for '{method} {path}'"))
+
+        if self.rate_limits is not None:
+            refused = self.rate_limits.admit(match.group(2), entry["time"])
+            if refused is not None:
+                entry["rate_limited"] = True
+                return self._error(h, entry, refused)
 
         fault = self.faults.pick(method, path)
         entry["fault"] = fault

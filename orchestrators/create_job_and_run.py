@@ -208,18 +208,30 @@ class _Run:
         else:
             activity = "runJobNow"
             payload = {"runKey": p["runKey"], "jobId": p["jobId"], "notebookParams": r.get("notebookParams") or {},
-                       "jobParameters": r.get("jobParameters") or {}}
+                       "jobParameters": r.get("jobParameters") or {}, "waitsForSlot": True,
+                       "at": self.now().timestamp()}
             if r.get("runQueue") is not None:
                 payload["queue"] = r["runQueue"]
         self.check()  # a cancel that came before run-now prevents the run
+        waiting_for_slot = False
         try:
             run = yield from self.call(activity, payload)
+            while run.get("notBefore") is not None:
+                # The start budget's slot (databricks_jobs/start_budget.py): waited for here, on a
+                # durable timer, so a burst of starts holds no worker; then run-now with that slot.
+                waiting_for_slot = True
+                yield from self.sleep(max(float(run["notBefore"]) - self.now().timestamp(), 0.0))
+                waiting_for_slot = False
+                payload = {**payload, "slot": run["notBefore"], "at": self.now().timestamp()}
+                run = yield from self.call(activity, payload)
         except Stopped:
+            if waiting_for_slot:
+                raise  # stopped while waiting for its slot: no run-now was sent, no run to stop
             # An attempt was sent and may have started the run. The run key is its idempotency
             # token, so one more call returns that run (or starts it) and it can be cancelled:
-            # nothing is left running that the caller asked to stop.
+            # nothing is left running that the caller asked to stop. Urgent: past the start budget.
             try:
-                run = yield from self.call_after_end(activity, payload)
+                run = yield from self.call_after_end(activity, {**payload, "urgent": True})
                 p["runId"] = run["runId"]
             except WorkflowFailed:
                 pass  # Databricks refused it: there is no run to stop

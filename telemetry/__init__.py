@@ -1,7 +1,8 @@
 """Telemetry an operator can act on: spans and metrics through the OpenTelemetry API, exported to
 Application Insights by azure-monitor-opentelemetry when APPLICATIONINSIGHTS_CONNECTION_STRING is set.
 
-- `configure()` (function_app.py calls it once, when the worker indexes the app) sets up the exporter,
+- `configure()` (function_app.py calls it once, last, when the worker imports the app) starts setting
+  up the exporter on a background thread, keeping what is recorded meanwhile for it (deferred.py),
   or does nothing at all: without a connection string no OpenTelemetry SDK, exporter or thread is
   loaded, and every instrument below is the API's no-op.
 - Spans (tracing.py): one per Jobs API HTTP attempt (jobs_api.py), one per activity execution and one

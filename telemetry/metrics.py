@@ -121,13 +121,28 @@ def instrument(name: str) -> Any:
 
 
 def record(name: str, value: float, attributes: Optional[Mapping[str, Any]] = None) -> None:
-    """Add to a counter, record into a histogram or set a gauge; never raises."""
+    """Add to a counter, record into a histogram or set a gauge; never raises. While the exporter is
+    being set up the measurement is kept and recorded when it is ready (telemetry/deferred.py)."""
     try:
         metric = BY_NAME[name]
         attrs = {k: v for k, v in (attributes or {}).items() if v is not None}
         unknown = set(attrs) - set(metric.attributes)
         if unknown:
             raise ValueError(f"{name} has no attribute {sorted(unknown)}")
+        from telemetry import setup
+
+        deferred = setup.pending()
+        if deferred is not None and deferred.measurement(name, value, attrs):
+            return
+        record_now(name, value, attrs)
+    except Exception as exc:
+        log.warning("telemetry: metric %s not recorded (%s)", name, type(exc).__name__)
+
+
+def record_now(name: str, value: float, attrs: Mapping[str, Any]) -> None:
+    """Record a checked measurement on the current global provider's instrument."""
+    try:
+        metric = BY_NAME[name]
         target = instrument(name)
         if metric.kind == COUNTER:
             target.add(value, attrs)

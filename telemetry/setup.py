@@ -6,7 +6,11 @@ Three outcomes of `configure()`:
 - `worker`: PYTHON_APPLICATIONINSIGHTS_ENABLE_TELEMETRY=true. The Python worker has already called
   `configure_azure_monitor` itself before indexing the app (azure-functions-python-worker,
   dispatcher `worker_init_request`); configuring twice would install a second set of providers.
-- `azure_monitor`: this module calls `configure_azure_monitor` with the options below.
+- `azure_monitor`: this module calls `configure_azure_monitor` with the options below, on a
+  background thread (`telemetry-setup`): importing the distro and setting it up takes ~0.5 s, which on
+  the path that indexes the functions would more than double a cold start. Until it is done, spans and
+  metric measurements are kept (deferred.py) and handed to the exporter once it exists; nothing waits
+  for it, neither the import nor the first invocation. `wait_until_ready()` is for tests and tools.
 
 Options, and why:
 - logging off: the Functions host already sends the worker's log records to the `traces` table; a
@@ -26,7 +30,9 @@ from __future__ import annotations
 import logging
 import os
 import threading
-from typing import Mapping, MutableMapping, Optional
+from typing import Any, Callable, Mapping, MutableMapping, Optional
+
+from telemetry.deferred import Deferred
 
 log = logging.getLogger(__name__)
 
@@ -48,6 +54,9 @@ DISABLED_INSTRUMENTATIONS = ("requests", "urllib", "urllib3", "django", "fastapi
 
 _lock = threading.Lock()
 _mode: Optional[str] = None
+_deferred: Optional[Deferred] = None  # set while the exporter is being set up; None once handed over
+_ready = threading.Event()  # set when the background set-up has ended (either way)
+THREAD_NAME = "telemetry-setup"
 
 
 def mode_for(environ: Mapping[str, str]) -> str:
@@ -59,29 +68,80 @@ def mode_for(environ: Mapping[str, str]) -> str:
     return AZURE_MONITOR
 
 
-def configure(environ: Optional[MutableMapping[str, str]] = None) -> str:
-    """Set up telemetry export for this process once; later calls return the first outcome.
-    Never raises: a process that cannot export telemetry still runs workflows."""
-    global _mode
+def configure(environ: Optional[MutableMapping[str, str]] = None,
+              set_up: Optional[Callable[[MutableMapping[str, str]], None]] = None) -> str:
+    """Set up telemetry export for this process once; later calls return the first outcome. With
+    Azure Monitor the set-up runs on a background thread and this returns at once. Never raises: a
+    process that cannot export telemetry still runs workflows. `set_up` replaces the distro (tests)."""
+    global _mode, _deferred
     env = os.environ if environ is None else environ
     with _lock:
         if _mode is not None:
             return _mode
         mode = mode_for(env)
-        if mode == AZURE_MONITOR:
-            try:
-                _configure_azure_monitor(env)
-            except Exception as exc:  # the text may quote the connection string: the type only
-                log.warning("telemetry: Azure Monitor could not be set up (%s); no spans or metrics will be sent",
-                            type(exc).__name__)
-                mode = OFF
         _mode = mode
+        if mode != AZURE_MONITOR:
+            _ready.set()
+            return mode
+        _deferred = Deferred()
+        # A daemon: a worker that exits must not wait for an exporter still importing.
+        threading.Thread(target=_set_up_in_background, args=(env, set_up or _configure_azure_monitor, _deferred),
+                         name=THREAD_NAME, daemon=True).start()
         return mode
 
 
+def _set_up_in_background(env: MutableMapping[str, str], set_up: Callable[[MutableMapping[str, str]], None],
+                          deferred: Deferred) -> None:
+    global _mode, _deferred
+    try:
+        deferred.tracer_provider()  # the SDK first (~0.1 s): the app's first spans find it built
+        set_up(env)
+        from opentelemetry import trace
+
+        from telemetry import metrics
+
+        provider = trace.get_tracer_provider()
+        processor = getattr(provider, "_active_span_processor", None)  # the SDK provider's processors
+        if processor is None:
+            raise TypeError("the global tracer provider is not the OpenTelemetry SDK's")
+        deferred.hand_over(processor, metrics.record_now)
+        _deferred = None
+    except Exception as exc:  # the text may quote the connection string: the type only
+        log.warning("telemetry: Azure Monitor could not be set up (%s); no spans or metrics will be sent",
+                    type(exc).__name__)
+        deferred.discard()
+        _deferred = None
+        _mode = OFF
+    finally:
+        _ready.set()
+
+
 def configured_mode() -> Optional[str]:
-    """The outcome of `configure()`, or None before it ran."""
+    """The outcome of `configure()`, or None before it ran (azure_monitor from the start of the
+    background set-up; off if it failed)."""
     return _mode
+
+
+def wait_until_ready(timeout: Optional[float] = None) -> bool:
+    """Block until the background set-up has ended (tests, tools; never the app's own path)."""
+    return _ready.wait(timeout)
+
+
+def pending() -> Optional[Deferred]:
+    """The buffers while the exporter is being set up; None when spans and metrics go to the global
+    providers (set up, off, or run by the worker)."""
+    return _deferred
+
+
+def tracer_provider() -> Any:
+    """Where the app's spans go now: the early provider while the exporter is being set up, else the
+    global one."""
+    deferred = _deferred
+    if deferred is not None:
+        return deferred.tracer_provider()
+    from opentelemetry import trace
+
+    return trace.get_tracer_provider()
 
 
 def _configure_azure_monitor(env: MutableMapping[str, str]) -> None:

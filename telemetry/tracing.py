@@ -33,10 +33,11 @@ _tracer = PerProvider(lambda provider: provider.get_tracer(TRACER_NAME))
 
 
 def tracer() -> Any:
-    """The app's tracer from the current global tracer provider."""
-    from opentelemetry import trace
+    """The app's tracer from the current tracer provider (the global one, or the early one while the
+    exporter is being set up: telemetry/deferred.py)."""
+    from telemetry import setup
 
-    return _tracer.get(trace.get_tracer_provider())
+    return _tracer.get(setup.tracer_provider())
 
 
 def error_attributes(exc: BaseException) -> Dict[str, Any]:

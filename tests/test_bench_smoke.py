@@ -6,6 +6,10 @@ from bench import (activity_overhead, baselines, cold_start, jobs_per_definition
                    waiting_mixes, waiting_tuning)
 
 
+from bench import (activity_overhead, baselines, burst, cold_start, jobs_per_definition, poll_cost, report, speedups,
+                   waiting, waiting_tuning)
+
+
 @pytest.fixture(autouse=True)
 def isolated_env(monkeypatch):
     for name in ("DATABRICKS_HOST", "DATABRICKS_AUTH", "DATABRICKS_TOKEN", "IDENTITY_ENDPOINT", "IDENTITY_HEADER",
@@ -181,8 +185,10 @@ def test_cold_start_bench_compares_with_the_functions_libraries(monkeypatch, cap
     monkeypatch.setattr(cold_start, "DOCS_DIR", tmp_path)
     cold_start.run()
     out = capsys.readouterr().out
-    assert "ratio: " in out and "(all)" in out
-    assert "| (all) |" in (tmp_path / "benchmarks.md").read_text("utf-8")
+    assert "ratio, telemetry off: " in out and "ratio, telemetry on: " in out and "(all)" in out
+    assert "exporter ready in the background" in out
+    page = (tmp_path / "benchmarks.md").read_text("utf-8")
+    assert "| (all) |" in page and "| telemetry on (`APPLICATIONINSIGHTS_CONNECTION_STRING` set) |" in page
 
 
 def test_speedups_keep_the_timestamps_the_engine_sees_and_are_undone():
@@ -241,3 +247,20 @@ def test_large_results_bench_runs_and_keeps_the_history_small(monkeypatch, capsy
     assert "3 tasks cut inline, 3 kept copies" in out and "memory ratio: " in out and "status answer: " in out
     assert "1,000 tasks x 5 MB: outputs " in out
     assert float(out.split("history ratio: ")[1].split()[0]) < 1  # 3 x 64 KB inline of 3 x 300 KB
+
+
+def test_burst_bench_starts_every_workflow_once_on_concurrent_workers(monkeypatch, capsys, tmp_path):
+    monkeypatch.setattr(burst, "DOCS_DIR", tmp_path)
+    burst.main(["--n", "24", "--definitions", "1", "3", "--workers", "2", "--processes", "2",
+                "--json", str(tmp_path / "burst.json")])
+    out = capsys.readouterr().out
+    import json
+    results = json.loads((tmp_path / "burst.json").read_text("utf-8"))
+    assert len(results) == 4 and {(r["definitions"], r["limits"]) for r in results} == \
+        {(1, True), (1, False), (3, True), (3, False)}
+    for r in results:
+        assert r["success"] == r["runs_started"] == 24 and r["failed_workflows"] == 0
+        assert r["calls_by_endpoint"]["run-now"] >= 24 and r["workers"] == 2
+    assert "PASS  N=24 definitions=1: exactly N runs" in out
+    page = (tmp_path / "benchmarks.md").read_text("utf-8")
+    assert "<!-- burst:start -->" in page and "| 24 | 3 | on |" in page

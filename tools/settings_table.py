@@ -13,12 +13,14 @@ START, END = "<!-- settings-table:start -->", "<!-- settings-table:end -->"
 def all_settings() -> list[tuple[str, str, str]]:
     from callers.identity import SETTINGS as IDENTITY
     from databricks_jobs.settings import SETTINGS as DATABRICKS
+    from databricks_jobs.start_budget import SETTINGS as START_BUDGET
     from workflow.caller_policy import SETTINGS as POLICIES
     from messaging.settings import SETTINGS as CALLERS
     from workflow.results import SETTINGS as RESULTS
     from workflow.settings import SETTINGS as WORKFLOW
 
-    rows = [(s[0], s[1], s[2]) for s in (*DATABRICKS, *WORKFLOW, *RESULTS, *CALLERS, *IDENTITY, *POLICIES)]
+    rows = [(s[0], s[1], s[2]) for s in (*DATABRICKS, *START_BUDGET, *WORKFLOW, *RESULTS, *CALLERS, *IDENTITY,
+                                         *POLICIES)]
     names = [r[0] for r in rows]
     assert len(names) == len(set(names)), "a setting is listed twice"
     return rows

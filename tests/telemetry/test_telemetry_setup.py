@@ -30,8 +30,19 @@ PROBE = textwrap.dedent("""
         return real_connect(self, address)
     socket.socket.connect = guarded
 
+    import threading
+    distro_importers = []  # the threads that imported azure.monitor.opentelemetry
+    class Census:
+        def find_spec(self, name, path=None, target=None):
+            if name == "azure.monitor.opentelemetry":
+                distro_importers.append(threading.current_thread().name)
+            return None
+    sys.meta_path.insert(0, Census())
+
     import function_app
     import telemetry.setup
+    loaded_at_import = "azure.monitor.opentelemetry" in sys.modules and threading.current_thread().name in distro_importers
+    ready = telemetry.setup.wait_until_ready(60)
     loaded = sorted(m for m in sys.modules if any(m.startswith(p) for p in (
         "azure.monitor", "opentelemetry.sdk", "opentelemetry.metrics", "opentelemetry.instrumentation")))
     from opentelemetry import metrics, trace  # after the census: the probe's own imports
@@ -41,6 +52,9 @@ PROBE = textwrap.dedent("""
         "tracer_provider": type(trace.get_tracer_provider()).__module__,
         "meter_provider": type(metrics.get_meter_provider()).__module__,
         "attempts": attempts,
+        "ready": ready,
+        "distro_importers": distro_importers,
+        "loaded_on_import_path": loaded_at_import,
     }
     try:
         from opentelemetry.instrumentation.requests import RequestsInstrumentor
@@ -83,8 +97,11 @@ def test_without_a_connection_string_importing_the_app_loads_no_exporter_sdk_or_
 
 def test_with_a_connection_string_the_app_sets_up_azure_monitor_without_generic_http_spans(tmp_path):
     report = probe(tmp_path, APPLICATIONINSIGHTS_CONNECTION_STRING=LOOPBACK_CONNECTION_STRING, **QUIET)
-    assert report["mode"] == "azure_monitor"
+    assert report["ready"] and report["mode"] == "azure_monitor"
     assert "azure.monitor.opentelemetry" in report["modules"]
+    # Imported on the set-up thread, never on the path that imports (indexes) the app.
+    assert report["distro_importers"] == [setup.THREAD_NAME]
+    assert report["loaded_on_import_path"] is False
     assert report["tracer_provider"].startswith("opentelemetry.sdk.trace")
     assert report["meter_provider"].startswith("opentelemetry.sdk.metrics")
     # Each Jobs API attempt has the app's own span; requests' generic span would duplicate it.
