@@ -52,7 +52,14 @@ def container_client(env: Optional[Mapping[str, str]] = None) -> "ContainerClien
     conn_str = env.get(connection, "")
     service_uri = env.get(f"{connection}__blobServiceUri", "")
     if not service_uri and env.get(f"{connection}__accountName"):
-        service_uri = f"https://{env[f'{connection}__accountName']}.blob.core.windows.net"
+        from databricks_jobs import clouds
+        from databricks_jobs.errors import ConfigurationError
+
+        try:  # the cloud's own storage suffix (sovereign clouds differ)
+            cloud = clouds.cloud_from_env(env)
+        except clouds.UnknownCloud as exc:
+            raise ConfigurationError("AZURE_CLOUD", str(exc)) from None
+        service_uri = cloud.storage_service_uri(env[f"{connection}__accountName"].strip(), "blob")
     key = (connection, conn_str or service_uri, container)
     with _lock:
         client = _clients.get(key)
