@@ -24,13 +24,21 @@ class AzuriteUnavailable(RuntimeError):
 
 
 def install() -> None:
+    """`npm ci` of the pinned Azurite, once: a file lock keeps processes that start at the same
+    moment (the test suite's workers) from installing over each other."""
+    import fcntl
+
     if AZURITE_BLOB_BIN.exists():
         return
     npm = shutil.which("npm")
     if npm is None:
         raise AzuriteUnavailable("npm is required to install Azurite; install Node.js 18+ with npm")
-    result = subprocess.run([npm, "ci", "--no-audit", "--no-fund", "--loglevel=error"], cwd=AZURITE_DIR,
-                            capture_output=True, text=True, timeout=600)
+    with open(AZURITE_DIR / ".install.lock", "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        if AZURITE_BLOB_BIN.exists():  # another process installed it while this one waited
+            return
+        result = subprocess.run([npm, "ci", "--no-audit", "--no-fund", "--loglevel=error"], cwd=AZURITE_DIR,
+                                capture_output=True, text=True, timeout=600)
     if result.returncode != 0 or not AZURITE_BLOB_BIN.exists():
         raise AzuriteUnavailable(f"npm ci in {AZURITE_DIR} failed:\n{result.stdout}\n{result.stderr}")
 

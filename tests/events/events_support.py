@@ -125,9 +125,13 @@ def queue_message(body: Any, *, message_id: str = "msg-1", dequeue_count: int = 
 
 def app_functions(app):
     """`app.get_functions()`, callable more than once: azure-functions records the names on the
-    first call and then refuses the same names as duplicates."""
+    first call and then refuses the same names as duplicates (devhost indexes the same app later,
+    in whatever order the tests run)."""
     app.functions_bindings = {}
-    return app.get_functions()
+    try:
+        return app.get_functions()
+    finally:
+        app.functions_bindings = {}
 
 
 # -- Azurite ----------------------------------------------------------------------------------------
@@ -139,14 +143,9 @@ def _free_port() -> int:
 
 
 def _install_azurite() -> None:
-    if AZURITE_QUEUE_BIN.exists():
-        return
-    npm = shutil.which("npm")
-    if npm is None:
-        pytest.fail("npm is required to install Azurite (the queue tests need a real queue service); "
-                    "install Node.js 18+ with npm", pytrace=False)
-    # `npm ci` installs exactly the committed lock file.
-    result = subprocess.run([npm, "ci", "--no-audit", "--no-fund", "--loglevel=error"], cwd=AZURITE_DIR,
-                            capture_output=True, text=True, timeout=600)
-    if result.returncode != 0 or not AZURITE_QUEUE_BIN.exists():
-        pytest.fail(f"npm ci in {AZURITE_DIR} failed:\n{result.stdout}\n{result.stderr}", pytrace=False)
+    from devhost.azurite import AzuriteUnavailable, install
+
+    try:
+        install()  # one installer, locked against the suite's other workers
+    except AzuriteUnavailable as error:
+        pytest.fail(str(error), pytrace=False)
