@@ -31,10 +31,10 @@ import azure.functions as func
 from databricks_jobs.secret_values import scrubbed_logger
 from messaging import settings as caller_settings, storage_queues
 from telemetry.tracing import traced_trigger
-from triggers.starter import (StartResult, check_saved_jobs, instance_id_for as _instance_id_for,
-                              record_saved_job_definition, resolve_job, start_once)
+from triggers.starter import (StartResult, checked_event_input, instance_id_for as _instance_id_for,
+                              record_saved_job_definition, start_once)
 from workflow import caller_policy
-from workflow.inputs import (InputError, check_json_value, looks_like_credential, orchestration_input,
+from workflow.inputs import (InputError, check_json_value, looks_like_credential,
                              parse_json_body, validate_request)
 from workflow.settings import WorkflowSettings
 
@@ -291,17 +291,7 @@ async def handle_event(event: ReceivedEvent, client: df.DurableOrchestrationClie
         settings = settings or WorkflowSettings.from_env()
         request = await asyncio.to_thread(validated_event, event, settings)
         try:
-            if entry is not None:
-                try:
-                    caller_policy.check_request(entry, request.body)  # before any job lookup
-                except caller_policy.Refusal as refusal:
-                    raise InputError(f"{refusal.message} (refused by the caller policy)", refusal.field) from None
-            request = await resolve_job(request)
-            envelope = orchestration_input(request, settings, notify=True, owner=owner, policy=entry)
-            try:
-                await check_saved_jobs(client, entry, owner, envelope)
-            except caller_policy.Refusal as refusal:
-                raise InputError(f"{refusal.message} (refused by the caller policy)", refusal.field) from None
+            envelope = await checked_event_input(client, request, settings, owner=owner, entry=entry)
         except InputError as error:
             raise _prefixed(error, event) from None
     except IgnoredEvent as reason:

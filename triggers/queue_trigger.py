@@ -21,11 +21,10 @@ import azure.functions as func
 
 from messaging import settings as caller_settings
 from telemetry.tracing import traced_trigger
-from triggers.starter import (INSTANCE_ID_PATTERN, StartResult, check_saved_jobs, instance_id_for, queue_instance_key,
-                              record_saved_job_definition, resolve_job,
-                              start_once)
+from triggers.starter import (INSTANCE_ID_PATTERN, StartResult, checked_event_input, instance_id_for, queue_instance_key,
+                              record_saved_job_definition, start_once)
 from workflow import caller_policy
-from workflow.inputs import InputError, WorkflowRequest, orchestration_input, parse_json_body, validate_request
+from workflow.inputs import InputError, WorkflowRequest, parse_json_body, validate_request
 from workflow.settings import WorkflowSettings
 
 log = logging.getLogger(__name__)
@@ -75,18 +74,7 @@ async def handle_message(msg: func.QueueMessage, client: df.DurableOrchestration
     try:
         # Off the event loop: validation is CPU work that would stall every other trigger and route.
         request, instance_id = await asyncio.to_thread(request_of, msg.get_body(), settings)
-        if entry is not None:
-            try:
-                caller_policy.check_request(entry, request.body)  # before any job lookup
-            except caller_policy.Refusal as refusal:
-                raise InputError(f"{refusal.message} (refused by the caller policy)", refusal.field) from None
-        # A transient Databricks error raises JobLookupUnavailable: the host retries the message.
-        request = await resolve_job(request)
-        envelope = orchestration_input(request, settings, notify=True, owner=owner, policy=entry)
-        try:
-            await check_saved_jobs(client, entry, owner, envelope)
-        except caller_policy.Refusal as refusal:
-            raise InputError(f"{refusal.message} (refused by the caller policy)", refusal.field) from None
+        envelope = await checked_event_input(client, request, settings, owner=owner, entry=entry)
     except InputError as error:
         failure = QueueMessageError(msg.id, error)
         log.error("%s (dequeue count %s; moved to %s-poison after the last retry)", failure, getattr(msg, "dequeue_count", None),

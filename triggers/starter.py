@@ -20,7 +20,7 @@ from entities.caller_definitions import ENTITY as DEFINITIONS_ENTITY
 from orchestrators import versions
 from orchestrators.create_job_and_run import ORCHESTRATOR_NAME
 from workflow import caller_policy
-from workflow.inputs import InputError, WorkflowRequest
+from workflow.inputs import InputError, WorkflowRequest, orchestration_input as build_input
 
 log = logging.getLogger(__name__)
 
@@ -181,3 +181,28 @@ async def record_saved_job_definition(client: df.DurableOrchestrationClient, ent
     definition = caller_policy.saved_job_definition(orchestration_input["request"])
     if definition is not None:
         await client.signal_entity(_definitions_entity(owner), "add", definition)
+
+
+def _as_input_error(refusal: caller_policy.Refusal) -> InputError:
+    return InputError(f"{refusal.message} (refused by the caller policy)", refusal.field)
+
+
+async def checked_event_input(client: df.DurableOrchestrationClient, request: WorkflowRequest, settings, *,
+                              owner: Optional[str], entry) -> dict:
+    """The orchestration input of an event- or queue-started workflow (it notifies when it ends), with
+    the caller policy applied: the request is checked before any job lookup (the answer must not
+    depend on whether a job exists), then `jobName` is resolved, then the saved-jobs ceiling. A
+    refusal raises InputError naming the field and the rule."""
+    if entry is not None:
+        try:
+            caller_policy.check_request(entry, request.body)
+        except caller_policy.Refusal as refusal:
+            raise _as_input_error(refusal) from None
+    # A transient Databricks error raises JobLookupUnavailable: the host retries the delivery.
+    request = await resolve_job(request)
+    envelope = build_input(request, settings, notify=True, owner=owner, policy=entry)
+    try:
+        await check_saved_jobs(client, entry, owner, envelope)
+    except caller_policy.Refusal as refusal:
+        raise _as_input_error(refusal) from None
+    return envelope
