@@ -64,3 +64,14 @@ def cloud_named(value: Optional[str]) -> AzureCloud:
 
 def cloud_from_env(env: Mapping[str, str]) -> AzureCloud:
     return cloud_named(env.get(SETTING))
+
+
+def service_uri(env: Mapping[str, str], connection: str, service: str) -> str:
+    """The `service` ("blob", "queue", "table") endpoint of an identity-based connection, the
+    Functions way: `<connection>__<service>ServiceUri`, or `<connection>__accountName` with this
+    cloud's storage suffix; "" when neither is set. Raises UnknownCloud for a bad AZURE_CLOUD."""
+    uri = (env.get(f"{connection}__{service}ServiceUri") or "").strip()
+    account = (env.get(f"{connection}__accountName") or "").strip()
+    if uri or not account:
+        return uri
+    return cloud_from_env(env).storage_service_uri(account, service)

@@ -225,17 +225,14 @@ def _container(env: Mapping[str, str]) -> Any:
     conn_str = (env.get(STORAGE_CONNECTION) or "").strip()
     if conn_str:
         return ContainerClient.from_connection_string(conn_str, CONTAINER, retry_policy=_quick_retry(), **_QUICK)
-    uri = env.get(f"{STORAGE_CONNECTION}__blobServiceUri")
-    if not uri:
-        from databricks_jobs import clouds
+    from databricks_jobs import clouds
 
-        try:  # the cloud's own storage suffix (sovereign clouds differ)
-            cloud = clouds.cloud_from_env(env)
-        except clouds.UnknownCloud as exc:
-            from databricks_jobs.errors import ConfigurationError
+    try:  # the cloud's own storage suffix (sovereign clouds differ)
+        uri = clouds.service_uri(env, STORAGE_CONNECTION, "blob")
+    except clouds.UnknownCloud as exc:
+        from databricks_jobs.errors import ConfigurationError
 
-            raise ConfigurationError("AZURE_CLOUD", str(exc)) from None
-        uri = cloud.storage_service_uri(env[f"{STORAGE_CONNECTION}__accountName"].strip(), "blob")
+        raise ConfigurationError("AZURE_CLOUD", str(exc)) from None
     from azure.identity import DefaultAzureCredential, ManagedIdentityCredential
 
     # The Functions convention for identity-based connections, as messaging/storage_queues.py reads it.

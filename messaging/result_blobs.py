@@ -50,16 +50,13 @@ def container_client(env: Optional[Mapping[str, str]] = None) -> "ContainerClien
     env = os.environ if env is None else env
     container, connection = settings(env)
     conn_str = env.get(connection, "")
-    service_uri = env.get(f"{connection}__blobServiceUri", "")
-    if not service_uri and env.get(f"{connection}__accountName"):
-        from databricks_jobs import clouds
-        from databricks_jobs.errors import ConfigurationError
+    from databricks_jobs import clouds
+    from databricks_jobs.errors import ConfigurationError
 
-        try:  # the cloud's own storage suffix (sovereign clouds differ)
-            cloud = clouds.cloud_from_env(env)
-        except clouds.UnknownCloud as exc:
-            raise ConfigurationError("AZURE_CLOUD", str(exc)) from None
-        service_uri = cloud.storage_service_uri(env[f"{connection}__accountName"].strip(), "blob")
+    try:  # the cloud's own storage suffix (sovereign clouds differ)
+        service_uri = clouds.service_uri(env, connection, "blob")
+    except clouds.UnknownCloud as exc:
+        raise ConfigurationError("AZURE_CLOUD", str(exc)) from None
     key = (connection, conn_str or service_uri, container)
     with _lock:
         client = _clients.get(key)

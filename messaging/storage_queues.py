@@ -47,13 +47,10 @@ def queue_client(queue: str, connection: str, env: Optional[Mapping[str, str]] =
     """A cached client for `queue`, created on first use (so a new deployment needs no setup step)."""
     env = os.environ if env is None else env
     conn_str = env.get(connection, "")
-    service_uri = env.get(f"{connection}__queueServiceUri", "")
-    if not service_uri and env.get(f"{connection}__accountName"):
-        try:
-            cloud = clouds.cloud_from_env(env)
-        except clouds.UnknownCloud as exc:
-            raise QueueConfigurationError(str(exc)) from None
-        service_uri = cloud.storage_service_uri(env[f"{connection}__accountName"].strip(), "queue")
+    try:
+        service_uri = clouds.service_uri(env, connection, "queue")
+    except clouds.UnknownCloud as exc:
+        raise QueueConfigurationError(str(exc)) from None
     from azure.core.exceptions import ResourceExistsError
     from azure.storage.queue import QueueClient, TextBase64EncodePolicy
 
