@@ -4,53 +4,19 @@ get the same slot nor two closer than the interval, and a worker that cannot rea
 starting on its own timeline."""
 from __future__ import annotations
 
-import shutil
-import socket
-import subprocess
-import sys
-import tempfile
 import threading
 import time
-from pathlib import Path
 
 import pytest
 
 from databricks_jobs import start_budget
-
-ROOT = Path(__file__).resolve().parents[2]
-sys.path.insert(0, str(ROOT / "tests" / "events"))
-from events_support import AZURITE_DIR, DEV_ACCOUNT, DEV_KEY, _free_port, _install_azurite  # noqa: E402
-
-AZURITE_BLOB_BIN = AZURITE_DIR / "node_modules" / ".bin" / "azurite-blob"
+from devhost.azurite import DEV_ACCOUNT, DEV_KEY, _free_port
 
 
-@pytest.fixture(scope="module")
-def blob_connection_string():
-    _install_azurite()
-    port = _free_port()
-    workdir = tempfile.mkdtemp(prefix="azurite-blob-")
-    proc = subprocess.Popen([str(AZURITE_BLOB_BIN), "--blobHost", "127.0.0.1", "--blobPort", str(port),
-                             "--inMemoryPersistence", "--skipApiVersionCheck", "--disableTelemetry", "--silent"],
-                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, cwd=workdir)
-    try:
-        deadline = time.monotonic() + 30
-        while True:
-            assert proc.poll() is None, "azurite-blob exited"
-            try:
-                with socket.create_connection(("127.0.0.1", port), timeout=0.2):
-                    break
-            except OSError:
-                assert time.monotonic() < deadline, "azurite-blob did not listen"
-                time.sleep(0.05)
-        yield (f"DefaultEndpointsProtocol=http;AccountName={DEV_ACCOUNT};AccountKey={DEV_KEY};"
-               f"BlobEndpoint=http://127.0.0.1:{port}/{DEV_ACCOUNT};")
-    finally:
-        proc.terminate()
-        try:
-            proc.wait(10)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-        shutil.rmtree(workdir, ignore_errors=True)
+@pytest.fixture
+def blob_connection_string(azurite_blob):
+    """The shared azurite-blob service (tests/conftest.py)."""
+    return azurite_blob.connection_string
 
 
 def _worker(connection_string):

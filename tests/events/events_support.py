@@ -2,9 +2,6 @@
 from __future__ import annotations
 
 import json
-import shutil
-import socket
-import subprocess
 import uuid
 from pathlib import Path
 from datetime import datetime, timezone
@@ -15,11 +12,10 @@ import azure.durable_functions as df
 import pytest
 
 ROOT = Path(__file__).resolve().parents[2]
-AZURITE_DIR = ROOT / ".tools" / "azurite"
+# The Azurite package, its development account and the installer live in devhost/azurite.py.
+from devhost.azurite import AZURITE_DIR, DEV_ACCOUNT, DEV_KEY, _free_port  # noqa: E402,F401
+
 AZURITE_QUEUE_BIN = AZURITE_DIR / "node_modules" / ".bin" / "azurite-queue"
-# Azurite's well-known development account (public, documented; not a secret).
-DEV_ACCOUNT = "devstoreaccount1"
-DEV_KEY = "Eby8vdM02xNOcqFlqUwJPLlmEtlCDXJ1OUzFT50uSRZ6IFsuFq2UVErCz4I6tq/K1SZFPTOtr/KBHBeksoGMGw=="
 
 VALID_INPUT = {"jobName": "nightly-load", "taskKey": "main", "notebookPath": "/Workspace/Users/a@b.c/load",
                "existingClusterId": "0923-164208-meows279"}
@@ -135,12 +131,6 @@ def app_functions(app):
 
 
 # -- Azurite ----------------------------------------------------------------------------------------
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
 
 def _install_azurite() -> None:
     from devhost.azurite import AzuriteUnavailable, install
